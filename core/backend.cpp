@@ -1,0 +1,42 @@
+#include "core/backend.h"
+
+namespace pconv {
+
+Backend& cpu_backend();  // core/cpu/cpu_backend.cpp
+#ifdef PCONV_HAS_CUDA
+// cuda/cuda_backend.cpp: nullptr with a reason when no device is usable.
+Backend* cuda_backend_or_null(std::string& why_not);
+#endif
+
+namespace {
+struct CudaState {
+  Backend* backend = nullptr;
+  std::string why_not;
+};
+const CudaState& cuda_state() {
+  static const CudaState state = [] {
+    CudaState s;
+#ifdef PCONV_HAS_CUDA
+    s.backend = cuda_backend_or_null(s.why_not);
+#else
+    s.why_not = "pconv was built without the CUDA backend (configure with -DPCONV_CUDA=ON on a machine with nvcc, cuBLAS and cuDNN)";
+#endif
+    return s;
+  }();
+  return state;
+}
+}  // namespace
+
+bool cuda_available() { return cuda_state().backend != nullptr; }
+std::string cuda_unavailable_reason() { return cuda_state().why_not; }
+
+Backend& backend(Device device) {
+  if (device == Device::CPU) return cpu_backend();
+  const auto& s = cuda_state();
+  if (!s.backend) throw Error("cuda: " + s.why_not);
+  return *s.backend;
+}
+
+Backend& backend_of(const Tensor& t) { return backend(t.device()); }
+
+}  // namespace pconv

@@ -1,0 +1,147 @@
+#pragma once
+// The kernels every device provides. No autograd here: ops (core/ops/*.cpp) allocate the
+// outputs, call these, and record the graph. All tensors passed in are contiguous, on this
+// backend's device, and (unless a kernel says otherwise) of one dtype; outputs are
+// preallocated with their final shape. The CPU backend lives in core/cpu/, the CUDA one in
+// cuda/ (the only place with CUDA headers).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace pconv {
+
+enum class UnaryOp {
+  Neg,        // -x
+  Abs,        // |x|
+  Sign,       // -1, 0, 1
+  Exp,
+  Log,
+  Sqrt,
+  Square,
+  Relu,       // max(x, 0)
+  LeakyRelu,  // x > 0 ? x : alpha x
+  Step,       // x > alpha ? 1 : 0   (masks: count > 0)
+  AddScalar,  // x + alpha
+  MulScalar,  // x * alpha
+  RSubScalar, // alpha - x
+  Clamp01,    // min(max(x, 0), 1)
+};
+
+enum class BinaryOp { Add, Sub, Mul, Div };
+
+// Backward of a pointwise nonlinearity given its input x: gx = gy * f'(x).
+// Relu/LeakyRelu (alpha = slope) and Abs (sign(x), 0 at 0).
+enum class PointwiseGrad { Relu, LeakyRelu, Abs };
+
+struct Conv2dParams {
+  int64_t stride = 1;
+  int64_t pad = 0;  // symmetric zero padding
+};
+
+// One group of channels sharing a mask: `mask` is N×1×H×W (1 = known, 0 = hole), same dtype
+// and device as the features. A feature tensor's mask is a list of groups whose channel
+// counts add up to C (DESIGN.md "Masks: groups").
+struct MaskGroup {
+  int64_t channels = 0;
+  Tensor mask;
+};
+using Mask = std::vector<MaskGroup>;
+
+struct AdamParams {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  int64_t step = 1;  // 1-based step for bias correction, already incremented
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+
+  // ---- memory
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* ptr, size_t bytes) = 0;
+  virtual void copy_from_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void synchronize() {}
+
+  // dst = src converted to dst's dtype (same numel, both on this device).
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  virtual void fill(Tensor& t, double value) = 0;
+  // Counter-based random numbers: element i gets hash(seed, offset + i), so every device
+  // draws the same values. normal: Box-Muller of two hashed uniforms.
+  virtual void fill_uniform(Tensor& t, double low, double high, uint64_t seed, uint64_t offset) = 0;
+  virtual void fill_normal(Tensor& t, double mean, double stddev, uint64_t seed, uint64_t offset) = 0;
+
+  // ---- elementwise
+  virtual void unary(UnaryOp op, const Tensor& x, Tensor& y, double alpha) = 0;
+  // y = a op b with numpy broadcasting of a and b to y's shape (same rank, dims 1 or equal).
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& y) = 0;
+  virtual void pointwise_grad(PointwiseGrad op, const Tensor& x, const Tensor& gy, Tensor& gx,
+                              double alpha) = 0;
+
+  // ---- reductions
+  // y has x's rank with some dims of size 1: y = sum of x over those dims (overwrites y).
+  virtual void sum_to(const Tensor& x, Tensor& y) = 0;
+
+  // ---- GEMM: c[b] = alpha * op(a[b]) op(b[b]) + beta * c[b]; a, b, c rank 3 [batch, rows, cols]
+  // (a batch of 1 broadcasts). op = transpose when the flag is set.
+  virtual void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
+                    double alpha, double beta) = 0;
+
+  // ---- convolution: x N×C×H×W, w K×C×kh×kw, y N×K×Ho×Wo (no bias: ops add it)
+  virtual void conv2d_forward(const Tensor& x, const Tensor& w, Tensor& y, const Conv2dParams& p) = 0;
+  virtual void conv2d_backward_data(const Tensor& gy, const Tensor& w, Tensor& gx,
+                                    const Conv2dParams& p) = 0;
+  virtual void conv2d_backward_weight(const Tensor& gy, const Tensor& x, Tensor& gw,
+                                      const Conv2dParams& p) = 0;  // overwrites gw
+
+  // ---- partial convolution pieces (PAPER.md, DESIGN.md)
+  // y = x ⊙ mask, each group's N×1×H×W mask applied to its channels.
+  virtual void mask_apply(const Tensor& x, const Mask& mask, Tensor& y) = 0;
+  // count (N×1×Ho×Wo) = Σ_g C_g · boxsum_{kh×kw, stride, pad}(m_g): valid entries per window.
+  virtual void pconv_count(const Mask& mask, int64_t kh, int64_t kw, const Conv2dParams& p,
+                           Tensor& count) = 0;
+  // In place on y (N×K×Ho×Wo): y = (y · window/count + bias) where count > 0, else 0;
+  // new_mask (N×1×Ho×Wo) = [count > 0]. bias may be undefined. window = C_in·kh·kw.
+  virtual void pconv_epilogue(Tensor& y, const Tensor& count, const Tensor& bias, double window,
+                              Tensor& new_mask) = 0;
+  // g = gy · window/count where count > 0, else 0 (the gradient reaching conv's output).
+  virtual void pconv_grad_scale(const Tensor& gy, const Tensor& count, double window, Tensor& g) = 0;
+
+  // ---- batch norm over N,H,W per channel. mean/var are C-vectors; var is biased.
+  virtual void batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var) = 0;
+  // y = (x - mean) / sqrt(var + eps) * gamma + beta
+  virtual void batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& var,
+                                const Tensor& gamma, const Tensor& beta, double eps, Tensor& y) = 0;
+  // Gradients with batch statistics (training) or fixed statistics (evaluation / frozen).
+  // ggamma, gbeta are C-vectors (overwritten); gx may be undefined when not needed.
+  virtual void batch_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean,
+                                   const Tensor& var, const Tensor& gamma, double eps,
+                                   bool batch_stats, Tensor& gx, Tensor& ggamma, Tensor& gbeta) = 0;
+
+  // ---- resampling
+  virtual void upsample_nearest2x(const Tensor& x, Tensor& y) = 0;
+  virtual void upsample_nearest2x_backward(const Tensor& gy, Tensor& gx) = 0;  // 2×2 sums
+  virtual void max_pool2x2(const Tensor& x, Tensor& y) = 0;
+  // Routes gy to the first maximum of each window of x (ties: the first in row-major order).
+  virtual void max_pool2x2_backward(const Tensor& x, const Tensor& gy, Tensor& gx) = 0;
+
+  // ---- slices along one dim: y[.., start:start+x.size(dim), ..] = x, and the reverse.
+  virtual void copy_into_slice(const Tensor& x, Tensor& y, int64_t dim, int64_t start) = 0;
+  virtual void copy_from_slice(const Tensor& x, int64_t dim, int64_t start, Tensor& y) = 0;
+
+  // ---- optimiser: one parameter tensor (all f32 or all f64)
+  virtual void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                         const AdamParams& p) = 0;
+};
+
+// The backend of a device; throws a clear Error for CUDA when it was not built or no GPU is
+// present.
+Backend& backend(Device device);
+Backend& backend_of(const Tensor& t);
+bool cuda_available();             // built with CUDA and a device is present
+std::string cuda_unavailable_reason();
+
+}  // namespace pconv
