@@ -8,7 +8,8 @@
 
 namespace pconv {
 
-enum class DType { F32, F64, BF16, F16 };
+// I64 exists for checkpoints (step counters, foreign files); the math runs in float types.
+enum class DType { F32, F64, BF16, F16, I64 };
 enum class Device { CPU, CUDA };
 
 inline size_t dtype_size(DType d) {
@@ -17,6 +18,7 @@ inline size_t dtype_size(DType d) {
     case DType::F64: return 8;
     case DType::BF16: return 2;
     case DType::F16: return 2;
+    case DType::I64: return 8;
   }
   return 0;
 }
@@ -27,6 +29,7 @@ inline const char* dtype_name(DType d) {
     case DType::F64: return "f64";
     case DType::BF16: return "bf16";
     case DType::F16: return "f16";
+    case DType::I64: return "i64";
   }
   return "?";
 }

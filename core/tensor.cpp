@@ -255,6 +255,7 @@ static double load_as_double(const void* base, DType dt, int64_t i) {
     case DType::F64: return static_cast<const double*>(base)[i];
     case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
     case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
+    case DType::I64: return double(static_cast<const int64_t*>(base)[i]);
   }
   return 0;
 }
@@ -279,6 +280,7 @@ void Tensor::set(std::initializer_list<int64_t> idx, double v) {
     case DType::F64: data<double>()[i] = v; break;
     case DType::BF16: data<uint16_t>()[i] = f32_to_bf16(float(v)); break;
     case DType::F16: data<uint16_t>()[i] = f32_to_f16(float(v)); break;
+    case DType::I64: data<int64_t>()[i] = int64_t(v); break;
   }
 }
 

@@ -30,6 +30,7 @@ double load(const void* p, DType dt, int64_t i) {
     case DType::F64: return static_cast<const double*>(p)[i];
     case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
     case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
+    case DType::I64: return double(static_cast<const int64_t*>(p)[i]);
   }
   return 0;
 }
@@ -39,6 +40,7 @@ void store(void* p, DType dt, int64_t i, double v) {
     case DType::F64: static_cast<double*>(p)[i] = v; break;
     case DType::BF16: static_cast<uint16_t*>(p)[i] = f32_to_bf16(float(v)); break;
     case DType::F16: static_cast<uint16_t*>(p)[i] = f32_to_f16(float(v)); break;
+    case DType::I64: static_cast<int64_t*>(p)[i] = int64_t(v); break;
   }
 }
 }  // namespace
