@@ -17,15 +17,6 @@ void CpuBackend::mask_apply(const Tensor& x, const Mask& mask, Tensor& y) { thro
 void CpuBackend::pconv_count(const Mask& mask, int64_t kh, int64_t kw, const Conv2dParams& p, Tensor& count) { throw Error("cpu pconv_count: pending"); }
 void CpuBackend::pconv_epilogue(Tensor& y, const Tensor& count, const Tensor& bias, double window, Tensor& new_mask) { throw Error("cpu pconv_epilogue: pending"); }
 void CpuBackend::pconv_grad_scale(const Tensor& gy, const Tensor& count, double window, Tensor& g) { throw Error("cpu pconv_grad_scale: pending"); }
-void CpuBackend::batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var) { throw Error("cpu batch_norm_stats: pending"); }
-void CpuBackend::batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y) { throw Error("cpu batch_norm_apply: pending"); }
-void CpuBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma, double eps, bool batch_stats, Tensor& gx, Tensor& ggamma, Tensor& gbeta) { throw Error("cpu batch_norm_backward: pending"); }
-void CpuBackend::upsample_nearest2x(const Tensor& x, Tensor& y) { throw Error("cpu upsample_nearest2x: pending"); }
-void CpuBackend::upsample_nearest2x_backward(const Tensor& gy, Tensor& gx) { throw Error("cpu upsample_nearest2x_backward: pending"); }
-void CpuBackend::max_pool2x2(const Tensor& x, Tensor& y) { throw Error("cpu max_pool2x2: pending"); }
-void CpuBackend::max_pool2x2_backward(const Tensor& x, const Tensor& gy, Tensor& gx) { throw Error("cpu max_pool2x2_backward: pending"); }
-void CpuBackend::copy_into_slice(const Tensor& x, Tensor& y, int64_t dim, int64_t start) { throw Error("cpu copy_into_slice: pending"); }
-void CpuBackend::copy_from_slice(const Tensor& x, int64_t dim, int64_t start, Tensor& y) { throw Error("cpu copy_from_slice: pending"); }
 void CpuBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamParams& p) { throw Error("cpu adam_step: pending"); }
 
 }  // namespace pconv

@@ -34,14 +34,5 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stri
 PConvResult partial_conv2d(const Tensor& x, const Mask& mask, const Tensor& w, const Tensor& bias, int64_t stride, int64_t pad) { throw Error("partial_conv2d: pending"); }
 Tensor mask_expand(const Mask& mask) { throw Error("mask_expand: pending"); }
 int64_t mask_channels(const Mask& mask) { throw Error("mask_channels: pending"); }
-Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var, bool use_batch_stats, bool update_running, double momentum, double eps) { throw Error("batch_norm: pending"); }
-Tensor max_pool2d(const Tensor& x) { throw Error("max_pool2d: pending"); }
-Tensor upsample_nearest2x(const Tensor& x) { throw Error("upsample_nearest2x: pending"); }
-Mask upsample_nearest2x(const Mask& m) { throw Error("upsample_nearest2x: pending"); }
-Tensor concat(const std::vector<Tensor>& xs, int64_t dim) { throw Error("concat: pending"); }
-Mask concat(const Mask& a, const Mask& b) { throw Error("concat: pending"); }
-Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) { throw Error("slice: pending"); }
-Tensor pad2d(const Tensor& x, int64_t top, int64_t bottom, int64_t left, int64_t right, double value) { throw Error("pad2d: pending"); }
-Tensor crop2d(const Tensor& x, int64_t top, int64_t left, int64_t h, int64_t w) { throw Error("crop2d: pending"); }
 
 }  // namespace pconv

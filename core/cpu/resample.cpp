@@ -1,0 +1,127 @@
+// Nearest ×2 upsampling and 2×2 max pooling over the last two dims of N×C×H×W tensors,
+// each with its adjoint. One (n, c) plane per loop iteration.
+#include "core/cpu/cpu_backend.h"
+
+namespace pconv {
+
+namespace {
+
+struct Planes {
+  int64_t count, height, width;  // count = N·C planes of height × width
+};
+
+Planes planes_of(const char* op, const Tensor& t) {
+  if (t.dim() != 4)
+    throw Error(std::string(op) + ": expected an N×C×H×W tensor, got shape " + shape_str(t.shape()));
+  return {t.size(0) * t.size(1), t.size(2), t.size(3)};
+}
+
+}  // namespace
+
+// y[2i + a, 2j + b] = x[i, j] for a, b in {0, 1}.
+void CpuBackend::upsample_nearest2x(const Tensor& x, Tensor& y) {
+  const Planes p = planes_of("upsample_nearest2x", x);
+  dispatch_float("upsample_nearest2x", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data<T>();
+    T* yp = y.data<T>();
+    const int64_t wo = 2 * p.width;
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < p.count; ++k) {
+      const T* src = xp + k * p.height * p.width;
+      T* dst = yp + k * 4 * p.height * p.width;
+      for (int64_t i = 0; i < p.height; ++i) {
+        T* row = dst + 2 * i * wo;
+        for (int64_t j = 0; j < p.width; ++j) row[2 * j] = row[2 * j + 1] = src[i * p.width + j];
+        std::memcpy(row + wo, row, size_t(wo) * sizeof(T));
+      }
+    }
+  });
+}
+
+// The adjoint: gx[i, j] = Σ of the 2×2 block of gy it was copied to.
+void CpuBackend::upsample_nearest2x_backward(const Tensor& gy, Tensor& gx) {
+  const Planes p = planes_of("upsample_nearest2x_backward", gx);
+  dispatch_float("upsample_nearest2x_backward", gy.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* gyp = gy.data<T>();
+    T* gxp = gx.data<T>();
+    const int64_t wo = 2 * p.width;
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < p.count; ++k) {
+      const T* src = gyp + k * 4 * p.height * p.width;
+      T* dst = gxp + k * p.height * p.width;
+      for (int64_t i = 0; i < p.height; ++i) {
+        const T* r0 = src + 2 * i * wo;
+        const T* r1 = r0 + wo;
+        for (int64_t j = 0; j < p.width; ++j)
+          dst[i * p.width + j] = (r0[2 * j] + r0[2 * j + 1]) + (r1[2 * j] + r1[2 * j + 1]);
+      }
+    }
+  });
+}
+
+namespace {
+// Index (0..3, row-major in the window) of the first maximum: strict '>' keeps the first of
+// ties, so forward and backward agree on every device. A NaN wins (it propagates, as PyTorch).
+template <typename T>
+int argmax4(const T* r0, const T* r1, int64_t j) {
+  const T v[4] = {r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]};
+  int best = 0;
+  for (int q = 1; q < 4; ++q)
+    if (v[q] > v[best] || (v[q] != v[q] && v[best] == v[best])) best = q;
+  return best;
+}
+}  // namespace
+
+// Windows at rows/cols 2i, 2i+1; an odd last row or column is dropped (floor, as PyTorch).
+void CpuBackend::max_pool2x2(const Tensor& x, Tensor& y) {
+  const Planes p = planes_of("max_pool2x2", x);
+  const int64_t ho = p.height / 2, wo = p.width / 2;
+  dispatch_float("max_pool2x2", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data<T>();
+    T* yp = y.data<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < p.count; ++k) {
+      const T* src = xp + k * p.height * p.width;
+      T* dst = yp + k * ho * wo;
+      for (int64_t i = 0; i < ho; ++i) {
+        const T* r0 = src + 2 * i * p.width;
+        const T* r1 = r0 + p.width;
+        for (int64_t j = 0; j < wo; ++j) {
+          const int q = argmax4(r0, r1, j);
+          dst[i * wo + j] = (q < 2 ? r0 : r1)[2 * j + (q & 1)];
+        }
+      }
+    }
+  });
+}
+
+void CpuBackend::max_pool2x2_backward(const Tensor& x, const Tensor& gy, Tensor& gx) {
+  const Planes p = planes_of("max_pool2x2_backward", x);
+  const int64_t ho = p.height / 2, wo = p.width / 2;
+  dispatch_float("max_pool2x2_backward", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data<T>();
+    const T* gyp = gy.data<T>();
+    T* gxp = gx.data<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < p.count; ++k) {
+      const T* src = xp + k * p.height * p.width;
+      const T* g = gyp + k * ho * wo;
+      T* dst = gxp + k * p.height * p.width;
+      std::memset(dst, 0, size_t(p.height * p.width) * sizeof(T));  // dropped edges get 0
+      for (int64_t i = 0; i < ho; ++i) {
+        const T* r0 = src + 2 * i * p.width;
+        const T* r1 = r0 + p.width;
+        for (int64_t j = 0; j < wo; ++j) {
+          const int q = argmax4(r0, r1, j);
+          dst[(2 * i + (q >> 1)) * p.width + 2 * j + (q & 1)] = g[i * wo + j];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace pconv
