@@ -1,0 +1,23 @@
+#include "layers/batchnorm.h"
+
+#include <string>
+
+namespace pconv {
+
+BatchNorm2d::BatchNorm2d(int64_t channels, DType dtype, Device device, double momentum, double eps)
+    : momentum_(momentum), eps_(eps) {
+  if (channels < 1) throw Error("BatchNorm2d: channels must be >= 1, got " + std::to_string(channels));
+  weight_ = &register_parameter("weight", Tensor::ones({channels}, dtype, device));
+  bias_ = &register_parameter("bias", Tensor::zeros({channels}, dtype, device));
+  running_mean_ = &register_buffer("running_mean", Tensor::zeros({channels}, dtype, device));
+  running_var_ = &register_buffer("running_var", Tensor::ones({channels}, dtype, device));
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  check_rank("BatchNorm2d", "x", x, 4);
+  const bool batch_stats = uses_batch_stats();
+  return batch_norm(x, *weight_, *bias_, *running_mean_, *running_var_, batch_stats, batch_stats,
+                    momentum_, eps_);
+}
+
+}  // namespace pconv

@@ -1,0 +1,46 @@
+#pragma once
+// BatchNorm2d (PAPER.md "BatchNorm": eps 1e-5, momentum 0.1, affine, unbiased variance in the
+// running estimate). Parameters `weight` (γ, ones) and `bias` (β, zeros); buffers
+// `running_mean` (zeros) and `running_var` (ones).
+//
+// Which statistics normalise the batch:
+//   training, default             → batch statistics, running statistics updated
+//   eval()                        → running statistics, not updated
+//   freeze() (the whole layer)    → running statistics, not updated; γ, β stop training
+//   set_use_running_stats(true)   → running statistics, not updated; γ, β keep training
+// The last is the paper's fine-tune phase (PAPER.md "Phase 2": encoder BatchNorms use running
+// statistics and do not update them, while the affine parameters still learn, as in the
+// authors' code where only the BN layers are put in eval mode). It is separate from freeze()
+// because freezing also stops γ and β.
+#include "core/ops.h"
+#include "layers/module.h"
+
+namespace pconv {
+
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(int64_t channels, DType dtype = DType::F32, Device device = Device::CPU,
+                       double momentum = 0.1, double eps = 1e-5);
+
+  Tensor forward(const Tensor& x);
+
+  void set_use_running_stats(bool on) { use_running_stats_ = on; }
+  bool uses_running_stats() const { return use_running_stats_; }
+  // True when the next forward normalises with batch statistics (and updates the running ones).
+  bool uses_batch_stats() const { return is_training() && !is_frozen() && !use_running_stats_; }
+
+  const Tensor& weight() const { return *weight_; }
+  const Tensor& bias() const { return *bias_; }
+  const Tensor& running_mean() const { return *running_mean_; }
+  const Tensor& running_var() const { return *running_var_; }
+  int64_t channels() const { return weight_->size(0); }
+  double momentum() const { return momentum_; }
+  double eps() const { return eps_; }
+
+ private:
+  Tensor *weight_, *bias_, *running_mean_, *running_var_;
+  double momentum_, eps_;
+  bool use_running_stats_ = false;
+};
+
+}  // namespace pconv

@@ -1,0 +1,11 @@
+#include "layers/resample.h"
+
+namespace pconv {
+
+Tensor Upsample::forward(const Tensor& x) const { return upsample_nearest2x(x); }
+
+Mask Upsample::forward(const Mask& mask) const { return upsample_nearest2x(mask); }
+
+Tensor MaxPool2d::forward(const Tensor& x) const { return max_pool2d(x); }
+
+}  // namespace pconv

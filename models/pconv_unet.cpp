@@ -1,0 +1,199 @@
+#include "models/pconv_unet.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "core/safetensors.h"
+
+namespace pconv {
+
+// ---------------------------------------------------------------- configuration
+
+int64_t PConvUNetConfig::channels(int64_t n) const {
+  if (n < 1 || n > levels)
+    throw Error("PConvUNetConfig::channels: layer " + std::to_string(n) + " is not an encoder layer 1.." +
+                std::to_string(levels));
+  // PAPER.md: 64, 128, 256, 512, 512, ... — doubling per level, capped at 8× the base width.
+  return width * std::min<int64_t>(int64_t(1) << std::min<int64_t>(n - 1, 3), 8);
+}
+
+void PConvUNetConfig::validate() const {
+  if (levels < 1 || levels > 16 || width < 1 || in_channels < 1)
+    throw Error("PConvUNetConfig: levels " + std::to_string(levels) + " (1..16), width " +
+                std::to_string(width) + " (>= 1), in_channels " + std::to_string(in_channels) +
+                " (>= 1) out of range");
+}
+
+std::string PConvUNetConfig::to_json() const {
+  nlohmann::json j{{"levels", levels}, {"width", width}, {"in_channels", in_channels}};
+  return j.dump();
+}
+
+PConvUNetConfig PConvUNetConfig::from_json(const std::string& text) {
+  PConvUNetConfig c;
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object())
+    throw Error("PConvUNetConfig: '" + text + "' is not a JSON object");
+  // Missing fields keep the paper's defaults; unknown fields are ignored (newer writers).
+  for (auto [key, field] : {std::pair{"levels", &c.levels}, std::pair{"width", &c.width},
+                            std::pair{"in_channels", &c.in_channels}}) {
+    if (!j.contains(key)) continue;
+    if (!j[key].is_number_integer())
+      throw Error("PConvUNetConfig: '" + std::string(key) + "' in '" + text + "' is not an integer");
+    *field = j[key].get<int64_t>();
+  }
+  c.validate();
+  return c;
+}
+
+std::string PConvUNetConfig::describe() const {
+  std::string s = std::to_string(levels);
+  s.append("-level width-").append(std::to_string(width));
+  if (in_channels != 3) s.append(" ").append(std::to_string(in_channels)).append("-channel");
+  return s.append(" PConvUNet");
+}
+
+namespace {
+
+// "an 8-level ...", "a 4-level ...": English articles before numbers spoken with a vowel.
+std::string with_article(const PConvUNetConfig& c) {
+  const bool vowel = c.levels == 8 || c.levels == 11 || c.levels == 18;
+  return (vowel ? "an " : "a ") + c.describe();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- one layer
+
+PConvUNetLayer::PConvUNetLayer(int64_t in_channels, int64_t out_channels, int64_t kernel,
+                               int64_t stride, bool batch_norm, Activation activation,
+                               Generator& gen, DType dtype, Device device)
+    // PAPER.md: convolutions followed by BatchNorm have no bias.
+    : PartialConv2d(in_channels, out_channels, kernel, stride, !batch_norm, gen, dtype, device),
+      activation_(activation) {
+  if (batch_norm) bn_ = register_module("bn", std::make_shared<BatchNorm2d>(out_channels, dtype, device));
+}
+
+PConvResult PConvUNetLayer::forward(const Tensor& x, const Mask& mask) {
+  PConvResult r = PartialConv2d::forward(x, mask);
+  if (bn_) r.out = bn_->forward(r.out);
+  switch (activation_) {
+    case Activation::None: break;
+    case Activation::Relu: r.out = relu(r.out); break;
+    case Activation::LeakyRelu: r.out = leaky_relu(r.out, 0.2); break;
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------- the network
+
+PConvUNet::PConvUNet(const PConvUNetConfig& config, uint64_t seed, DType dtype, Device device)
+    : config_(config) {
+  config_.validate();
+  Generator gen(seed);
+  const int64_t L = config_.levels;
+  using Act = PConvUNetLayer::Activation;
+  auto add = [&](int64_t in, int64_t out, int64_t kernel, int64_t stride, bool bn, Act act) {
+    const std::string name = "pconv" + std::to_string(layers_.size() + 1);
+    layers_.push_back(register_module(
+        name, std::make_shared<PConvUNetLayer>(in, out, kernel, stride, bn, act, gen, dtype, device)));
+  };
+  for (int64_t n = 1; n <= L; ++n) {
+    const int64_t in = n == 1 ? config_.in_channels : config_.channels(n - 1);
+    const int64_t kernel = n == 1 ? 7 : n <= 3 ? 5 : 3;
+    add(in, config_.channels(n), kernel, 2, n > 1, Act::Relu);
+  }
+  for (int64_t n = L + 1; n <= 2 * L; ++n) {
+    // Decoder layer n sees the previous layer's c_{s+1} channels upsampled and skip s = 2L - n
+    // (s = 0: the input image), and maps them to the skip's width.
+    const int64_t s = 2 * L - n;
+    const int64_t skip = s == 0 ? config_.in_channels : config_.channels(s);
+    const bool last = s == 0;
+    add(config_.channels(s + 1) + skip, skip, 3, 1, !last, last ? Act::None : Act::LeakyRelu);
+  }
+}
+
+PConvUNetLayer& PConvUNet::layer(int64_t n) const {
+  if (n < 1 || n > layer_count())
+    throw Error("PConvUNet::layer: " + std::to_string(n) + " is not a layer 1.." +
+                std::to_string(layer_count()));
+  return *layers_[size_t(n - 1)];
+}
+
+Tensor PConvUNet::forward(const Tensor& image, const Tensor& mask) {
+  check_rank("PConvUNet", "mask", mask, 4);
+  check_rank("PConvUNet", "image", image, 4);
+  return forward(image, Mask{{image.size(1), mask}});
+}
+
+Tensor PConvUNet::forward(const Tensor& image, const Mask& mask) {
+  check_rank("PConvUNet", "image", image, 4);
+  if (image.size(1) != config_.in_channels)
+    throw Error("PConvUNet: image " + shape_str(image.shape()) + " has " +
+                std::to_string(image.size(1)) + " channels, the model takes " +
+                std::to_string(config_.in_channels));
+  const int64_t L = config_.levels, H = image.size(2), W = image.size(3);
+  // Pad to a multiple of 2^L; the padding is hole, which partial convolution treats exactly
+  // like its own zero padding at the border.
+  const int64_t unit = int64_t(1) << L;
+  const int64_t pad_h = (unit - H % unit) % unit, pad_w = (unit - W % unit) % unit;
+  Tensor x = image;
+  Mask m = mask;
+  if (pad_h || pad_w) {
+    x = pad2d(image, 0, pad_h, 0, pad_w, 0.0);
+    for (MaskGroup& g : m) g.mask = pad2d(g.mask, 0, pad_h, 0, pad_w, 0.0);
+  }
+
+  std::vector<MaskedFeatures> encoded{{x, m}};
+  for (int64_t n = 1; n <= L; ++n) {
+    PConvResult r = layers_[size_t(n - 1)]->forward(encoded.back().x, encoded.back().mask);
+    encoded.push_back({r.out, r.mask});
+  }
+  MaskedFeatures current = encoded.back();
+  for (int64_t n = L + 1; n <= 2 * L; ++n) {
+    const MaskedFeatures& skip = encoded[size_t(2 * L - n)];
+    MaskedFeatures joined = concat_.forward(
+        MaskedFeatures{upsample_.forward(current.x), upsample_.forward(current.mask)}, skip);
+    PConvResult r = layers_[size_t(n - 1)]->forward(joined.x, joined.mask);
+    current = {r.out, r.mask};
+  }
+  return pad_h || pad_w ? crop2d(current.x, 0, 0, H, W) : current.x;
+}
+
+void PConvUNet::set_finetune(bool on) {
+  finetune_ = on;
+  for (int64_t n = 2; n <= config_.levels; ++n) layer(n).bn()->set_use_running_stats(on);
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+void PConvUNet::save_checkpoint(const std::string& path,
+                                const std::map<std::string, std::string>& metadata) {
+  std::map<std::string, std::string> meta = metadata;
+  meta[kConfigKey] = config_.to_json();
+  save(path, meta);
+}
+
+PConvUNetConfig PConvUNet::checkpoint_config(const std::map<std::string, std::string>& metadata) {
+  auto it = metadata.find(kConfigKey);
+  return it == metadata.end() ? PConvUNetConfig{} : PConvUNetConfig::from_json(it->second);
+}
+
+std::map<std::string, std::string> PConvUNet::load_checkpoint(const std::string& path) {
+  SafetensorsFile file = load_safetensors(path);
+  try {
+    // Without the key (e.g. weights converted from elsewhere) the names and shapes decide:
+    // strict loading reports the first missing or mis-shaped tensor.
+    if (file.metadata.count(kConfigKey)) {
+      const PConvUNetConfig saved = checkpoint_config(file.metadata);
+      if (saved != config_)
+        throw Error("checkpoint is " + with_article(saved) + ", the model is " + with_article(config_));
+    }
+    load_state_dict(file.tensors, true);
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
+  }
+  return file.metadata;
+}
+
+}  // namespace pconv

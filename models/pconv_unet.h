@@ -1,0 +1,103 @@
+#pragma once
+// The PConv UNet of Liu et al. 2018 (PAPER.md, the UNet table), depth and width configurable.
+//
+// Encoder, n = 1..L, channels c_n = width · min(2^(n-1), 8):
+//   pconv1      7×7 stride 2, in_channels → c_1, bias, ReLU (no BatchNorm)
+//   pconv2, 3   5×5 stride 2, c_{n-1} → c_n, BatchNorm, ReLU
+//   pconv4..L   3×3 stride 2, c_{n-1} → c_n, BatchNorm, ReLU
+// Decoder, n = L+1..2L, skip s = 2L-n (the encoder layer of the same resolution):
+//   up ×2 (nearest, features and mask), concat [upsampled, skip], 3×3 stride 1 PConv,
+//   pconv(L+1)..(2L-1): c_{n-1 or L} + c_s → c_s, BatchNorm, LeakyReLU(0.2)
+//   pconv2L: c_1 + in_channels (the input image and its mask) → in_channels, bias, nothing else
+// Checkpoint names: pconv{n}.weight, pconv{1,2L}.bias, pconv{n}.bn.{weight,bias,running_mean,
+// running_var} for n = 2..2L-1.
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/ops.h"
+#include "layers/activations.h"
+#include "layers/batchnorm.h"
+#include "layers/concat.h"
+#include "layers/module.h"
+#include "layers/partial_conv.h"
+#include "layers/resample.h"
+
+namespace pconv {
+
+struct PConvUNetConfig {
+  int64_t levels = 8;        // encoder depth L; inputs are padded to a multiple of 2^L
+  int64_t width = 64;        // channels of pconv1; deeper layers double up to 8·width
+  int64_t in_channels = 3;   // image channels in and out
+
+  int64_t channels(int64_t n) const;  // output channels c_n of encoder layer n (1..L)
+  std::string to_json() const;        // {"in_channels":3,"levels":8,"width":64}
+  // Throws Error naming the text when it is not such an object or a value is out of range.
+  static PConvUNetConfig from_json(const std::string& text);
+  std::string describe() const;       // "8-level width-64 PConvUNet" (+ channels when not 3)
+  void validate() const;
+  bool operator==(const PConvUNetConfig&) const = default;
+};
+
+// One UNet layer: a partial convolution with, per the table, a BatchNorm ("bn") and an
+// activation. Its parameters are named as the checkpoint wants: weight, bias, bn.*.
+class PConvUNetLayer : public PartialConv2d {
+ public:
+  enum class Activation { None, Relu, LeakyRelu };
+  PConvUNetLayer(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride,
+                 bool batch_norm, Activation activation, Generator& gen, DType dtype,
+                 Device device);
+  PConvResult forward(const Tensor& x, const Mask& mask);
+  BatchNorm2d* bn() const { return bn_.get(); }  // null without BatchNorm
+
+ private:
+  std::shared_ptr<BatchNorm2d> bn_;
+  Activation activation_;
+};
+
+class PConvUNet : public Module {
+ public:
+  // The metadata key the configuration is stored under in checkpoints.
+  static constexpr const char* kConfigKey = "pconv.config";
+
+  explicit PConvUNet(const PConvUNetConfig& config = {}, uint64_t seed = 0,
+                     DType dtype = DType::F32, Device device = Device::CPU);
+
+  // image N×C×H×W (ImageNet-normalised, any H×W), mask N×1×H×W (1 = known, 0 = hole).
+  // Returns I_out, N×C×H×W. Sizes that are not a multiple of 2^L are padded at the bottom and
+  // right with hole (features 0, mask 0) and the output is cropped back.
+  Tensor forward(const Tensor& image, const Tensor& mask);
+  // The same with the input mask given as groups covering C channels.
+  Tensor forward(const Tensor& image, const Mask& mask);
+
+  // Fine-tune phase (PAPER.md "Phase 2"): encoder BatchNorms (pconv2..pconvL) normalise with
+  // their running statistics and stop updating them; decoder BatchNorms keep training.
+  void set_finetune(bool on);
+  bool is_finetune() const { return finetune_; }
+
+  // Checkpoints: the state dict plus metadata, with the configuration under kConfigKey.
+  void save_checkpoint(const std::string& path,
+                       const std::map<std::string, std::string>& metadata = {});
+  // Loads weights and statistics, returning the file's metadata. A file without kConfigKey is
+  // taken to be the paper's default configuration. Throws a one-line Error when the file's
+  // architecture differs from this model's.
+  std::map<std::string, std::string> load_checkpoint(const std::string& path);
+  // The configuration a checkpoint was saved with (the default when it has no kConfigKey).
+  static PConvUNetConfig checkpoint_config(const std::map<std::string, std::string>& metadata);
+
+  const PConvUNetConfig& config() const { return config_; }
+  int64_t layer_count() const { return int64_t(layers_.size()); }  // 2L
+  PConvUNetLayer& layer(int64_t n) const;                          // 1-based, as pconv{n}
+  DType dtype() const { return layers_[0]->weight().dtype(); }
+  Device device() const { return layers_[0]->weight().device(); }
+
+ private:
+  PConvUNetConfig config_;
+  std::vector<std::shared_ptr<PConvUNetLayer>> layers_;
+  Upsample upsample_;
+  Concat concat_;
+  bool finetune_ = false;
+};
+
+}  // namespace pconv
