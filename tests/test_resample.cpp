@@ -1,6 +1,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <vector>
 
 #include "core/ops.h"
@@ -110,6 +112,18 @@ TEST_CASE("max_pool2d: ties route the gradient to the first maximum, determinist
   y.backward(Tensor::from_vector(std::vector<double>{10, 20, 30}, {1, 1, 1, 3}));
   CHECK(x.grad().to_double_vector() == std::vector<double>{10, 0, 0, 20, 0, 0,  //
                                                            0, 0, 0, 0, 0, 30});
+  // A NaN propagates (as PyTorch) and takes the gradient; -0 and +0 tie, the first wins.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  Tensor xn = Tensor::from_vector(std::vector<double>{1, nan, -0.0, 0.0,  //
+                                                      7, 2, 0.0, -0.0},
+                                  {1, 1, 2, 4});
+  xn.set_requires_grad(true);
+  Tensor yn = max_pool2d(xn);
+  CHECK(std::isnan(yn.at({0, 0, 0, 0})));
+  CHECK(yn.at({0, 0, 0, 1}) == 0.0);
+  CHECK(std::signbit(yn.at({0, 0, 0, 1})));  // the first of the tie: -0
+  yn.backward(Tensor::from_vector(std::vector<double>{3, 4}, {1, 1, 1, 2}));
+  CHECK(xn.grad().to_double_vector() == std::vector<double>{0, 3, 4, 0, 0, 0, 0, 0});
   // The same call twice gives the same routing (no dependence on threads).
   Tensor x2 = Tensor::ones({2, 3, 8, 8}, DType::F64).set_requires_grad(true);
   for (int rep = 0; rep < 2; ++rep) {

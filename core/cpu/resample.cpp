@@ -62,15 +62,15 @@ void CpuBackend::upsample_nearest2x_backward(const Tensor& gy, Tensor& gx) {
 }
 
 namespace {
-// Index (0..3, row-major in the window) of the first maximum: strict '>' keeps the first of
-// ties, so forward and backward agree on every device. A NaN wins (it propagates, as PyTorch).
+// The larger of a and b, NaN if either is (NaN propagates, as PyTorch). Ties keep a.
 template <typename T>
-int argmax4(const T* r0, const T* r1, int64_t j) {
-  const T v[4] = {r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]};
-  int best = 0;
-  for (int q = 1; q < 4; ++q)
-    if (v[q] > v[best] || (v[q] != v[q] && v[best] == v[best])) best = q;
-  return best;
+T max_nan(T a, T b) {
+  return (b > a || b != b) ? b : a;
+}
+// Whether v is the window's maximum m (a NaN matches a NaN maximum).
+template <typename T>
+bool is_max(T v, T m) {
+  return (v == m) | ((v != v) & (m != m));  // no short circuit: vectorises
 }
 }  // namespace
 
@@ -89,10 +89,8 @@ void CpuBackend::max_pool2x2(const Tensor& x, Tensor& y) {
       for (int64_t i = 0; i < ho; ++i) {
         const T* r0 = src + 2 * i * p.width;
         const T* r1 = r0 + p.width;
-        for (int64_t j = 0; j < wo; ++j) {
-          const int q = argmax4(r0, r1, j);
-          dst[i * wo + j] = (q < 2 ? r0 : r1)[2 * j + (q & 1)];
-        }
+        for (int64_t j = 0; j < wo; ++j)
+          dst[i * wo + j] = max_nan(max_nan(r0[2 * j], r0[2 * j + 1]), max_nan(r1[2 * j], r1[2 * j + 1]));
       }
     }
   });
@@ -111,15 +109,28 @@ void CpuBackend::max_pool2x2_backward(const Tensor& x, const Tensor& gy, Tensor&
       const T* src = xp + k * p.height * p.width;
       const T* g = gyp + k * ho * wo;
       T* dst = gxp + k * p.height * p.width;
-      std::memset(dst, 0, size_t(p.height * p.width) * sizeof(T));  // dropped edges get 0
+      // Every element of a window is written (the gradient or 0); only the odd last row or
+      // column, outside every window, is zeroed separately.
       for (int64_t i = 0; i < ho; ++i) {
         const T* r0 = src + 2 * i * p.width;
         const T* r1 = r0 + p.width;
+        T* d0 = dst + 2 * i * p.width;
+        T* d1 = d0 + p.width;
         for (int64_t j = 0; j < wo; ++j) {
-          const int q = argmax4(r0, r1, j);
-          dst[(2 * i + (q >> 1)) * p.width + 2 * j + (q & 1)] = g[i * wo + j];
+          // The first maximum in row-major order takes the gradient, the same element on
+          // every device; selects rather than branches, which data-dependent ties mispredict.
+          const T a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1];
+          const T m = max_nan(max_nan(a, b), max_nan(c, d));
+          const bool ha = is_max(a, m), hb = !ha & is_max(b, m), hc = !(ha | hb) & is_max(c, m);
+          const T gv = g[i * wo + j];
+          d0[2 * j] = ha ? gv : T(0);
+          d0[2 * j + 1] = hb ? gv : T(0);
+          d1[2 * j] = hc ? gv : T(0);
+          d1[2 * j + 1] = !(ha | hb | hc) ? gv : T(0);
         }
+        if (p.width % 2) d0[p.width - 1] = d1[p.width - 1] = T(0);
       }
+      if (p.height % 2) std::memset(dst + (p.height - 1) * p.width, 0, size_t(p.width) * sizeof(T));
     }
   });
 }
