@@ -53,26 +53,24 @@ struct StoreVar {
   __device__ void operator()(int64_t c, const Sums<1>& s) const { var[c] = T(s.v[0] / count); }
 };
 
-// y = x · scale[c] + shift[c] with scale = gamma / sqrt(var + eps), shift = beta - mean · scale.
+// scale = gamma / sqrt(var + eps) and 1 / sqrt(var + eps), per channel.
 template <typename T>
-__global__ void affine_factors_kernel(const T* mean, const T* var, const T* gamma, const T* beta,
-                                      double eps, int64_t channels, double* scale, double* shift,
-                                      double* inv_std) {
+__global__ void channel_factors_kernel(const T* var, const T* gamma, double eps, int64_t channels,
+                                       double* scale, double* inv_std) {
   PCONV_GRID_STRIDE(c, channels) {
     const double is = 1.0 / sqrt(double(var[c]) + eps);
-    const double g = gamma ? double(gamma[c]) : 1.0;
     inv_std[c] = is;
-    scale[c] = g * is;
-    shift[c] = (beta ? double(beta[c]) : 0.0) - double(mean[c]) * g * is;
+    scale[c] = (gamma ? double(gamma[c]) : 1.0) * is;
   }
 }
 
+// y = (x - mean) · scale + beta: the mean comes off first, so a large |mean| costs nothing.
 template <typename T>
-__global__ void apply_kernel(const T* x, const double* scale, const double* shift, T* y,
+__global__ void apply_kernel(const T* x, const T* mean, const double* scale, const T* beta, T* y,
                              int64_t total, int64_t channels, int64_t hw) {
   PCONV_GRID_STRIDE(i, total) {
     const int64_t c = (i / hw) % channels;
-    y[i] = T(double(x[i]) * scale[c] + shift[c]);
+    y[i] = T((double(x[i]) - double(mean[c])) * scale[c] + (beta ? double(beta[c]) : 0.0));
   }
 }
 
@@ -166,17 +164,16 @@ void CudaBackend::batch_norm_apply(const Tensor& x, const Tensor& mean, const Te
                                    const Tensor& gamma, const Tensor& beta, double eps, Tensor& y) {
   const BnShape s = bn_shape("batch_norm_apply", x, mean);
   check_numel("batch_norm_apply", x, "x", y, "y");
-  CudaBuffer factors(size_t(3 * s.c) * sizeof(double));
+  CudaBuffer factors(size_t(2 * s.c) * sizeof(double));
   double* scale = factors.as<double>();
   const int64_t total = x.numel();
   cuda_dispatch_float("batch_norm_apply", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    affine_factors_kernel<T><<<blocks_for(s.c), kThreads, 0, stream_>>>(
-        mean.data<T>(), var.data<T>(), data_or_null<T>(gamma), data_or_null<T>(beta), eps, s.c,
-        scale, scale + s.c, scale + 2 * s.c);
+    channel_factors_kernel<T><<<blocks_for(s.c), kThreads, 0, stream_>>>(
+        var.data<T>(), data_or_null<T>(gamma), eps, s.c, scale, scale + s.c);
     if (total > 0)
       apply_kernel<T><<<blocks_for(total), kThreads, 0, stream_>>>(
-          x.data<T>(), scale, scale + s.c, y.data<T>(), total, s.c, s.hw);
+          x.data<T>(), mean.data<T>(), scale, data_or_null<T>(beta), y.data<T>(), total, s.c, s.hw);
   });
   CUDA_CHECK_LAUNCH("batch_norm_apply x " + shapes_of(x));
 }
@@ -190,14 +187,13 @@ void CudaBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const T
   if (gx.defined()) check_numel("batch_norm_backward", x, "x", gx, "gx");
   const int64_t m = s.n * s.hw, total = x.numel();
   const std::string what = "batch_norm_backward x " + shapes_of(x);
-  CudaBuffer factors(size_t(3 * s.c) * sizeof(double));
+  CudaBuffer factors(size_t(2 * s.c) * sizeof(double));
   CudaBuffer sums(size_t(2 * s.c) * sizeof(double));
-  double* inv_std = factors.as<double>() + 2 * s.c;
+  double* inv_std = factors.as<double>() + s.c;
   cuda_dispatch_float("batch_norm_backward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    affine_factors_kernel<T><<<blocks_for(s.c), kThreads, 0, stream_>>>(
-        mean.data<T>(), var.data<T>(), nullptr, nullptr, eps, s.c, factors.as<double>(),
-        factors.as<double>() + s.c, inv_std);
+    channel_factors_kernel<T><<<blocks_for(s.c), kThreads, 0, stream_>>>(
+        var.data<T>(), nullptr, eps, s.c, factors.as<double>(), inv_std);
     CUDA_CHECK_LAUNCH(what);
     segmented_sum<2>(GradTerms<T>{gy.data<T>(), x.data<T>(), mean.data<T>(), inv_std,
                                   ChannelIndex{s.c, s.hw}},

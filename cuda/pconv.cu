@@ -81,12 +81,17 @@ void CudaBackend::mask_apply(const Tensor& x, const Mask& mask, Tensor& y) {
   check_numel("mask_apply", x, "x", y, "y");
   if (x.dim() != 4) throw Error("mask_apply: x " + shapes_of(x) + " is not N×C×H×W");
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  int64_t c0 = 0;
+  int64_t covered = 0;
   for (const MaskGroup& g : mask) {
     check_mask_plane("mask_apply", g.mask, n, h, w);
-    if (c0 + g.channels > c)
-      throw Error("mask_apply: mask groups cover more than x's " + std::to_string(c) +
-                  " channels " + shapes_of(x));
+    covered += g.channels;
+  }
+  if (covered != c)
+    throw Error("mask_apply: mask groups cover " + std::to_string(covered) + " channels, x " +
+                shapes_of(x) + " has " + std::to_string(c));
+  // Elementwise, so y may be x.
+  int64_t c0 = 0;
+  for (const MaskGroup& g : mask) {
     const int64_t total = n * g.channels * h * w;
     if (total > 0) {
       cuda_dispatch_float("mask_apply", x.dtype(), [&](auto tag) {
@@ -99,9 +104,6 @@ void CudaBackend::mask_apply(const Tensor& x, const Mask& mask, Tensor& y) {
     }
     c0 += g.channels;
   }
-  if (c0 != c)
-    throw Error("mask_apply: mask groups cover " + std::to_string(c0) + " channels, x " +
-                shapes_of(x) + " has " + std::to_string(c));
 }
 
 void CudaBackend::pconv_count(const Mask& mask, int64_t kh, int64_t kw, const Conv2dParams& p,

@@ -27,14 +27,20 @@ __global__ void upsample_backward_kernel(const T* gy, T* gx, int64_t planes, int
 }
 
 // Index within x's plane of the window's first maximum (row-major order; later equal
-// values do not replace it).
+// values do not replace it); a NaN wins and propagates, as on the CPU and in PyTorch.
 template <typename T>
 __device__ int64_t window_argmax(const T* plane, int64_t w, int64_t oy, int64_t ox) {
   const int64_t top = 2 * oy * w + 2 * ox;
   const int64_t cand[4] = {top, top + 1, top + w, top + w + 1};
   int64_t best = cand[0];
-  for (int k = 1; k < 4; ++k)
-    if (plane[cand[k]] > plane[best]) best = cand[k];
+  T best_value = plane[best];
+  for (int k = 1; k < 4; ++k) {
+    const T v = plane[cand[k]];
+    if (v > best_value || (v != v && best_value == best_value)) {
+      best = cand[k];
+      best_value = v;
+    }
+  }
   return best;
 }
 
