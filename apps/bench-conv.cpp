@@ -1,0 +1,100 @@
+// bench-conv: times the backend's conv2d forward, backward-data and backward-weight at the
+// PConv UNet's layer shapes (PAPER.md table) and at a reference shape, median of several
+// runs after a warm-up, and prints ms and GFLOP/s (2·N·K·C·kh·kw·Ho·Wo flops per pass).
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/tensor.h"
+
+using namespace pconv;
+
+namespace {
+
+struct Layer {
+  std::string name;
+  int64_t C, H, K, k, stride;  // square input H×H, square k×k kernel, pad k/2
+};
+
+// The encoder and decoder convolutions of the UNet at a given input size (one of each kind:
+// the repeated 512→512 layers run the same kernel), plus PyTorch's reference shape.
+std::vector<Layer> layers(int64_t size) {
+  return {
+      {"ref 64x256^2 3x3", 64, 256, 64, 3, 1},
+      {"enc1 7x7 s2", 3, size, 64, 7, 2},
+      {"enc2 5x5 s2", 64, size / 2, 128, 5, 2},
+      {"enc3 5x5 s2", 128, size / 4, 256, 5, 2},
+      {"enc4 3x3 s2", 256, size / 8, 512, 3, 2},
+      {"enc5 3x3 s2", 512, size / 16, 512, 3, 2},
+      {"enc8 3x3 s2", 512, size / 128, 512, 3, 2},
+      {"dec9 3x3", 1024, size / 128, 512, 3, 1},
+      {"dec12 3x3", 1024, size / 16, 512, 3, 1},
+      {"dec13 3x3", 768, size / 8, 256, 3, 1},
+      {"dec14 3x3", 384, size / 4, 128, 3, 1},
+      {"dec15 3x3", 192, size / 2, 64, 3, 1},
+      {"dec16 3x3", 67, size, 3, 3, 1},
+  };
+}
+
+std::string chw(int64_t c, int64_t h) {
+  return std::to_string(c) + "x" + std::to_string(h) + "x" + std::to_string(h);
+}
+
+template <typename F>
+double median_ms(F&& f, int runs) {
+  f();  // warm-up: scratch buffers grow, pages fault in
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    f();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Times CPU convolution kernels at the PConv UNet's shapes"};
+  int64_t size = 512, batch = 1;
+  int runs = 5;
+  std::string filter, dtype = "f32";
+  app.add_option("--size", size, "UNet input size (the layers' shapes follow)")->check(CLI::Range(256, 4096));
+  app.add_option("--batch", batch, "images per pass")->check(CLI::PositiveNumber);
+  app.add_option("--runs", runs, "timed runs per measurement (median)")->check(CLI::PositiveNumber);
+  app.add_option("--only", filter, "run layers whose name contains this");
+  app.add_option("--dtype", dtype, "f32 or f64")->check(CLI::IsMember({"f32", "f64"}));
+  CLI11_PARSE(app, argc, argv);
+
+  const DType dt = dtype == "f64" ? DType::F64 : DType::F32;
+  Backend& cpu = backend(Device::CPU);
+  std::printf("conv2d on the CPU, %s, batch %lld, %d threads, median of %d runs\n", dtype.c_str(),
+              (long long)batch, omp_get_max_threads(), runs);
+  std::printf("%-18s %-14s %-14s %9s %7s %9s %7s %9s %7s\n", "layer", "input", "output", "fwd ms",
+              "GF/s", "bwd-x ms", "GF/s", "bwd-w ms", "GF/s");
+  for (const Layer& l : layers(size)) {
+    if (!filter.empty() && l.name.find(filter) == std::string::npos) continue;
+    const int64_t pad = l.k / 2, ho = (l.H + 2 * pad - l.k) / l.stride + 1;
+    Generator gen(1);
+    Tensor x = Tensor::randn({batch, l.C, l.H, l.H}, gen, dt);
+    Tensor w = Tensor::randn({l.K, l.C, l.k, l.k}, gen, dt);
+    Tensor y = Tensor::empty({batch, l.K, ho, ho}, dt);
+    Tensor gx = Tensor::empty(x.shape(), dt), gw = Tensor::empty(w.shape(), dt);
+    const Conv2dParams p{l.stride, pad};
+    const double gflop = 2.0 * double(batch * l.K * l.C * l.k * l.k * ho * ho) * 1e-9;
+    const double fwd = median_ms([&] { cpu.conv2d_forward(x, w, y, p); }, runs);
+    const double bwd_x = median_ms([&] { cpu.conv2d_backward_data(y, w, gx, p); }, runs);
+    const double bwd_w = median_ms([&] { cpu.conv2d_backward_weight(y, x, gw, p); }, runs);
+    std::printf("%-18s %-14s %-14s %9.2f %7.1f %9.2f %7.1f %9.2f %7.1f\n", l.name.c_str(),
+                chw(l.C, l.H).c_str(), chw(l.K, ho).c_str(), fwd,
+                gflop / fwd * 1e3, bwd_x, gflop / bwd_x * 1e3, bwd_w, gflop / bwd_w * 1e3);
+  }
+  return 0;
+}

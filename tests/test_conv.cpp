@@ -1,0 +1,172 @@
+// conv2d against naive loops (forward and both backwards, f32 and f64) and finite differences.
+#include <doctest/doctest.h>
+
+#include "core/cpu/cpu_backend.h"
+#include "core/ops.h"
+#include "tests/gradcheck.h"
+
+using namespace pconv;
+
+namespace {
+
+struct ConvCase {
+  int64_t N, C, H, W, K, kh, kw, stride, pad;
+  int64_t Ho() const { return (H + 2 * pad - kh) / stride + 1; }
+  int64_t Wo() const { return (W + 2 * pad - kw) / stride + 1; }
+  std::string name() const {
+    return "x [" + std::to_string(N) + "," + std::to_string(C) + "," + std::to_string(H) + "," +
+           std::to_string(W) + "] w [" + std::to_string(K) + "," + std::to_string(C) + "," +
+           std::to_string(kh) + "," + std::to_string(kw) + "] stride " + std::to_string(stride) +
+           " pad " + std::to_string(pad);
+  }
+};
+
+// The UNet's kinds of layers at toy sizes, odd and even kernels, non-square images and
+// kernels, batch 2, and one case big enough that the CPU kernel splits an image into bands.
+const std::vector<ConvCase> kCases = {
+    {1, 3, 17, 19, 4, 7, 7, 2, 3},   // PConv1-like 7×7 s2
+    {2, 5, 12, 10, 6, 5, 5, 2, 2},   // 5×5 s2, batch 2
+    {2, 4, 9, 11, 3, 3, 3, 1, 1},    // 3×3 s1
+    {2, 6, 4, 4, 5, 3, 3, 2, 1},     // down to 2×2 outputs
+    {1, 6, 8, 7, 5, 1, 1, 1, 0},     // 1×1 (no im2col)
+    {2, 3, 7, 8, 2, 1, 1, 2, 0},     // 1×1 s2: some inputs reach no output
+    {1, 3, 8, 8, 4, 2, 2, 2, 0},     // even kernel
+    {1, 2, 9, 10, 3, 4, 4, 2, 1},    // even kernel with pad
+    {1, 2, 8, 9, 3, 3, 5, 1, 2},     // non-square kernel
+    {2, 16, 64, 70, 8, 3, 3, 1, 1},  // several row bands per image
+};
+
+using Vec = std::vector<double>;
+
+// y[n,k,oh,ow] = Σ_{c,ki,kj} w[k,c,ki,kj] · x[n,c,oh·s−p+ki, ow·s−p+kj] (zero outside).
+Vec naive_forward(const ConvCase& t, const Vec& x, const Vec& w) {
+  Vec y(size_t(t.N * t.K * t.Ho() * t.Wo()), 0.0);
+  for (int64_t n = 0; n < t.N; ++n)
+    for (int64_t k = 0; k < t.K; ++k)
+      for (int64_t oh = 0; oh < t.Ho(); ++oh)
+        for (int64_t ow = 0; ow < t.Wo(); ++ow) {
+          double s = 0;
+          for (int64_t c = 0; c < t.C; ++c)
+            for (int64_t ki = 0; ki < t.kh; ++ki)
+              for (int64_t kj = 0; kj < t.kw; ++kj) {
+                const int64_t ih = oh * t.stride - t.pad + ki, iw = ow * t.stride - t.pad + kj;
+                if (ih < 0 || ih >= t.H || iw < 0 || iw >= t.W) continue;
+                s += w[size_t(((k * t.C + c) * t.kh + ki) * t.kw + kj)] *
+                     x[size_t(((n * t.C + c) * t.H + ih) * t.W + iw)];
+              }
+          y[size_t(((n * t.K + k) * t.Ho() + oh) * t.Wo() + ow)] = s;
+        }
+  return y;
+}
+
+// The same loops read backwards: every product's contribution to gx and gw.
+void naive_backward(const ConvCase& t, const Vec& x, const Vec& w, const Vec& gy, Vec& gx, Vec& gw) {
+  gx.assign(x.size(), 0.0);
+  gw.assign(w.size(), 0.0);
+  for (int64_t n = 0; n < t.N; ++n)
+    for (int64_t k = 0; k < t.K; ++k)
+      for (int64_t oh = 0; oh < t.Ho(); ++oh)
+        for (int64_t ow = 0; ow < t.Wo(); ++ow) {
+          const double g = gy[size_t(((n * t.K + k) * t.Ho() + oh) * t.Wo() + ow)];
+          for (int64_t c = 0; c < t.C; ++c)
+            for (int64_t ki = 0; ki < t.kh; ++ki)
+              for (int64_t kj = 0; kj < t.kw; ++kj) {
+                const int64_t ih = oh * t.stride - t.pad + ki, iw = ow * t.stride - t.pad + kj;
+                if (ih < 0 || ih >= t.H || iw < 0 || iw >= t.W) continue;
+                const size_t xi = size_t(((n * t.C + c) * t.H + ih) * t.W + iw);
+                const size_t wi = size_t(((k * t.C + c) * t.kh + ki) * t.kw + kj);
+                gx[xi] += g * w[wi];
+                gw[wi] += g * x[xi];
+              }
+        }
+}
+
+Tensor as_tensor(const Vec& v, const Shape& s, DType dt) {
+  return Tensor::from_vector(v, s).to(dt);
+}
+
+}  // namespace
+
+TEST_CASE("conv2d: forward and both backward kernels match naive loops (f32 and f64)") {
+  Backend& cpu = backend(Device::CPU);
+  uint64_t seed = 10;
+  for (const ConvCase& t : kCases) {
+    Generator gen(seed++);
+    const Shape xs{t.N, t.C, t.H, t.W}, ws{t.K, t.C, t.kh, t.kw}, ys{t.N, t.K, t.Ho(), t.Wo()};
+    const Vec x = Tensor::randn(xs, gen, DType::F64).to_double_vector();
+    const Vec w = Tensor::randn(ws, gen, DType::F64).to_double_vector();
+    const Vec gy = Tensor::randn(ys, gen, DType::F64).to_double_vector();
+    const Vec y_ref = naive_forward(t, x, w);
+    Vec gx_ref, gw_ref;
+    naive_backward(t, x, w, gy, gx_ref, gw_ref);
+    for (DType dt : {DType::F32, DType::F64}) {
+      CAPTURE(t.name());
+      const std::string dtype = dtype_name(dt);
+      CAPTURE(dtype);
+      const double tol = dt == DType::F32 ? 2e-5 : 1e-12;
+      const Conv2dParams p{t.stride, t.pad};
+      Tensor xt = as_tensor(x, xs, dt), wt = as_tensor(w, ws, dt), gyt = as_tensor(gy, ys, dt);
+      Tensor y = conv2d(xt, wt, Tensor(), t.stride, t.pad);
+      REQUIRE(y.shape() == ys);
+      CHECK(testing::max_rel_diff(y, as_tensor(y_ref, ys, DType::F64)) < tol);
+      Tensor gx = Tensor::full(xs, 7.0, dt), gw = Tensor::full(ws, 7.0, dt);  // kernels overwrite
+      cpu.conv2d_backward_data(gyt, wt, gx, p);
+      cpu.conv2d_backward_weight(gyt, xt, gw, p);
+      CHECK(testing::max_rel_diff(gx, as_tensor(gx_ref, xs, DType::F64)) < tol);
+      CHECK(testing::max_rel_diff(gw, as_tensor(gw_ref, ws, DType::F64)) < tol);
+    }
+  }
+}
+
+TEST_CASE("conv2d: bias is added per output channel") {
+  const ConvCase t{2, 3, 6, 5, 4, 3, 3, 2, 1};
+  Generator gen(3);
+  Tensor x = Tensor::randn({t.N, t.C, t.H, t.W}, gen, DType::F64);
+  Tensor w = Tensor::randn({t.K, t.C, t.kh, t.kw}, gen, DType::F64);
+  Tensor b = Tensor::randn({t.K}, gen, DType::F64);
+  Tensor y = conv2d(x, w, b, t.stride, t.pad), y0 = conv2d(x, w, Tensor(), t.stride, t.pad);
+  for (int64_t n = 0; n < t.N; ++n)
+    for (int64_t k = 0; k < t.K; ++k)
+      for (int64_t i = 0; i < t.Ho(); ++i)
+        for (int64_t j = 0; j < t.Wo(); ++j)
+          CHECK(y.at({n, k, i, j}) == doctest::Approx(y0.at({n, k, i, j}) + b.at({k})).epsilon(1e-12));
+}
+
+TEST_CASE("conv2d: f64 gradients of input, weight and bias match finite differences") {
+  const std::vector<ConvCase> cases = {
+      {1, 3, 9, 11, 4, 7, 7, 2, 3}, {2, 3, 7, 6, 3, 5, 5, 2, 2}, {2, 4, 5, 6, 3, 3, 3, 1, 1},
+      {1, 3, 5, 5, 2, 1, 1, 2, 0},  {1, 2, 6, 7, 3, 2, 2, 2, 1},
+  };
+  uint64_t seed = 100;
+  for (const ConvCase& t : cases) {
+    CAPTURE(t.name());
+    Tensor x = testing::rand_leaf({t.N, t.C, t.H, t.W}, seed++);
+    Tensor w = testing::rand_leaf({t.K, t.C, t.kh, t.kw}, seed++);
+    Tensor b = testing::rand_leaf({t.K}, seed++);
+    auto f = [&](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], t.stride, t.pad); };
+    auto r = testing::gradcheck(f, {x, w, b});
+    CHECK_MESSAGE(r.ok, r.report);
+  }
+}
+
+TEST_CASE("conv2d: only the inputs that require grad get one") {
+  Generator gen(1);
+  Tensor x = Tensor::rand({1, 2, 5, 5}, gen, DType::F64);
+  Tensor w = testing::rand_leaf({3, 2, 3, 3}, 2);
+  conv2d(x, w, Tensor(), 1, 1).backward(Tensor::ones({1, 3, 5, 5}, DType::F64));
+  CHECK(w.grad().defined());
+  CHECK(!x.grad().defined());
+}
+
+TEST_CASE("conv2d: shape errors name the argument and the shapes") {
+  Tensor x = Tensor::zeros({1, 4, 8, 8});
+  CHECK_THROWS_WITH_AS(conv2d(x, Tensor::zeros({2, 3, 3, 3}), Tensor(), 1, 1),
+                       "conv2d: weight has 3 input channels, input has 4", Error);
+  CHECK_THROWS_WITH_AS(conv2d(x, Tensor::zeros({2, 4, 3, 3}), Tensor::zeros({3}), 1, 1),
+                       "conv2d: bias has shape [3], expected [2] for weight [2, 4, 3, 3]", Error);
+  CHECK_THROWS_WITH_AS(conv2d(x, Tensor::zeros({2, 4, 11, 11}), Tensor(), 1, 1),
+                       "conv2d: kernel 11×11 does not fit input [1, 4, 8, 8] padded by 1", Error);
+  CHECK_THROWS_AS(conv2d(x, Tensor::zeros({2, 4, 3, 3}), Tensor(), 0, 1), Error);
+  CHECK_THROWS_AS(conv2d(x, Tensor::zeros({2, 4, 3, 3}, DType::F64), Tensor(), 1, 1), Error);
+  CHECK_THROWS_AS(conv2d(Tensor::zeros({4, 8, 8}), Tensor::zeros({2, 4, 3, 3}), Tensor(), 1, 1), Error);
+}
