@@ -30,9 +30,5 @@ Tensor mean(const Tensor& a) { throw Error("mean: pending"); }
 Tensor mean(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) { throw Error("mean: pending"); }
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) { throw Error("matmul: pending"); }
 Tensor transpose(const Tensor& a, int64_t d0, int64_t d1) { throw Error("transpose: pending"); }
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stride, int64_t pad) { throw Error("conv2d: pending"); }
-PConvResult partial_conv2d(const Tensor& x, const Mask& mask, const Tensor& w, const Tensor& bias, int64_t stride, int64_t pad) { throw Error("partial_conv2d: pending"); }
-Tensor mask_expand(const Mask& mask) { throw Error("mask_expand: pending"); }
-int64_t mask_channels(const Mask& mask) { throw Error("mask_channels: pending"); }
 
 }  // namespace pconv
