@@ -1,0 +1,194 @@
+#include <doctest/doctest.h>
+
+#include <stb_image_write.h>  // the implementation lives in core/image.cpp
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/image.h"
+#include "tests/test_util.h"
+
+using namespace pconv;
+
+namespace {
+
+ImageU8 random_image(int w, int h, uint64_t seed) {
+  ImageU8 img;
+  img.width = w;
+  img.height = h;
+  img.channels_in_file = 3;
+  img.rgb.resize(size_t(w) * size_t(h) * 3);
+  uint64_t x = seed * 0x9e3779b97f4a7c15ull + 7;
+  for (auto& b : img.rgb) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    b = uint8_t(x >> 32);
+  }
+  return img;
+}
+
+std::string read_raw(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_raw(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+void expect_error(const std::string& path, const std::string& fragment, int64_t max_pixels = kMaxImagePixels) {
+  try {
+    read_image_u8(path, max_pixels);
+    FAIL_CHECK(path << ": read without error");
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(msg.rfind(path + ": ", 0) == 0);
+    CHECK(msg.find(fragment) != std::string::npos);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("image: PNG round trip is exact, through bytes and through tensors") {
+  const std::string dir = testing::scratch_dir("image_png");
+  for (auto [w, h] : {std::pair{7, 5}, std::pair{1, 1}, std::pair{64, 3}}) {
+    ImageU8 img = random_image(w, h, uint64_t(w * 100 + h));
+    const std::string path = dir + "/x" + std::to_string(w) + ".png";
+    save_image(path, img);
+    ImageU8 back = read_image_u8(path);
+    CHECK(back.width == w);
+    CHECK(back.height == h);
+    CHECK(back.channels_in_file == 3);
+    CHECK(back.rgb == img.rgb);
+    CHECK(read_raw(path) == encode_png(img));
+
+    Tensor t = load_image(path);
+    REQUIRE(t.shape() == Shape{3, h, w});
+    CHECK(t.dtype() == DType::F32);
+    // Channel-major: element (c, y, x) is byte (y·w + x)·3 + c over 255.
+    const int y = h - 1, x = w / 2, c = 2;
+    CHECK(t.at({c, y, x}) == doctest::Approx(img.rgb[size_t((y * w + x) * 3 + c)] / 255.0).epsilon(1e-7));
+    CHECK(tensor_to_image(t).rgb == img.rgb);
+  }
+}
+
+TEST_CASE("image: JPEG round trip is close; extensions are case-insensitive") {
+  const std::string dir = testing::scratch_dir("image_jpeg");
+  ImageU8 img;
+  img.width = 48;
+  img.height = 32;
+  img.rgb.resize(48 * 32 * 3);
+  for (int y = 0; y < 32; ++y)  // smooth content, as JPEG is meant for
+    for (int x = 0; x < 48; ++x) {
+      uint8_t* p = &img.rgb[size_t((y * 48 + x) * 3)];
+      p[0] = uint8_t(x * 5);
+      p[1] = uint8_t(y * 7);
+      p[2] = uint8_t(128 + 60 * std::sin(0.2 * (x + y)));
+    }
+  for (const char* name : {"/a.jpg", "/b.JPEG"}) {
+    save_image(dir + name, img, 95);
+    ImageU8 back = read_image_u8(dir + name);
+    REQUIRE(back.rgb.size() == img.rgb.size());
+    double total = 0;
+    int worst = 0;
+    for (size_t i = 0; i < img.rgb.size(); ++i) {
+      const int d = std::abs(int(back.rgb[i]) - int(img.rgb[i]));
+      total += d;
+      worst = std::max(worst, d);
+    }
+    const double mean = total / double(img.rgb.size());
+    INFO(name << ": mean error " << mean << ", max " << worst);
+    CHECK(mean < 2.0);
+    CHECK(worst < 24);
+    CHECK(mean > 0.0);  // it really went through JPEG
+  }
+  // Lower quality, smaller file.
+  save_image(dir + "/q20.jpg", img, 20);
+  CHECK(read_raw(dir + "/q20.jpg").size() < read_raw(dir + "/a.jpg").size());
+}
+
+TEST_CASE("image: grey is replicated, alpha dropped, channels_in_file reported") {
+  const std::string dir = testing::scratch_dir("image_channels");
+  const int w = 5, h = 4;
+  ImageU8 rgb = random_image(w, h, 3);
+  for (int comp : {1, 2, 3, 4}) {
+    std::vector<uint8_t> pixels(size_t(w * h * comp));
+    for (int i = 0; i < w * h; ++i)
+      for (int c = 0; c < comp; ++c)
+        pixels[size_t(i * comp + c)] = c == 3 || (comp == 2 && c == 1)
+                                           ? uint8_t(i * 11)  // alpha: must not leak into RGB
+                                           : rgb.rgb[size_t(i * 3 + c)];
+    const std::string path = dir + "/c" + std::to_string(comp) + ".png";
+    REQUIRE(stbi_write_png(path.c_str(), w, h, comp, pixels.data(), w * comp));
+    ImageU8 back = read_image_u8(path);
+    INFO("components " << comp);
+    CHECK(back.channels_in_file == comp);
+    REQUIRE(back.rgb.size() == size_t(w * h * 3));
+    for (int i = 0; i < w * h; ++i)
+      for (int c = 0; c < 3; ++c) {
+        const uint8_t expected = comp <= 2 ? rgb.rgb[size_t(i * 3)] : rgb.rgb[size_t(i * 3 + c)];
+        CHECK(back.rgb[size_t(i * 3 + c)] == expected);
+      }
+  }
+}
+
+TEST_CASE("image: missing, corrupt, truncated and oversized files are refused clearly") {
+  const std::string dir = testing::scratch_dir("image_bad");
+  CHECK_THROWS_WITH_AS(read_image_u8(dir + "/absent.png"), (dir + "/absent.png: no such file").c_str(), Error);
+  CHECK_THROWS_WITH_AS(load_image(dir + "/no/such/dir.png"), (dir + "/no/such/dir.png: no such file").c_str(),
+                       Error);
+  expect_error(dir, "not a regular file");
+
+  write_raw(dir + "/noise.png", "this is not an image at all, just some text");
+  expect_error(dir + "/noise.png", "not a readable image (stb: ");
+  write_raw(dir + "/empty.png", "");
+  expect_error(dir + "/empty.png", "not a readable image (stb: ");
+
+  const std::string png = encode_png(random_image(32, 32, 5));
+  write_raw(dir + "/truncated.png", png.substr(0, png.size() / 2));
+  expect_error(dir + "/truncated.png", "not a readable image (stb: ");
+  ImageU8 smooth = random_image(32, 32, 8);
+  for (auto& b : smooth.rgb) b = uint8_t(b / 4 + 96);
+  save_image(dir + "/full.jpg", smooth);
+  const std::string jpeg = read_raw(dir + "/full.jpg");
+  write_raw(dir + "/truncated.jpg", jpeg.substr(0, jpeg.size() / 2));
+  expect_error(dir + "/truncated.jpg", "not a readable image (stb: ");
+  write_raw(dir + "/header_only.png", png.substr(0, 20));
+  expect_error(dir + "/header_only.png", "not a readable image (stb: ");
+
+  // The limit is checked from the header, before decoding.
+  write_raw(dir + "/wide.png", encode_png(random_image(20, 10, 6)));
+  expect_error(dir + "/wide.png", "image is 20×10 (200 pixels), over the limit of 199 pixels", 199);
+  CHECK(read_image_u8(dir + "/wide.png", 200).width == 20);
+}
+
+TEST_CASE("image: tensor conversion clamps and rounds; saving checks its arguments") {
+  const std::string dir = testing::scratch_dir("image_tensor");
+  Tensor t = Tensor::from_vector(std::vector<float>{-0.5f, 1.5f, 0.5f, NAN, 0.2f, 1.0f}, {1, 2, 3});
+  ImageU8 img = tensor_to_image(t);
+  CHECK(img.width == 3);
+  CHECK(img.height == 2);
+  const std::vector<uint8_t> grey = {0, 255, 128, 0, 51, 255};  // lround(x·255) after clamping
+  for (size_t i = 0; i < grey.size(); ++i)
+    for (size_t c = 0; c < 3; ++c) CHECK(img.rgb[i * 3 + c] == grey[i]);
+  Tensor f64 = Tensor::from_vector(std::vector<double>{0.0, 0.25, 1.0}, {3, 1, 1});
+  CHECK(tensor_to_image(f64).rgb == std::vector<uint8_t>{0, 64, 255});
+
+  CHECK_THROWS_WITH_AS(tensor_to_image(Tensor::zeros({2, 4, 4})),
+                       "tensor_to_image: expected a 3×H×W or 1×H×W tensor, got shape [2, 4, 4]", Error);
+  CHECK_THROWS_WITH_AS(save_image(dir + "/x.bmp", img),
+                       (dir + "/x.bmp: unknown image extension '.bmp' (use .png, .jpg or .jpeg)").c_str(),
+                       Error);
+  CHECK_THROWS_AS(save_image(dir + "/missing/x.png", img), Error);
+  CHECK_FALSE(std::filesystem::exists(dir + "/missing"));
+  ImageU8 bad = img;
+  bad.rgb.pop_back();
+  CHECK_THROWS_AS(encode_png(bad), Error);
+
+  save_image(dir + "/t.png", t);
+  CHECK(read_image_u8(dir + "/t.png").rgb == img.rgb);
+}
