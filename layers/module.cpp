@@ -12,7 +12,8 @@ namespace pconv {
 namespace {
 
 std::string join(const std::string& prefix, const std::string& name) {
-  return prefix.empty() ? name : prefix + "." + name;
+  if (prefix.empty()) return name;
+  return name.empty() ? prefix : prefix + "." + name;
 }
 
 // `t` converted to dtype/device as a fresh leaf (new storage, no graph); unchanged when it

@@ -1,0 +1,266 @@
+// The PConv UNet: checkpoint names and shapes, the paper's parameter count, padding of odd
+// sizes, independence from hole pixels, a whole-network f64 gradcheck, BatchNorm phases,
+// and checkpoints of the wrong architecture.
+#include <doctest/doctest.h>
+
+#include <cstdio>
+
+#include "core/ops.h"
+#include "core/safetensors.h"
+#include "models/pconv_unet.h"
+#include "tests/gradcheck.h"
+#include "tests/test_util.h"
+
+using namespace pconv;
+using testing::gradcheck;
+using testing::max_rel_diff;
+using Vec = std::vector<double>;
+
+namespace {
+
+Tensor hole_mask(int64_t N, int64_t H, int64_t W, uint64_t seed, DType dtype = DType::F64) {
+  Generator gen(seed);
+  return step(Tensor::rand({N, 1, H, W}, gen, dtype), 0.4);  // ~40 % holes
+}
+
+PConvUNetConfig tiny(int64_t levels = 3, int64_t width = 4) {
+  PConvUNetConfig c;
+  c.levels = levels;
+  c.width = width;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("unet: checkpoint names and shapes of a 3-level model are exactly the paper's layout") {
+  PConvUNet net(tiny(3, 4), 0, DType::F32);
+  const int64_t w = 4;
+  std::map<std::string, Shape> want = {
+      {"pconv1.weight", {w, 3, 7, 7}},         {"pconv1.bias", {w}},
+      {"pconv2.weight", {2 * w, w, 5, 5}},     {"pconv3.weight", {4 * w, 2 * w, 5, 5}},
+      {"pconv4.weight", {2 * w, 6 * w, 3, 3}}, {"pconv5.weight", {w, 3 * w, 3, 3}},
+      {"pconv6.weight", {3, w + 3, 3, 3}},     {"pconv6.bias", {3}}};
+  const std::map<int, int64_t> bn_channels = {{2, 2 * w}, {3, 4 * w}, {4, 2 * w}, {5, w}};
+  for (auto [n, channels] : bn_channels)
+    for (const char* s : {"weight", "bias", "running_mean", "running_var"})
+      want["pconv" + std::to_string(n) + ".bn." + s] = {channels};
+  auto state = net.state_dict();
+  std::vector<std::string> got_names, want_names;
+  for (auto& [name, t] : state) got_names.push_back(name);
+  for (auto& [name, s] : want) want_names.push_back(name);
+  CHECK(got_names == want_names);
+  for (auto& [name, s] : want) {
+    CAPTURE(name);
+    REQUIRE(state.count(name));
+    CHECK(state[name].shape() == s);
+  }
+  CHECK(net.layer_count() == 6);
+  CHECK(net.layer(1).kernel_size() == 7);
+  CHECK((net.layer(1).stride() == 2 && net.layer(3).stride() == 2 && net.layer(4).stride() == 1));
+  CHECK(net.layer(1).bn() == nullptr);
+  CHECK(net.layer(6).bn() == nullptr);
+}
+
+TEST_CASE("unet: the paper's 8-level model has the parameter count of the table") {
+  // PAPER.md's table, row by row: {in, out, kernel, BatchNorm}. A bias only without BN.
+  struct Row { int64_t in, out, k; bool bn; };
+  std::vector<Row> rows = {{3, 64, 7, false},   {64, 128, 5, true},   {128, 256, 5, true},
+                           {256, 512, 3, true}};
+  for (int i = 0; i < 4; ++i) rows.push_back({512, 512, 3, true});              // PConv5-8
+  for (int i = 0; i < 4; ++i) rows.push_back({512 + 512, 512, 3, true});        // PConv9-12
+  rows.insert(rows.end(), {{512 + 256, 256, 3, true}, {256 + 128, 128, 3, true},
+                           {128 + 64, 64, 3, true}, {64 + 3, 3, 3, false}});    // PConv13-16
+  int64_t expected = 0;
+  for (const Row& r : rows) expected += r.in * r.out * r.k * r.k + (r.bn ? 2 * r.out : r.out);
+  PConvUNet net;  // the default configuration is the paper's
+  CHECK(net.config() == PConvUNetConfig{});
+  CHECK(net.layer_count() == 16);
+  MESSAGE("paper's 8-level width-64 PConvUNet: " << net.parameter_count() << " parameters");
+  CHECK(net.parameter_count() == expected);
+  CHECK(net.parameter_count() == 32'859'796);
+}
+
+TEST_CASE("unet: odd sizes are padded with hole and cropped back; hole pixels do not matter") {
+  PConvUNet net(tiny(3, 4), 7, DType::F64);
+  net.eval();
+  Generator gen(1);
+  Tensor x = Tensor::randn({2, 3, 13, 19}, gen, DType::F64);
+  Tensor m = hole_mask(2, 13, 19, 2);
+  Tensor y = net.forward(x, m);
+  CHECK(y.shape() == Shape{2, 3, 13, 19});
+  // The same as padding by hand to 16×24 (bottom/right) and cropping.
+  Tensor yp = net.forward(pad2d(x, 0, 3, 0, 5), pad2d(m, 0, 3, 0, 5));
+  CHECK(max_rel_diff(y, crop2d(yp, 0, 0, 13, 19)) < 1e-12);
+  // Partial convolutions never read pixels under the mask's holes, so filling them with
+  // anything gives the same output, bit for bit.
+  Tensor noise = Tensor::randn(x.shape(), gen, DType::F64, Device::CPU, 0, 5);
+  Tensor x2 = add(mul(x, m), mul(noise, rsub(1.0, m)));
+  CHECK(max_rel_diff(x2, x) > 0.1);
+  CHECK(net.forward(x2, m).to_double_vector() == y.to_double_vector());
+}
+
+TEST_CASE("unet: the composite keeps the known pixels and takes the output in the holes") {
+  PConvUNet net(tiny(2, 4), 3, DType::F32);
+  Generator gen(4);
+  Tensor gt = Tensor::randn({1, 3, 8, 12}, gen);
+  Tensor m = hole_mask(1, 8, 12, 5, DType::F32);
+  Tensor out = net.forward(mul(gt, m), m);
+  // I_comp = M ⊙ I_gt + (1 − M) ⊙ I_out (PAPER.md "The loss").
+  Tensor comp = add(mul(m, gt), mul(rsub(1.0, m), out));
+  const Vec cv = comp.to_double_vector(), gv = gt.to_double_vector(), ov = out.to_double_vector();
+  const Vec mv = m.to_double_vector();
+  int holes = 0;
+  for (size_t i = 0; i < cv.size(); ++i) {
+    const double known = mv[i % 96];
+    holes += known == 0;
+    CHECK(cv[i] == (known == 1 ? gv[i] : ov[i]));
+  }
+  CHECK(holes > 0);
+}
+
+TEST_CASE("unet: whole-network f64 gradcheck (3 levels, width 4, 16×16, batch 2, BN training)") {
+  PConvUNet net(tiny(3, 4), 11, DType::F64);
+  net.train();
+  Generator gen(12);
+  Tensor image = Tensor::randn({2, 3, 16, 16}, gen, DType::F64).set_requires_grad(true);
+  Tensor m = hole_mask(2, 16, 16, 13);
+  // Non-trivial BN affine parameters, so their gradients are not all alike.
+  for (int n = 2; n <= 5; ++n) {
+    BatchNorm2d& bn = *net.layer(n).bn();
+    bn.load_state_dict({{"weight", Tensor::rand({bn.channels()}, gen, DType::F64, Device::CPU, 0.5, 1.5)},
+                        {"bias", Tensor::randn({bn.channels()}, gen, DType::F64, Device::CPU, 0, 0.3)}},
+                       false);
+  }
+  std::vector<Tensor> inputs = {image, net.layer(1).weight(), net.layer(1).bias(),
+                                net.layer(2).weight(), net.layer(3).bn()->weight(),
+                                net.layer(4).weight(), net.layer(5).bn()->bias(),
+                                net.layer(6).weight(), net.layer(6).bias()};
+  testing::GradcheckOptions opt;
+  opt.max_checks_per_input = 12;
+  opt.rtol = 1e-5;
+  opt.atol = 1e-7;
+  auto r = gradcheck([&](const std::vector<Tensor>&) { return net.forward(image, m); }, inputs, opt);
+  CHECK_MESSAGE(r.ok, r.report);
+  MESSAGE("unet gradcheck: " << r.report);
+  // Hole pixels of the input get exactly zero gradient.
+  const Vec g = image.grad().to_double_vector(), mv = m.to_double_vector();
+  for (size_t i = 0; i < g.size(); ++i)
+    if (mv[(i / 768) * 256 + i % 256] == 0) CHECK(g[i] == 0);
+}
+
+TEST_CASE("unet: eval is deterministic and keeps statistics; fine-tune freezes only encoder BNs") {
+  PConvUNet net(tiny(3, 4), 21, DType::F32);
+  Generator gen(22);
+  Tensor x = Tensor::randn({2, 3, 16, 16}, gen);
+  Tensor m = hole_mask(2, 16, 16, 23, DType::F32);
+  auto stats = [&](int n) { return net.layer(n).bn()->running_mean().to_double_vector(); };
+
+  net.forward(x, m);  // training: every BN's running statistics move
+  for (int n = 2; n <= 5; ++n) CHECK(stats(n) != Vec(size_t(net.layer(n).out_channels()), 0.0));
+
+  net.eval();
+  auto before = net.state_dict();
+  std::vector<Vec> saved;
+  for (auto& [name, t] : before) saved.push_back(t.to_double_vector());
+  Tensor y1 = net.forward(x, m), y2 = net.forward(x, m);
+  CHECK(y1.to_double_vector() == y2.to_double_vector());
+  size_t i = 0;
+  for (auto& [name, t] : net.state_dict()) CHECK(t.to_double_vector() == saved[i++]);
+
+  net.train();
+  net.set_finetune(true);
+  CHECK(net.is_finetune());
+  std::vector<Vec> old;
+  for (int n = 2; n <= 5; ++n) old.push_back(stats(n));
+  net.forward(x, m);
+  CHECK(stats(2) == old[0]);  // encoder (pconv2..pconvL): kept
+  CHECK(stats(3) == old[1]);
+  CHECK(stats(4) != old[2]);  // decoder: still updating
+  CHECK(stats(5) != old[3]);
+  CHECK(net.trainable_parameters().size() == net.parameters().size());  // γ, β still learn
+  net.set_finetune(false);
+  net.forward(x, m);
+  CHECK(stats(2) != old[0]);
+}
+
+TEST_CASE("unet: checkpoints carry the configuration; the wrong architecture is a clear error") {
+  const std::string dir = testing::scratch_dir("unet_checkpoint");
+  PConvUNet a(tiny(3, 4), 31, DType::F32);
+  Generator gen(32);
+  Tensor x = Tensor::randn({1, 3, 16, 16}, gen);
+  Tensor m = hole_mask(1, 16, 16, 33, DType::F32);
+  a.forward(x, m);
+  a.eval();
+  a.save_checkpoint(dir + "/a.safetensors", {{"step", "17"}});
+  CHECK(PConvUNetConfig::from_json(a.config().to_json()) == a.config());
+
+  PConvUNet b(tiny(3, 4), 99, DType::F64);  // other seed and dtype: converted on load
+  auto meta = b.load_checkpoint(dir + "/a.safetensors");
+  CHECK(meta.at("step") == "17");
+  CHECK(PConvUNet::checkpoint_config(meta) == tiny(3, 4));
+  b.eval();
+  CHECK(max_rel_diff(b.forward(x.to(DType::F64), m.to(DType::F64)), a.forward(x, m).to(DType::F64)) < 1e-5);
+
+  PConvUNet deeper(tiny(4, 4), 0);
+  CHECK_THROWS_WITH_AS(deeper.load_checkpoint(dir + "/a.safetensors"),
+                       (dir + "/a.safetensors: checkpoint is a 3-level width-4 PConvUNet, the model "
+                              "is a 4-level width-4 PConvUNet").c_str(),
+                       Error);
+  PConvUNet paper_depth(tiny(8, 2), 0);
+  CHECK_THROWS_WITH_AS(paper_depth.load_checkpoint(dir + "/a.safetensors"),
+                       (dir + "/a.safetensors: checkpoint is a 3-level width-4 PConvUNet, the model "
+                              "is an 8-level width-2 PConvUNet").c_str(),
+                       Error);
+  // Without "pconv.config" the names and shapes decide.
+  a.save(dir + "/bare.safetensors");
+  CHECK(PConvUNet::checkpoint_config(load_safetensors(dir + "/bare.safetensors").metadata) ==
+        PConvUNetConfig{});
+  PConvUNet narrow(tiny(3, 8), 0);
+  CHECK_THROWS_WITH_AS(narrow.load_checkpoint(dir + "/bare.safetensors"),
+                       (dir + "/bare.safetensors: load_state_dict: pconv1.weight has shape "
+                              "[4, 3, 7, 7] in the file, the model expects [8, 3, 7, 7]").c_str(),
+                       Error);
+  PConvUNet shallow(tiny(2, 4), 0);
+  CHECK_THROWS_WITH_AS(shallow.load_checkpoint(dir + "/bare.safetensors"),
+                       (dir + "/bare.safetensors: load_state_dict: pconv3.weight has shape "
+                              "[16, 8, 5, 5] in the file, the model expects [4, 12, 3, 3]").c_str(),
+                       Error);
+  PConvUNet same(tiny(3, 4), 5);
+  same.load_checkpoint(dir + "/bare.safetensors");
+  same.eval();
+  CHECK(same.forward(x, m).to_double_vector() == a.forward(x, m).to_double_vector());
+
+  CHECK_THROWS_WITH_AS(PConvUNetConfig::from_json("{\"levels\": \"eight\"}"),
+                       "PConvUNetConfig: 'levels' in '{\"levels\": \"eight\"}' is not an integer", Error);
+  CHECK_THROWS_AS(PConvUNetConfig::from_json("not json"), Error);
+  CHECK_THROWS_AS(PConvUNet(tiny(0, 4)), Error);
+  Tensor gray = Tensor::randn({1, 1, 16, 16}, gen);
+  CHECK_THROWS_WITH_AS(a.forward(gray, m),
+                       "PConvUNet: image [1, 1, 16, 16] has 1 channels, the model takes 3", Error);
+}
+
+TEST_CASE("unet: on the GPU, forward and gradients match the CPU (f32)") {
+  if (testing::skip_without_gpu()) return;
+  PConvUNet cpu(tiny(3, 8), 41, DType::F32), gpu(tiny(3, 8), 41, DType::F32);
+  gpu.to(Device::CUDA);
+  Generator gen(42);
+  Tensor x = Tensor::randn({2, 3, 20, 28}, gen);  // padded to 24×32
+  Tensor m = hole_mask(2, 20, 28, 43, DType::F32);
+  for (bool training : {true, false}) {
+    CAPTURE(training);
+    cpu.train(training);
+    gpu.train(training);
+    cpu.zero_grad();
+    gpu.zero_grad();
+    Tensor yc = cpu.forward(x, m), yg = gpu.forward(x.to(Device::CUDA), m.to(Device::CUDA));
+    CHECK(yg.device() == Device::CUDA);
+    CHECK(max_rel_diff(yg.to(Device::CPU), yc) < 1e-4);
+    sum(square(yc)).backward();
+    sum(square(yg)).backward();
+    for (int n : {1, 3, 6})
+      CHECK(max_rel_diff(gpu.layer(n).weight().grad().to(Device::CPU),
+                         cpu.layer(n).weight().grad()) < 1e-3);
+    CHECK(max_rel_diff(gpu.layer(2).bn()->running_var().to(Device::CPU),
+                       cpu.layer(2).bn()->running_var()) < 1e-5);
+  }
+}
