@@ -120,7 +120,6 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
     n->backward = nullptr;
     n->inputs.clear();
   }
-  const_cast<Tensor&>(root).impl()->grad_fn.reset();
 }
 
 }  // namespace pconv
