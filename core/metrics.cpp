@@ -1,0 +1,217 @@
+// Image quality metrics and the paper's hole-ratio table. See core/metrics.h.
+#include "core/metrics.h"
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <sstream>
+
+namespace pconv {
+
+namespace {
+
+void check_pair(const char* op, const Tensor& a, const Tensor& b) {
+  check_defined(op, "a", a);
+  check_defined(op, "b", b);
+  if (a.shape() != b.shape())
+    throw Error(std::string(op) + ": images have different shapes " + shape_str(a.shape()) + " and " +
+                shape_str(b.shape()));
+  if (a.numel() == 0) throw Error(std::string(op) + ": empty images " + shape_str(a.shape()));
+}
+
+double mean_squared_error(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += (a[i] - b[i]) * (a[i] - b[i]);
+  return s / double(a.size());
+}
+
+// Normalised Gaussian of σ 1.5 truncated at radius 5 (skimage: truncate 3.5 → 2·5+1 = 11 taps).
+constexpr int kRadius = 5, kWindow = 2 * kRadius + 1;
+std::array<double, kWindow> gaussian_window() {
+  std::array<double, kWindow> g{};
+  double sum = 0;
+  for (int i = 0; i < kWindow; ++i) sum += g[size_t(i)] = std::exp(-double((i - kRadius) * (i - kRadius)) / (2 * 1.5 * 1.5));
+  for (double& v : g) v /= sum;
+  return g;
+}
+
+// SSIM of one H×W channel over the valid window positions, with a separable filter.
+double ssim_channel(const double* x, const double* y, int64_t h, int64_t w) {
+  static const std::array<double, kWindow> g = gaussian_window();
+  const double c1 = 0.01 * 0.01, c2 = 0.03 * 0.03;
+  const int64_t oh = h - 2 * kRadius, ow = w - 2 * kRadius;
+  // Horizontal pass of x, y, x², y², xy over every row, then vertical pass at valid rows.
+  std::vector<double> hx(size_t(h * ow)), hy(hx.size()), hxx(hx.size()), hyy(hx.size()), hxy(hx.size());
+  for (int64_t r = 0; r < h; ++r)
+    for (int64_t c = 0; c < ow; ++c) {
+      double sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0;
+      for (int k = 0; k < kWindow; ++k) {
+        const double a = x[r * w + c + k], b = y[r * w + c + k], wk = g[size_t(k)];
+        sx += wk * a, sy += wk * b, sxx += wk * a * a, syy += wk * b * b, sxy += wk * a * b;
+      }
+      const size_t i = size_t(r * ow + c);
+      hx[i] = sx, hy[i] = sy, hxx[i] = sxx, hyy[i] = syy, hxy[i] = sxy;
+    }
+  double total = 0;
+  for (int64_t r = 0; r < oh; ++r)
+    for (int64_t c = 0; c < ow; ++c) {
+      double ux = 0, uy = 0, uxx = 0, uyy = 0, uxy = 0;
+      for (int k = 0; k < kWindow; ++k) {
+        const size_t i = size_t((r + k) * ow + c);
+        const double wk = g[size_t(k)];
+        ux += wk * hx[i], uy += wk * hy[i], uxx += wk * hxx[i], uyy += wk * hyy[i], uxy += wk * hxy[i];
+      }
+      const double vx = uxx - ux * ux, vy = uyy - uy * uy, vxy = uxy - ux * uy;
+      total += ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2));
+    }
+  return total / double(oh * ow);
+}
+
+}  // namespace
+
+double l1_percent(const Tensor& a, const Tensor& b) {
+  check_pair("l1_percent", a, b);
+  const std::vector<double> x = a.to_double_vector(), y = b.to_double_vector();
+  double s = 0;
+  for (size_t i = 0; i < x.size(); ++i) s += std::abs(x[i] - y[i]);
+  return 100.0 * s / double(x.size());
+}
+
+double psnr(const Tensor& a, const Tensor& b) {
+  check_pair("psnr", a, b);
+  const double mse = mean_squared_error(a.to_double_vector(), b.to_double_vector());
+  if (mse == 0) return std::numeric_limits<double>::infinity();
+  return -10.0 * std::log10(mse);
+}
+
+double ssim(const Tensor& a, const Tensor& b) {
+  check_pair("ssim", a, b);
+  if (a.dim() != 3) throw Error("ssim: expected C×H×W images, got " + shape_str(a.shape()));
+  const int64_t c = a.size(0), h = a.size(1), w = a.size(2);
+  if (h < kWindow || w < kWindow)
+    throw Error("ssim: images of " + shape_str(a.shape()) + " are smaller than the 11×11 window");
+  const std::vector<double> x = a.to_double_vector(), y = b.to_double_vector();
+  double s = 0;
+  for (int64_t ch = 0; ch < c; ++ch) s += ssim_channel(&x[size_t(ch * h * w)], &y[size_t(ch * h * w)], h, w);
+  return s / double(c);
+}
+
+Tensor composite(const Tensor& result, const Tensor& gt, const MaskImage& mask) {
+  check_pair("composite", result, gt);
+  if (gt.dim() != 3 || gt.size(1) != mask.height || gt.size(2) != mask.width)
+    throw Error("composite: image " + shape_str(gt.shape()) + " and mask " + std::to_string(mask.height) +
+                "×" + std::to_string(mask.width) + " differ in size");
+  std::vector<double> out = gt.to_double_vector();
+  const std::vector<double> r = result.to_double_vector();
+  const size_t hw = mask.known.size();
+  for (size_t i = 0; i < out.size(); ++i) {
+    const double m = mask.known[i % hw];
+    out[i] = m * out[i] + (1 - m) * r[i];
+  }
+  return Tensor::from_vector(out, gt.shape());
+}
+
+ImageMetrics evaluate_image(const std::string& name, const Tensor& result, const Tensor& gt,
+                            const MaskImage& mask) {
+  const Tensor comp = composite(result, gt, mask);
+  ImageMetrics m;
+  m.name = name;
+  m.hole_ratio = hole_ratio(mask);
+  m.l1_percent = l1_percent(comp, gt);
+  m.psnr = psnr(comp, gt);
+  m.ssim = ssim(comp, gt);
+  return m;
+}
+
+// ---- buckets
+
+namespace {
+constexpr double kEdges[kNumBuckets + 1] = {0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6};
+}
+
+int hole_ratio_bucket(double ratio) {
+  if (!(ratio > kEdges[0]) || ratio > kEdges[kNumBuckets]) return -1;
+  for (int b = 0; b < kNumBuckets; ++b)
+    if (ratio <= kEdges[b + 1]) return b;
+  return -1;
+}
+
+std::string bucket_label(int bucket) {
+  if (bucket < 0 || bucket >= kNumBuckets) return "other";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "(%g,%g]", kEdges[bucket], kEdges[bucket + 1]);
+  return buf;
+}
+
+void MetricsTable::add(const ImageMetrics& m) {
+  images_.push_back(m);
+  auto add_to = [&](Sum& s) { ++s.n, s.l1 += m.l1_percent, s.psnr += m.psnr, s.ssim += m.ssim; };
+  add_to(all_);
+  const int b = hole_ratio_bucket(m.hole_ratio);
+  if (b < 0)
+    ++outside_;
+  else
+    add_to(buckets_[size_t(b)]);
+}
+
+MetricsSummary MetricsTable::summary(const Sum& s) {
+  MetricsSummary out;
+  out.count = s.n;
+  if (s.n > 0) out.l1_percent = s.l1 / double(s.n), out.psnr = s.psnr / double(s.n), out.ssim = s.ssim / double(s.n);
+  return out;
+}
+
+MetricsSummary MetricsTable::bucket(int b) const {
+  if (b < 0 || b >= kNumBuckets) throw Error("MetricsTable::bucket: no bucket " + std::to_string(b));
+  return summary(buckets_[size_t(b)]);
+}
+
+MetricsSummary MetricsTable::all() const { return summary(all_); }
+
+namespace {
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+}  // namespace
+
+std::string MetricsTable::markdown() const {
+  std::ostringstream os;
+  os << "| hole ratio | images | PSNR (dB) | SSIM | ℓ1 (%) |\n|---|---|---|---|---|\n";
+  auto row = [&](const std::string& label, const MetricsSummary& s) {
+    os << "| " << label << " | " << s.count << " | " << fmt("%.2f", s.psnr) << " | " << fmt("%.3f", s.ssim)
+       << " | " << fmt("%.2f", s.l1_percent) << " |\n";
+  };
+  for (int b = 0; b < kNumBuckets; ++b)
+    if (buckets_[size_t(b)].n > 0) row(bucket_label(b), bucket(b));
+  if (outside_ > 0) os << "| other | " << outside_ << " | (outside every bucket, counted in all) | | |\n";
+  row("all", all());
+  return os.str();
+}
+
+std::string MetricsTable::csv() const {
+  std::ostringstream os;
+  os << "bucket,count,psnr,ssim,l1_percent\n";
+  auto row = [&](const std::string& label, const MetricsSummary& s) {
+    os << '"' << label << "\"," << s.count << ',' << fmt("%.6g", s.psnr) << ',' << fmt("%.6g", s.ssim) << ','
+       << fmt("%.6g", s.l1_percent) << '\n';
+  };
+  for (int b = 0; b < kNumBuckets; ++b) row(bucket_label(b), bucket(b));
+  row("all", all());
+  return os.str();
+}
+
+std::string MetricsTable::per_image_csv() const {
+  std::ostringstream os;
+  os << "name,hole_ratio,bucket,psnr,ssim,l1_percent\n";
+  for (const ImageMetrics& m : images_) {
+    std::string name = m.name;  // CSV-quote: double any quote
+    for (size_t p = 0; (p = name.find('"', p)) != std::string::npos; p += 2) name.insert(p, 1, '"');
+    os << '"' << name << "\"," << fmt("%.6f", m.hole_ratio) << ",\"" << bucket_label(hole_ratio_bucket(m.hole_ratio))
+       << "\"," << fmt("%.6g", m.psnr) << ',' << fmt("%.6g", m.ssim) << ',' << fmt("%.6g", m.l1_percent) << '\n';
+  }
+  return os.str();
+}
+
+}  // namespace pconv

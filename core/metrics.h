@@ -1,0 +1,77 @@
+#pragma once
+// Evaluation as in the paper (PAPER.md "Evaluation"): ℓ1 error (%), PSNR and SSIM on the
+// whole composited image, grouped by hole-to-image area ratio in the buckets
+// (0.01,0.1], (0.1,0.2], … (0.5,0.6].
+#include <array>
+#include <string>
+#include <vector>
+
+#include "core/masks.h"
+#include "core/tensor.h"
+
+namespace pconv {
+
+// Images are C×H×W tensors (any float dtype, CPU or GPU) with values in [0,1], same shape.
+double l1_percent(const Tensor& a, const Tensor& b);  // mean |a − b| · 100
+double psnr(const Tensor& a, const Tensor& b);        // dB with peak 1; +inf when a == b
+// Wang et al. 2004 as skimage.metrics.structural_similarity(gaussian_weights=True,
+// sigma=1.5, use_sample_covariance=False, data_range=1): an 11×11 Gaussian window (σ 1.5),
+// K1 0.01, K2 0.03, averaged over the pixels whose window lies inside the image, then over
+// channels. H and W must be at least 11.
+double ssim(const Tensor& a, const Tensor& b);
+
+// I_comp = M ⊙ gt + (1 − M) ⊙ result, with M = 1 on known pixels (3×H×W and H×W mask).
+Tensor composite(const Tensor& result, const Tensor& gt, const MaskImage& mask);
+
+struct ImageMetrics {
+  std::string name;
+  double hole_ratio = 0, l1_percent = 0, psnr = 0, ssim = 0;
+};
+
+// Metrics of one (result, gt, mask) triple: the result is composited with the ground truth
+// through the mask first, so known pixels count as exact (the paper's whole-image numbers).
+// Throws when the shapes disagree.
+ImageMetrics evaluate_image(const std::string& name, const Tensor& result, const Tensor& gt,
+                            const MaskImage& mask);
+
+// ---- hole-ratio buckets
+constexpr int kNumBuckets = 6;
+// 0 for (0.01,0.1], 1 for (0.1,0.2], … 5 for (0.5,0.6]; −1 outside (0.01, 0.6].
+int hole_ratio_bucket(double ratio);
+std::string bucket_label(int bucket);  // "(0.01,0.1]"
+
+struct MetricsSummary {
+  int64_t count = 0;
+  double l1_percent = 0, psnr = 0, ssim = 0;  // means
+};
+
+// Accumulates per-image metrics by bucket, plus everything together ("all", which also
+// counts images outside every bucket).
+class MetricsTable {
+ public:
+  void add(const ImageMetrics& m);
+  MetricsSummary bucket(int b) const;
+  MetricsSummary all() const;
+  int64_t outside_buckets() const { return outside_; }
+  const std::vector<ImageMetrics>& images() const { return images_; }
+
+  // | hole ratio | images | PSNR | SSIM | ℓ1 (%) | — one row per non-empty bucket, then "all".
+  std::string markdown() const;
+  // bucket,count,psnr,ssim,l1_percent — every bucket (empty ones with count 0), then "all".
+  std::string csv() const;
+  // name,hole_ratio,bucket,psnr,ssim,l1_percent — one row per image.
+  std::string per_image_csv() const;
+
+ private:
+  struct Sum {
+    int64_t n = 0;
+    double l1 = 0, psnr = 0, ssim = 0;
+  };
+  static MetricsSummary summary(const Sum& s);
+  std::array<Sum, kNumBuckets> buckets_{};
+  Sum all_{};
+  int64_t outside_ = 0;
+  std::vector<ImageMetrics> images_;
+};
+
+}  // namespace pconv
