@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
-#include "core/safetensors.h"
 
 namespace pconv {
 
@@ -167,11 +166,26 @@ void PConvUNet::set_finetune(bool on) {
 
 // ---------------------------------------------------------------- checkpoints
 
+namespace {
+
+constexpr const char* kOptimPrefix = "optim.";
+
+bool is_optim_key(const std::string& name) { return name.rfind(kOptimPrefix, 0) == 0; }
+
+}  // namespace
+
 void PConvUNet::save_checkpoint(const std::string& path,
-                                const std::map<std::string, std::string>& metadata) {
+                                const std::map<std::string, std::string>& metadata,
+                                const std::map<std::string, Tensor>& optim_state) {
+  std::map<std::string, Tensor> tensors = state_dict();
+  for (const auto& [name, t] : optim_state) {
+    if (!is_optim_key(name))
+      throw Error("PConvUNet::save_checkpoint: extra tensor '" + name + "' must be named optim.*");
+    tensors[name] = t;
+  }
   std::map<std::string, std::string> meta = metadata;
   meta[kConfigKey] = config_.to_json();
-  save(path, meta);
+  save_safetensors(path, tensors, meta);
 }
 
 PConvUNetConfig PConvUNet::checkpoint_config(const std::map<std::string, std::string>& metadata) {
@@ -179,21 +193,22 @@ PConvUNetConfig PConvUNet::checkpoint_config(const std::map<std::string, std::st
   return it == metadata.end() ? PConvUNetConfig{} : PConvUNetConfig::from_json(it->second);
 }
 
-std::map<std::string, std::string> PConvUNet::load_checkpoint(const std::string& path) {
+SafetensorsFile PConvUNet::load_checkpoint(const std::string& path) {
   SafetensorsFile file = load_safetensors(path);
   try {
-    // Without the key (e.g. weights converted from elsewhere) the names and shapes decide:
-    // strict loading reports the first missing or mis-shaped tensor.
     if (file.metadata.count(kConfigKey)) {
       const PConvUNetConfig saved = checkpoint_config(file.metadata);
       if (saved != config_)
         throw Error("checkpoint is " + with_article(saved) + ", the model is " + with_article(config_));
     }
-    load_state_dict(file.tensors, true);
+    std::map<std::string, Tensor> weights;
+    for (const auto& [name, t] : file.tensors)
+      if (!is_optim_key(name)) weights.emplace(name, t);
+    load_state_dict(weights, true);
   } catch (const Error& e) {
     throw Error(path + ": " + e.what());
   }
-  return file.metadata;
+  return file;
 }
 
 }  // namespace pconv

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/ops.h"
+#include "core/safetensors.h"
 #include "layers/activations.h"
 #include "layers/batchnorm.h"
 #include "layers/concat.h"
@@ -76,13 +77,18 @@ class PConvUNet : public Module {
   void set_finetune(bool on);
   bool is_finetune() const { return finetune_; }
 
-  // Checkpoints: the state dict plus metadata, with the configuration under kConfigKey.
+  // Checkpoints (DESIGN.md "Modules and checkpoints"): the state dict, the configuration under
+  // kConfigKey in the metadata, and optional extra tensors, which must be named "optim.*"
+  // (the optimiser's state, so a resume is exact).
   void save_checkpoint(const std::string& path,
-                       const std::map<std::string, std::string>& metadata = {});
-  // Loads weights and statistics, returning the file's metadata. A file without kConfigKey is
-  // taken to be the paper's default configuration. Throws a one-line Error when the file's
-  // architecture differs from this model's.
-  std::map<std::string, std::string> load_checkpoint(const std::string& path);
+                       const std::map<std::string, std::string>& metadata = {},
+                       const std::map<std::string, Tensor>& optim_state = {});
+  // Loads weights and statistics (strict, "optim.*" entries skipped) and returns the whole
+  // file, so the caller can read the metadata and hand the tensors to Adam::load_state_dict.
+  // A file without kConfigKey is checked by names and shapes alone. Throws a one-line Error
+  // "<path>: checkpoint is a 4-level width-16 PConvUNet, the model is ..." when the
+  // architectures differ.
+  SafetensorsFile load_checkpoint(const std::string& path);
   // The configuration a checkpoint was saved with (the default when it has no kConfigKey).
   static PConvUNetConfig checkpoint_config(const std::map<std::string, std::string>& metadata);
 

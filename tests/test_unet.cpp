@@ -191,11 +191,17 @@ TEST_CASE("unet: checkpoints carry the configuration; the wrong architecture is 
   Tensor m = hole_mask(1, 16, 16, 33, DType::F32);
   a.forward(x, m);
   a.eval();
-  a.save_checkpoint(dir + "/a.safetensors", {{"step", "17"}});
+  a.save_checkpoint(dir + "/a.safetensors", {{"step", "17"}},
+                    {{"optim.step", Tensor::full({1}, 17.0, DType::I64)}});
+  CHECK_THROWS_WITH_AS(a.save_checkpoint(dir + "/x.safetensors", {}, {{"pconv1.weight", x}}),
+                       "PConvUNet::save_checkpoint: extra tensor 'pconv1.weight' must be named optim.*",
+                       Error);
   CHECK(PConvUNetConfig::from_json(a.config().to_json()) == a.config());
 
   PConvUNet b(tiny(3, 4), 99, DType::F64);  // other seed and dtype: converted on load
-  auto meta = b.load_checkpoint(dir + "/a.safetensors");
+  SafetensorsFile file = b.load_checkpoint(dir + "/a.safetensors");  // optim.* skipped
+  CHECK(file.tensors.count("optim.step") == 1);
+  const auto& meta = file.metadata;
   CHECK(meta.at("step") == "17");
   CHECK(PConvUNet::checkpoint_config(meta) == tiny(3, 4));
   b.eval();
