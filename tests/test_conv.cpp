@@ -22,7 +22,8 @@ struct ConvCase {
 };
 
 // The UNet's kinds of layers at toy sizes, odd and even kernels, non-square images and
-// kernels, batch 2, and one case big enough that the CPU kernel splits an image into bands.
+// kernels, batch 2, a batch of 5 tiny images (the CPU kernel puts several in one GEMM), and
+// one case big enough that it splits an image into bands. (The test sets K itself.)
 const std::vector<ConvCase> kCases = {
     {1, 3, 17, 19, 4, 7, 7, 2, 3},   // PConv1-like 7×7 s2
     {2, 5, 12, 10, 6, 5, 5, 2, 2},   // 5×5 s2, batch 2
@@ -33,6 +34,7 @@ const std::vector<ConvCase> kCases = {
     {1, 3, 8, 8, 4, 2, 2, 2, 0},     // even kernel
     {1, 2, 9, 10, 3, 4, 4, 2, 1},    // even kernel with pad
     {1, 2, 8, 9, 3, 3, 5, 1, 2},     // non-square kernel
+    {5, 4, 5, 6, 8, 3, 3, 2, 1},     // several images per block
     {2, 16, 64, 70, 8, 3, 3, 1, 1},  // several row bands per image
 };
 
@@ -90,32 +92,36 @@ Tensor as_tensor(const Vec& v, const Shape& s, DType dt) {
 TEST_CASE("conv2d: forward and both backward kernels match naive loops (f32 and f64)") {
   Backend& cpu = backend(Device::CPU);
   uint64_t seed = 10;
-  for (const ConvCase& t : kCases) {
-    Generator gen(seed++);
-    const Shape xs{t.N, t.C, t.H, t.W}, ws{t.K, t.C, t.kh, t.kw}, ys{t.N, t.K, t.Ho(), t.Wo()};
-    const Vec x = Tensor::randn(xs, gen, DType::F64).to_double_vector();
-    const Vec w = Tensor::randn(ws, gen, DType::F64).to_double_vector();
-    const Vec gy = Tensor::randn(ys, gen, DType::F64).to_double_vector();
-    const Vec y_ref = naive_forward(t, x, w);
-    Vec gx_ref, gw_ref;
-    naive_backward(t, x, w, gy, gx_ref, gw_ref);
-    for (DType dt : {DType::F32, DType::F64}) {
-      CAPTURE(t.name());
-      const std::string dtype = dtype_name(dt);
-      CAPTURE(dtype);
-      const double tol = dt == DType::F32 ? 2e-5 : 1e-12;
-      const Conv2dParams p{t.stride, t.pad};
-      Tensor xt = as_tensor(x, xs, dt), wt = as_tensor(w, ws, dt), gyt = as_tensor(gy, ys, dt);
-      Tensor y = conv2d(xt, wt, Tensor(), t.stride, t.pad);
-      REQUIRE(y.shape() == ys);
-      CHECK(testing::max_rel_diff(y, as_tensor(y_ref, ys, DType::F64)) < tol);
-      Tensor gx = Tensor::full(xs, 7.0, dt), gw = Tensor::full(ws, 7.0, dt);  // kernels overwrite
-      cpu.conv2d_backward_data(gyt, wt, gx, p);
-      cpu.conv2d_backward_weight(gyt, xt, gw, p);
-      CHECK(testing::max_rel_diff(gx, as_tensor(gx_ref, xs, DType::F64)) < tol);
-      CHECK(testing::max_rel_diff(gw, as_tensor(gw_ref, ws, DType::F64)) < tol);
+  for (const ConvCase& shape : kCases)
+    // 2 filters take the CPU's direct path for few output channels, 8 its im2col + GEMM path.
+    for (int64_t filters : {int64_t(2), int64_t(8)}) {
+      ConvCase t = shape;
+      t.K = filters;
+      Generator gen(seed++);
+      const Shape xs{t.N, t.C, t.H, t.W}, ws{t.K, t.C, t.kh, t.kw}, ys{t.N, t.K, t.Ho(), t.Wo()};
+      const Vec x = Tensor::randn(xs, gen, DType::F64).to_double_vector();
+      const Vec w = Tensor::randn(ws, gen, DType::F64).to_double_vector();
+      const Vec gy = Tensor::randn(ys, gen, DType::F64).to_double_vector();
+      const Vec y_ref = naive_forward(t, x, w);
+      Vec gx_ref, gw_ref;
+      naive_backward(t, x, w, gy, gx_ref, gw_ref);
+      for (DType dt : {DType::F32, DType::F64}) {
+        CAPTURE(t.name());
+        const std::string dtype = dtype_name(dt);
+        CAPTURE(dtype);
+        const double tol = dt == DType::F32 ? 2e-5 : 1e-12;
+        const Conv2dParams p{t.stride, t.pad};
+        Tensor xt = as_tensor(x, xs, dt), wt = as_tensor(w, ws, dt), gyt = as_tensor(gy, ys, dt);
+        Tensor y = conv2d(xt, wt, Tensor(), t.stride, t.pad);
+        REQUIRE(y.shape() == ys);
+        CHECK(testing::max_rel_diff(y, as_tensor(y_ref, ys, DType::F64)) < tol);
+        Tensor gx = Tensor::full(xs, 7.0, dt), gw = Tensor::full(ws, 7.0, dt);  // kernels overwrite
+        cpu.conv2d_backward_data(gyt, wt, gx, p);
+        cpu.conv2d_backward_weight(gyt, xt, gw, p);
+        CHECK(testing::max_rel_diff(gx, as_tensor(gx_ref, xs, DType::F64)) < tol);
+        CHECK(testing::max_rel_diff(gw, as_tensor(gw_ref, ws, DType::F64)) < tol);
+      }
     }
-  }
 }
 
 TEST_CASE("conv2d: bias is added per output channel") {
@@ -134,7 +140,7 @@ TEST_CASE("conv2d: bias is added per output channel") {
 
 TEST_CASE("conv2d: f64 gradients of input, weight and bias match finite differences") {
   const std::vector<ConvCase> cases = {
-      {1, 3, 9, 11, 4, 7, 7, 2, 3}, {2, 3, 7, 6, 3, 5, 5, 2, 2}, {2, 4, 5, 6, 3, 3, 3, 1, 1},
+      {1, 3, 9, 11, 6, 7, 7, 2, 3}, {2, 3, 7, 6, 3, 5, 5, 2, 2}, {2, 4, 5, 6, 5, 3, 3, 1, 1},
       {1, 3, 5, 5, 2, 1, 1, 2, 0},  {1, 2, 6, 7, 3, 2, 2, 2, 1},
   };
   uint64_t seed = 100;

@@ -6,8 +6,9 @@
 //   backward-weight  gW[K, C·kh·kw]   += gy · colsᵀ       (summed over blocks and images)
 // Blocks are bands of output rows of one image, sized so cols stays in cache; when a whole
 // image is smaller than that (the deep, tiny layers of the UNet) several images share one
-// block so the GEMM is wide enough and W is packed once for all of them. Eigen threads each
-// GEMM with OpenMP; im2col / col2im are threaded over rows of cols / input channels.
+// block so the GEMM is wide enough and W is packed once for all of them. With enough blocks
+// each thread takes whole blocks; otherwise Eigen threads each GEMM. Layers with very few
+// output channels (the UNet's last, K = 3) use direct loops instead (see kDirectMaxK).
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cstdlib>
@@ -46,7 +47,7 @@ ConvGeometry geometry(const char* op, const Tensor& x, const Tensor& w, const Te
 
 // Bytes of cols one block aims for (tuned on the UNet's layers: smaller blocks starve the
 // GEMM, larger ones fall out of cache), and the fewest pixels worth a block of its own.
-constexpr int64_t kBlockBytes = int64_t(4) << 20;
+constexpr int64_t kBlockBytes = int64_t(2) << 20;
 constexpr int64_t kMinBlockPixels = 256;
 
 // A block of output pixels: images [n0, n1) × output rows [oh0, oh1), either within one image
@@ -67,8 +68,7 @@ struct Plan {
 Plan make_plan(const ConvGeometry& g, size_t elem) {
   Plan plan;
   const int64_t threads = omp_get_max_threads();
-  static const int64_t budget = getenv("TUNE_BLOCK") ? atoll(getenv("TUNE_BLOCK")) << 10 : kBlockBytes;
-  const int64_t pixels = std::max(kMinBlockPixels, budget / (g.depth() * int64_t(elem)));
+  const int64_t pixels = std::max(kMinBlockPixels, kBlockBytes / (g.depth() * int64_t(elem)));
   if (pixels >= g.Ho * g.Wo && !g.pointwise()) {
     const int64_t images = std::clamp<int64_t>(pixels / (g.Ho * g.Wo), 1, (g.N + threads - 1) / threads);
     for (int64_t n = 0; n < g.N; n += images)
@@ -126,13 +126,15 @@ T* scratch(int slot, int64_t count) {
 // Output columns ow whose input column ow·s − pad + kj lies inside [0, W).
 struct ColumnRange {
   int64_t lo, hi;
+  int64_t in0;  // the input column ow = lo reads (valid when lo < hi)
+  int64_t size() const { return hi - lo; }
 };
 ColumnRange valid_columns(const ConvGeometry& g, int64_t kj) {
   const int64_t need = g.pad - kj;  // ow·s ≥ need
   const int64_t lo = need <= 0 ? 0 : (need + g.stride - 1) / g.stride;
   const int64_t lim = g.W - 1 + g.pad - kj;  // ow·s ≤ lim
   const int64_t hi = lim < 0 ? 0 : std::min(g.Wo, lim / g.stride + 1);
-  return {std::min(lo, hi), hi};
+  return {std::min(lo, hi), hi, std::min(lo, hi) * g.stride - g.pad + kj};
 }
 
 // cols[r, j] for rows oh0..oh1 of one image x (C×H×W); row r of cols starts at cols + r·ld.
@@ -151,12 +153,12 @@ void im2col(const T* x, const ConvGeometry& g, int64_t oh0, int64_t oh1, T* cols
         std::fill(d, d + g.Wo, T(0));
         continue;
       }
-      const T* src = xc + ih * g.W - g.pad + kj;
+      const T* src = xc + ih * g.W + cr.in0;
       std::fill(d, d + cr.lo, T(0));
       if (g.stride == 1)
-        std::copy(src + cr.lo, src + cr.hi, d + cr.lo);
+        std::copy_n(src, cr.size(), d + cr.lo);
       else
-        for (int64_t ow = cr.lo; ow < cr.hi; ++ow) d[ow] = src[ow * g.stride];
+        for (int64_t i = 0; i < cr.size(); ++i) d[cr.lo + i] = src[i * g.stride];
       std::fill(d + cr.hi, d + g.Wo, T(0));
     }
   }
@@ -176,12 +178,12 @@ void col2im(const T* cols, int64_t ld, const ConvGeometry& g, int64_t oh0, int64
         for (int64_t oh = oh0; oh < oh1; ++oh) {
           const int64_t ih = oh * g.stride - g.pad + ki;
           if (ih < 0 || ih >= g.H) continue;
-          const T* s = cols + r * ld + (oh - oh0) * g.Wo;
-          T* dst = gc + ih * g.W - g.pad + kj;
+          const T* s = cols + r * ld + (oh - oh0) * g.Wo + cr.lo;
+          T* dst = gc + ih * g.W + cr.in0;
           if (g.stride == 1)
-            for (int64_t ow = cr.lo; ow < cr.hi; ++ow) dst[ow] += s[ow];
+            for (int64_t i = 0; i < cr.size(); ++i) dst[i] += s[i];
           else
-            for (int64_t ow = cr.lo; ow < cr.hi; ++ow) dst[ow * g.stride] += s[ow];
+            for (int64_t i = 0; i < cr.size(); ++i) dst[i * g.stride] += s[i];
         }
       }
   }
@@ -235,8 +237,105 @@ void gather_outputs(const T* y, const ConvGeometry& g, const Block& b, View<T>& 
       std::copy_n(y + (n * g.K + k) * hw, hw, m.data() + k * m.outerStride() + (n - b.n0) * hw);
 }
 
+// ---- direct kernels for few output channels (the UNet's last layer, K = 3). A GEMM with
+// K rows does 2K flops per im2col entry it packs, so it is bound by memory traffic; these
+// loops read each input row in place instead and keep a row of outputs in L1.
+constexpr int64_t kDirectMaxK = 4;
+
+// y[n, :, oh, :] += w[:, c, ki, kj] · x[n, c, oh·s − p + ki, · s − p + kj], one output row
+// per iteration.
+template <typename T>
+void forward_direct(const T* x, const T* w, T* y, const ConvGeometry& g) {
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < g.N * g.Ho; ++row) {
+    const int64_t n = row / g.Ho, oh = row % g.Ho;
+    T* yrow = y + n * g.K * g.Ho * g.Wo + oh * g.Wo;  // channel k at yrow + k·Ho·Wo
+    for (int64_t k = 0; k < g.K; ++k) std::fill_n(yrow + k * g.Ho * g.Wo, g.Wo, T(0));
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t ki = 0; ki < g.kh; ++ki) {
+        const int64_t ih = oh * g.stride - g.pad + ki;
+        if (ih < 0 || ih >= g.H) continue;
+        const T* xrow = x + ((n * g.C + c) * g.H + ih) * g.W;
+        for (int64_t kj = 0; kj < g.kw; ++kj) {
+          const ColumnRange cr = valid_columns(g, kj);
+          const T* src = xrow + cr.in0;
+          for (int64_t k = 0; k < g.K; ++k) {
+            const T wv = w[((k * g.C + c) * g.kh + ki) * g.kw + kj];
+            T* dst = yrow + k * g.Ho * g.Wo + cr.lo;
+            if (g.stride == 1)
+              for (int64_t i = 0; i < cr.size(); ++i) dst[i] += wv * src[i];
+            else
+              for (int64_t i = 0; i < cr.size(); ++i) dst[i] += wv * src[i * g.stride];
+          }
+        }
+      }
+  }
+}
+
+// gx[n, c, ih, :] gathers every output row that read input row ih: one (image, input row)
+// per iteration, so no two threads write the same row.
+template <typename T>
+void backward_data_direct(const T* gy, const T* w, T* gx, const ConvGeometry& g) {
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < g.N * g.H; ++row) {
+    const int64_t n = row / g.H, ih = row % g.H;
+    for (int64_t c = 0; c < g.C; ++c) {
+      T* gxrow = gx + ((n * g.C + c) * g.H + ih) * g.W;
+      std::fill_n(gxrow, g.W, T(0));
+      for (int64_t ki = 0; ki < g.kh; ++ki) {
+        const int64_t t = ih + g.pad - ki;  // = oh·s
+        if (t < 0 || t % g.stride != 0 || t / g.stride >= g.Ho) continue;
+        const int64_t oh = t / g.stride;
+        for (int64_t kj = 0; kj < g.kw; ++kj) {
+          const ColumnRange cr = valid_columns(g, kj);
+          T* dst = gxrow + cr.in0;
+          for (int64_t k = 0; k < g.K; ++k) {
+            const T wv = w[((k * g.C + c) * g.kh + ki) * g.kw + kj];
+            const T* src = gy + ((n * g.K + k) * g.Ho + oh) * g.Wo + cr.lo;
+            if (g.stride == 1)
+              for (int64_t i = 0; i < cr.size(); ++i) dst[i] += wv * src[i];
+            else
+              for (int64_t i = 0; i < cr.size(); ++i) dst[i * g.stride] += wv * src[i];
+          }
+        }
+      }
+    }
+  }
+}
+
+// gw[k, c, ki, kj] = Σ_{n, oh} ⟨gy row (n, k, oh), the input row it read, shifted by kj⟩; one
+// input channel per iteration owns gw[:, c].
+template <typename T>
+void backward_weight_direct(const T* gy, const T* x, T* gw, const ConvGeometry& g) {
+  using Row = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<>>;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t c = 0; c < g.C; ++c) {
+    std::vector<T> acc(size_t(g.K * g.kh * g.kw), T(0));  // [k][ki][kj]
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t oh = 0; oh < g.Ho; ++oh)
+        for (int64_t ki = 0; ki < g.kh; ++ki) {
+          const int64_t ih = oh * g.stride - g.pad + ki;
+          if (ih < 0 || ih >= g.H) continue;
+          const T* xrow = x + ((n * g.C + c) * g.H + ih) * g.W;
+          for (int64_t kj = 0; kj < g.kw; ++kj) {
+            const ColumnRange cr = valid_columns(g, kj);
+            if (cr.size() <= 0) continue;
+            Row xs(xrow + cr.in0, cr.size(), Eigen::InnerStride<>(g.stride));
+            for (int64_t k = 0; k < g.K; ++k) {
+              Row gr(gy + ((n * g.K + k) * g.Ho + oh) * g.Wo + cr.lo, cr.size(), Eigen::InnerStride<>(1));
+              acc[size_t((k * g.kh + ki) * g.kw + kj)] += gr.dot(xs);
+            }
+          }
+        }
+    for (int64_t k = 0; k < g.K; ++k)
+      for (int64_t t = 0; t < g.kh * g.kw; ++t)
+        gw[(k * g.C + c) * g.kh * g.kw + t] = acc[size_t(k * g.kh * g.kw + t)];
+  }
+}
+
 template <typename T>
 void forward(const T* x, const T* w, T* y, const ConvGeometry& g) {
+  if (g.K <= kDirectMaxK) return forward_direct(x, w, y, g);
   ConstView<T> wm(w, g.K, g.depth(), Eigen::OuterStride<>(g.depth()));
   const Plan plan = make_plan(g, sizeof(T));
   for_each_block(plan, plan.threads_take_blocks, kAllBlocks, [&](const Block& b) {
@@ -249,6 +348,7 @@ void forward(const T* x, const T* w, T* y, const ConvGeometry& g) {
 
 template <typename T>
 void backward_data(const T* gy, const T* w, T* gx, const ConvGeometry& g) {
+  if (g.K <= kDirectMaxK) return backward_data_direct(gy, w, gx, g);
   ConstView<T> wm(w, g.K, g.depth(), Eigen::OuterStride<>(g.depth()));
   if (g.pointwise()) {  // gx[n] = Wᵀ gy[n], no scatter
     for (int64_t n = 0; n < g.N; ++n) {
@@ -280,6 +380,7 @@ void backward_data(const T* gy, const T* w, T* gx, const ConvGeometry& g) {
 
 template <typename T>
 void backward_weight(const T* gy, const T* x, T* gw, const ConvGeometry& g) {
+  if (g.K <= kDirectMaxK) return backward_weight_direct(gy, x, gw, g);
   const Plan plan = make_plan(g, sizeof(T));
   const int64_t size = g.K * g.depth();
   auto accumulate = [&](T* acc, const Block& b) {
