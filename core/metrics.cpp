@@ -1,10 +1,15 @@
 // Image quality metrics and the paper's hole-ratio table. See core/metrics.h.
 #include "core/metrics.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <map>
 #include <sstream>
+
+#include "core/dataset.h"
+#include "core/image.h"
 
 namespace pconv {
 
@@ -123,6 +128,59 @@ ImageMetrics evaluate_image(const std::string& name, const Tensor& result, const
   return m;
 }
 
+// ---- files
+
+namespace {
+// Stem → path for one folder; two files of one stem make the pairing ambiguous.
+std::map<std::string, std::string> by_stem(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  for (const std::string& f : list_images(dir)) {
+    auto [it, fresh] = out.emplace(file_stem(f), f);
+    if (!fresh) throw Error(dir + ": two images named '" + it->first + "' (" + it->second + ", " + f + ")");
+  }
+  return out;
+}
+}  // namespace
+
+std::vector<EvalFiles> match_eval_files(const std::string& results_dir, const std::string& gt_dir,
+                                        const std::string& masks_dir) {
+  const auto results = by_stem(results_dir), gts = by_stem(gt_dir), masks = by_stem(masks_dir);
+  if (results.empty()) throw Error(results_dir + ": no images (jpg, jpeg, png, bmp, tga) in this folder");
+  std::vector<EvalFiles> out;
+  std::vector<std::string> no_gt, no_mask;
+  for (const auto& [stem, path] : results) {
+    auto g = gts.find(stem), m = masks.find(stem);
+    if (g == gts.end()) no_gt.push_back(stem);
+    if (m == masks.end()) no_mask.push_back(stem);
+    if (g != gts.end() && m != masks.end()) out.push_back({stem, path, g->second, m->second});
+  }
+  auto list = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (size_t i = 0; i < v.size() && i < 5; ++i) s += (i ? ", " : "") + v[i];
+    return v.size() > 5 ? s + ", …" : s;
+  };
+  if (!no_gt.empty())
+    throw Error(std::to_string(no_gt.size()) + " result(s) have no ground truth of the same name in " + gt_dir + ": " +
+                list(no_gt));
+  if (!no_mask.empty())
+    throw Error(std::to_string(no_mask.size()) + " result(s) have no mask of the same name in " + masks_dir + ": " +
+                list(no_mask));
+  return out;
+}
+
+ImageMetrics evaluate_files(const EvalFiles& files, MaskHoles holes, bool* mask_had_grey) {
+  const Tensor result = load_image(files.result), gt = load_image(files.gt);
+  const LoadedMask mask = load_mask(files.mask, holes);
+  if (mask_had_grey) *mask_had_grey = mask.had_grey_levels;
+  auto size = [](const Tensor& t) { return std::to_string(t.size(2)) + "×" + std::to_string(t.size(1)); };
+  if (result.shape() != gt.shape())
+    throw Error(files.result + " is " + size(result) + " but its ground truth " + files.gt + " is " + size(gt));
+  if (mask.mask.height != gt.size(1) || mask.mask.width != gt.size(2))
+    throw Error(files.mask + " is " + std::to_string(mask.mask.width) + "×" + std::to_string(mask.mask.height) +
+                " but its ground truth " + files.gt + " is " + size(gt));
+  return evaluate_image(files.name, result, gt, mask.mask);
+}
+
 // ---- buckets
 
 namespace {
@@ -141,6 +199,24 @@ std::string bucket_label(int bucket) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "(%g,%g]", kEdges[bucket], kEdges[bucket + 1]);
   return buf;
+}
+
+std::string hole_ratio_histogram(const std::vector<double>& ratios) {
+  int64_t counts[kNumBuckets + 1] = {};
+  for (double r : ratios) {
+    const int b = hole_ratio_bucket(r);
+    ++counts[b < 0 ? kNumBuckets : b];
+  }
+  int64_t most = 1;
+  for (int64_t c : counts) most = std::max(most, c);
+  std::ostringstream os;
+  for (int b = 0; b <= kNumBuckets; ++b) {
+    if (b == kNumBuckets && counts[b] == 0) break;
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%-11s %6lld  ", bucket_label(b).c_str(), (long long)counts[b]);
+    os << buf << std::string(size_t(40 * counts[b] / most), '#') << '\n';
+  }
+  return os.str();
 }
 
 void MetricsTable::add(const ImageMetrics& m) {

@@ -34,11 +34,25 @@ struct ImageMetrics {
 ImageMetrics evaluate_image(const std::string& name, const Tensor& result, const Tensor& gt,
                             const MaskImage& mask);
 
+// ---- evaluation of files: results, ground truths and masks paired by file stem
+struct EvalFiles {
+  std::string name, result, gt, mask;
+};
+// Every image in `results_dir` (recursively) with the ground truth and mask of the same stem.
+// Throws naming the missing or ambiguous (same stem twice in a folder) files.
+std::vector<EvalFiles> match_eval_files(const std::string& results_dir, const std::string& gt_dir,
+                                        const std::string& masks_dir);
+// Loads the three files and evaluates them; throws when their sizes differ. Sets
+// `mask_had_grey` when the mask file held grey levels (thresholded at 50 %).
+ImageMetrics evaluate_files(const EvalFiles& files, MaskHoles holes, bool* mask_had_grey = nullptr);
+
 // ---- hole-ratio buckets
 constexpr int kNumBuckets = 6;
 // 0 for (0.01,0.1], 1 for (0.1,0.2], … 5 for (0.5,0.6]; −1 outside (0.01, 0.6].
 int hole_ratio_bucket(double ratio);
 std::string bucket_label(int bucket);  // "(0.01,0.1]"
+// Counts per bucket (and outside them) as text lines "(0.1,0.2]   12  ############".
+std::string hole_ratio_histogram(const std::vector<double>& ratios);
 
 struct MetricsSummary {
   int64_t count = 0;

@@ -1,0 +1,344 @@
+// Training and validation data. See core/dataset.h.
+#include "core/dataset.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <random>
+#include <sstream>
+
+namespace pconv {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> list_images(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw Error(dir + ": not a folder");
+  std::vector<std::string> out;
+  const auto opts = fs::directory_options::follow_directory_symlink | fs::directory_options::skip_permission_denied;
+  for (auto it = fs::recursive_directory_iterator(dir, opts, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    std::string ext = it->path().extension().string();
+    for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp" || ext == ".tga")
+      out.push_back(it->path().string());
+  }
+  if (ec) throw Error(dir + ": cannot list (" + ec.message() + ")");
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string file_stem(const std::string& path) { return fs::path(path).stem().string(); }
+
+// ---- resampling
+
+namespace {
+
+struct Tap {
+  int index;
+  float weight;
+};
+
+// Per output index, the input taps: bilinear when enlarging, box (area) when shrinking.
+std::vector<std::vector<Tap>> resample_taps(int in, int out) {
+  std::vector<std::vector<Tap>> taps(static_cast<size_t>(out));
+  const double scale = double(in) / double(out);
+  for (int o = 0; o < out; ++o) {
+    auto& t = taps[size_t(o)];
+    if (scale <= 1.0) {
+      const double src = (o + 0.5) * scale - 0.5;
+      const int i0 = int(std::floor(src));
+      const float f = float(src - i0);
+      t.push_back({std::clamp(i0, 0, in - 1), 1.0f - f});
+      t.push_back({std::clamp(i0 + 1, 0, in - 1), f});
+    } else {
+      const double a = o * scale, b = (o + 1) * scale;
+      for (int i = int(std::floor(a)); i < int(std::ceil(b)) && i < in; ++i) {
+        const double overlap = std::min(b, double(i + 1)) - std::max(a, double(i));
+        if (overlap > 0) t.push_back({i, float(overlap / scale)});
+      }
+    }
+  }
+  return taps;
+}
+
+}  // namespace
+
+ImageU8 resize_image(const ImageU8& img, int width, int height) {
+  if (width <= 0 || height <= 0 || img.width <= 0 || img.height <= 0)
+    throw Error("resize_image: from " + std::to_string(img.width) + "×" + std::to_string(img.height) + " to " +
+                std::to_string(width) + "×" + std::to_string(height) + " (sizes must be positive)");
+  if (width == img.width && height == img.height) return img;
+  const auto tx = resample_taps(img.width, width), ty = resample_taps(img.height, height);
+  // Horizontal pass into floats, then vertical pass with rounding back to 8 bits.
+  std::vector<float> mid(size_t(img.height) * size_t(width) * 3);
+  for (int y = 0; y < img.height; ++y)
+    for (int x = 0; x < width; ++x)
+      for (int c = 0; c < 3; ++c) {
+        float s = 0;
+        for (const Tap& t : tx[size_t(x)]) s += t.weight * img.rgb[(size_t(y) * img.width + t.index) * 3 + c];
+        mid[(size_t(y) * width + x) * 3 + c] = s;
+      }
+  ImageU8 out;
+  out.width = width, out.height = height, out.channels_in_file = img.channels_in_file;
+  out.rgb.resize(size_t(width) * size_t(height) * 3);
+  for (int y = 0; y < height; ++y)
+    for (int x = 0; x < width; ++x)
+      for (int c = 0; c < 3; ++c) {
+        float s = 0;
+        for (const Tap& t : ty[size_t(y)]) s += t.weight * mid[(size_t(t.index) * width + x) * 3 + c];
+        out.rgb[(size_t(y) * width + x) * 3 + c] = uint8_t(std::clamp(std::lround(s), 0L, 255L));
+      }
+  return out;
+}
+
+Tensor crop_to_tensor(const ImageU8& img, int x0, int y0, int size, bool flip) {
+  if (x0 < 0 || y0 < 0 || size <= 0 || x0 + size > img.width || y0 + size > img.height)
+    throw Error("crop_to_tensor: crop of " + std::to_string(size) + " at (" + std::to_string(x0) + ", " +
+                std::to_string(y0) + ") does not fit a " + std::to_string(img.width) + "×" +
+                std::to_string(img.height) + " image");
+  Tensor t = Tensor::empty({3, size, size});
+  float* out = t.data<float>();
+  const size_t plane = size_t(size) * size_t(size);
+  for (int y = 0; y < size; ++y)
+    for (int x = 0; x < size; ++x) {
+      const int sx = x0 + (flip ? size - 1 - x : x);
+      const uint8_t* p = &img.rgb[(size_t(y0 + y) * img.width + sx) * 3];
+      for (int c = 0; c < 3; ++c) out[c * plane + size_t(y) * size + x] = float(p[c]) / 255.0f;
+    }
+  return t;
+}
+
+// ---- state
+
+std::string DatasetState::to_string() const {
+  return "seed=" + std::to_string(seed) + " epoch=" + std::to_string(epoch) + " position=" + std::to_string(position);
+}
+
+DatasetState DatasetState::parse(const std::string& s) {
+  DatasetState st;
+  std::istringstream in(s);
+  std::string seed, epoch, position, rest;
+  auto value = [&](const std::string& field, const char* key) -> std::string {
+    const std::string prefix = std::string(key) + "=";
+    if (field.rfind(prefix, 0) != 0 || field.size() == prefix.size() ||
+        field.find_first_not_of("0123456789", prefix.size()) != std::string::npos)
+      throw Error("dataset state: '" + s + "' is not of the form 'seed=S epoch=E position=P'");
+    return field.substr(prefix.size());
+  };
+  in >> seed >> epoch >> position;
+  if (in >> rest) throw Error("dataset state: '" + s + "' has extra text '" + rest + "'");
+  try {
+    st.seed = std::stoull(value(seed, "seed"));
+    st.epoch = std::stoll(value(epoch, "epoch"));
+    st.position = std::stoll(value(position, "position"));
+  } catch (const std::out_of_range&) {
+    throw Error("dataset state: '" + s + "' has a number out of range");
+  }
+  return st;
+}
+
+// ---- training stream
+
+TrainingData::TrainingData(DatasetOptions options, DatasetState start) : opt_(std::move(options)) {
+  if (opt_.size <= 0 || opt_.batch <= 0)
+    throw Error("TrainingData: size " + std::to_string(opt_.size) + " and batch " + std::to_string(opt_.batch) +
+                " must be positive");
+  files_ = list_images(opt_.image_dir);
+  if (files_.empty()) throw Error(opt_.image_dir + ": no images (jpg, jpeg, png, bmp, tga) in this folder");
+  if (!opt_.mask_dir.empty()) {
+    mask_files_ = list_images(opt_.mask_dir);
+    if (mask_files_.empty()) throw Error(opt_.mask_dir + ": no mask images in this folder");
+    for (const std::string& f : mask_files_) mask_cache_.push_back(load_mask(f, opt_.mask_holes).mask);
+  }
+  if (start.seed != opt_.seed && (start.epoch != 0 || start.position != 0))
+    throw Error("TrainingData: state " + start.to_string() + " belongs to another seed than " +
+                std::to_string(opt_.seed));
+  start.seed = opt_.seed;
+  state_ = start;
+  start_worker(start);
+}
+
+TrainingData::~TrainingData() { stop_worker(); }
+
+std::vector<int64_t> TrainingData::epoch_order(int64_t epoch) const {
+  std::vector<int64_t> order(files_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = int64_t(i);
+  std::mt19937_64 rng(mix_seed(opt_.seed, uint64_t(epoch), 0x6f72646572));  // "order"
+  // Fisher–Yates with our own index draws: std::shuffle's algorithm is unspecified.
+  for (size_t i = order.size(); i > 1; --i) {
+    const size_t j = size_t(rng() % i);
+    std::swap(order[i - 1], order[j]);
+  }
+  return order;
+}
+
+bool TrainingData::try_read(int64_t file, ImageU8& out) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (bad_files_.count(file)) return false;
+  }
+  try {
+    out = read_image_u8(files_[size_t(file)]);
+    return true;
+  } catch (const Error& e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (bad_files_.insert(file).second) std::cerr << "warning: skipping unreadable training image: " << e.what() << '\n';
+    return false;
+  }
+}
+
+void TrainingData::sample(int64_t epoch, int64_t position, Tensor& image, MaskImage& mask) {
+  const std::vector<int64_t> order = epoch_order(epoch);
+  const int64_t n = int64_t(order.size());
+  std::mt19937_64 rng(mix_seed(opt_.seed, uint64_t(epoch), uint64_t(position)));
+  ImageU8 img;
+  bool ok = false;
+  for (int64_t k = 0; k < n && !ok; ++k) ok = try_read(order[size_t((position + k) % n)], img);
+  if (!ok)
+    throw Error(opt_.image_dir + ": none of the " + std::to_string(n) + " images could be read");
+
+  const int size = int(opt_.size);
+  const int short_side = std::min(img.width, img.height);
+  double target_short = short_side;
+  if (short_side < size)
+    target_short = size;  // enlarge small photos so a crop fits
+  else if (opt_.max_short_side > 0 && short_side > size)
+    target_short = std::uniform_real_distribution<double>(
+        double(size), double(std::max<int64_t>(size, std::min<int64_t>(short_side, opt_.max_short_side))))(rng);
+  if (int(std::lround(target_short)) != short_side) {
+    const double f = target_short / short_side;
+    img = resize_image(img, std::max(size, int(std::lround(img.width * f))),
+                       std::max(size, int(std::lround(img.height * f))));
+  }
+  const int x = std::uniform_int_distribution<int>(0, img.width - size)(rng);
+  const int y = std::uniform_int_distribution<int>(0, img.height - size)(rng);
+  const bool flip = std::uniform_int_distribution<int>(0, 1)(rng) == 1;
+  image = crop_to_tensor(img, x, y, size, opt_.flip && flip);
+  if (mask_cache_.empty()) {
+    const double target = std::uniform_real_distribution<double>(opt_.generator.min_hole_ratio,
+                                                                 opt_.generator.max_hole_ratio)(rng);
+    mask = generate_mask(size, size, target, rng);
+  } else {
+    const size_t m = size_t(std::uniform_int_distribution<int64_t>(0, int64_t(mask_cache_.size()) - 1)(rng));
+    mask = augment_mask(mask_cache_[m], size, size, rng, opt_.augment);
+  }
+}
+
+Batch TrainingData::make_batch(DatasetState& cursor) {
+  const int64_t n = opt_.batch, s = opt_.size, per_epoch = samples_per_epoch();
+  Batch b;
+  b.images = Tensor::empty({n, 3, s, s});
+  std::vector<MaskImage> masks;
+  for (int64_t i = 0; i < n; ++i) {
+    Tensor img;
+    MaskImage mask;
+    sample(cursor.epoch, cursor.position, img, mask);
+    std::copy_n(img.data<float>(), 3 * s * s, b.images.data<float>() + i * 3 * s * s);
+    masks.push_back(std::move(mask));
+    if (++cursor.position == per_epoch) cursor.position = 0, ++cursor.epoch;
+  }
+  b.masks = masks_to_batch(masks);
+  b.next = cursor;
+  return b;
+}
+
+void TrainingData::worker(DatasetState cursor) {
+  try {
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || int(queue_.size()) < std::max(1, opt_.prefetch); });
+        if (stop_) return;
+      }
+      Batch b = make_batch(cursor);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+      queue_.push_back(std::move(b));
+      cv_.notify_all();
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mu_);
+    error_ = std::current_exception();
+    cv_.notify_all();
+  }
+}
+
+void TrainingData::start_worker(DatasetState from) {
+  stop_ = false;
+  error_ = nullptr;
+  queue_.clear();
+  thread_ = std::thread(&TrainingData::worker, this, from);
+}
+
+void TrainingData::stop_worker() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+Batch TrainingData::next() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return !queue_.empty() || error_; });
+  if (queue_.empty()) std::rethrow_exception(error_);
+  Batch b = std::move(queue_.front());
+  queue_.pop_front();
+  state_ = b.next;
+  cv_.notify_all();
+  return b;
+}
+
+void TrainingData::restore(const DatasetState& s) {
+  if (s.seed != opt_.seed)
+    throw Error("TrainingData::restore: state " + s.to_string() + " belongs to another seed than " +
+                std::to_string(opt_.seed));
+  if (s.epoch < 0 || s.position < 0 || s.position >= samples_per_epoch())
+    throw Error("TrainingData::restore: state " + s.to_string() + " is outside an epoch of " +
+                std::to_string(samples_per_epoch()) + " samples");
+  stop_worker();
+  state_ = s;
+  start_worker(s);
+}
+
+// ---- validation
+
+std::vector<ValidationSample> make_validation_set(const std::string& image_dir, int64_t size, uint64_t seed,
+                                                  const std::string& mask_dir, MaskHoles mask_holes) {
+  if (size <= 0) throw Error("make_validation_set: size " + std::to_string(size) + " must be positive");
+  const std::vector<std::string> files = list_images(image_dir);
+  if (files.empty()) throw Error(image_dir + ": no images (jpg, jpeg, png, bmp, tga) in this folder");
+  std::vector<std::string> mask_files;
+  if (!mask_dir.empty()) {
+    mask_files = list_images(mask_dir);
+    if (mask_files.empty()) throw Error(mask_dir + ": no mask images in this folder");
+  }
+  static constexpr double kEdges[7] = {0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6};
+  std::vector<ValidationSample> out;
+  for (size_t i = 0; i < files.size(); ++i) {
+    ImageU8 img = read_image_u8(files[i]);
+    const double f = double(size) / std::min(img.width, img.height);
+    img = resize_image(img, std::max(int(size), int(std::lround(img.width * f))),
+                       std::max(int(size), int(std::lround(img.height * f))));
+    ValidationSample s;
+    s.name = file_stem(files[i]);
+    s.image = crop_to_tensor(img, (img.width - int(size)) / 2, (img.height - int(size)) / 2, int(size), false);
+    if (!mask_files.empty()) {
+      const MaskImage m = load_mask(mask_files[i % mask_files.size()], mask_holes).mask;
+      s.mask = (m.height == size && m.width == size) ? m : resize_nearest(m, size, size);
+    } else {
+      const size_t b = i % 6;
+      std::mt19937_64 rng(mix_seed(seed, i, 0x76616c));  // "val"
+      s.mask = generate_mask(size, size, (kEdges[b] + kEdges[b + 1]) / 2, rng);
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace pconv

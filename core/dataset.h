@@ -1,0 +1,132 @@
+#pragma once
+// Training data: photos found in a folder, random crops with horizontal flips, paired with
+// generated (or augmented file) masks; batches are decoded by a background thread into a
+// bounded queue. Every sample is a pure function of (seed, epoch, position), so the whole
+// state is three integers and a resumed run sees exactly the same data.
+//
+// Unreadable files: a file that fails to decode is reported once on stderr and skipped (the
+// sample takes the next file of the epoch's order); only when no file can be read does next()
+// throw. Empty folders throw at construction.
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/image.h"
+#include "core/masks.h"
+#include "core/tensor.h"
+
+namespace pconv {
+
+// Image files (jpg, jpeg, png, bmp, tga; any case) below `dir`, recursively, sorted by path.
+// Throws when `dir` is not a folder.
+std::vector<std::string> list_images(const std::string& dir);
+
+// File name without folder and extension ("a/b/photo.jpg" → "photo").
+std::string file_stem(const std::string& path);
+
+// ---- resampling of photos (masks use resize_nearest in core/masks.h)
+// Bilinear (pixel centres, edges clamped) for enlarging; area averaging for shrinking, so
+// large photos are not aliased. Both directions are handled per axis.
+ImageU8 resize_image(const ImageU8& img, int width, int height);
+
+// A crop of size×size at (x, y), optionally mirrored, as 3×size×size floats in [0,1].
+Tensor crop_to_tensor(const ImageU8& img, int x, int y, int size, bool flip);
+
+struct DatasetOptions {
+  std::string image_dir;
+  std::string mask_dir;   // empty: masks from the generator; else augmented masks from files
+  MaskHoles mask_holes = MaskHoles::White;
+  int64_t size = 256;     // square crops
+  int64_t batch = 16;
+  uint64_t seed = 0;
+  bool flip = true;
+  // When > 0, each photo is first scaled so its short side is uniform in
+  // [size, max(size, min(short side, max_short_side))]: crops of large photos then see whole
+  // objects, not only texture. 0 keeps the photo's own scale (small photos are still enlarged).
+  int64_t max_short_side = 0;
+  int prefetch = 3;       // batches decoded ahead
+  MaskGeneratorOptions generator;
+  MaskAugmentOptions augment;
+};
+
+// Where the stream stands: the next sample is position `position` of epoch `epoch`.
+struct DatasetState {
+  uint64_t seed = 0;
+  int64_t epoch = 0, position = 0;
+  std::string to_string() const;                     // "seed=1 epoch=2 position=40"
+  static DatasetState parse(const std::string& s);   // throws on anything else
+  bool operator==(const DatasetState&) const = default;
+};
+
+struct Batch {
+  Tensor images;  // N×3×S×S in [0,1]
+  Tensor masks;   // N×1×S×S, 1 known, 0 hole
+  DatasetState next;  // the state after this batch
+};
+
+class TrainingData {
+ public:
+  explicit TrainingData(DatasetOptions options, DatasetState start = {});
+  ~TrainingData();
+  TrainingData(const TrainingData&) = delete;
+  TrainingData& operator=(const TrainingData&) = delete;
+
+  // Blocks only when the queue is empty; rethrows an error of the decoding thread.
+  Batch next();
+  // The state after the last batch next() returned (the start state before the first).
+  DatasetState state() const { return state_; }
+  // Drops the queue and continues from `s` (the seed must match the options).
+  void restore(const DatasetState& s);
+
+  const std::vector<std::string>& files() const { return files_; }
+  const std::vector<std::string>& mask_files() const { return mask_files_; }
+  int64_t samples_per_epoch() const { return int64_t(files_.size()); }
+
+  // The sample at (epoch, position), computed on the calling thread: what the queue delivers.
+  void sample(int64_t epoch, int64_t position, Tensor& image, MaskImage& mask);
+  // The file order of an epoch: a permutation of files() seeded by (seed, epoch).
+  std::vector<int64_t> epoch_order(int64_t epoch) const;
+
+ private:
+  void start_worker(DatasetState from);
+  void stop_worker();
+  void worker(DatasetState from);
+  Batch make_batch(DatasetState& cursor);
+  bool try_read(int64_t file, ImageU8& out);
+
+  DatasetOptions opt_;
+  std::vector<std::string> files_, mask_files_;
+  DatasetState state_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Batch> queue_;
+  std::exception_ptr error_;
+  bool stop_ = false;
+  std::thread thread_;
+  std::set<int64_t> bad_files_;  // guarded by mu_
+  std::vector<MaskImage> mask_cache_; // decoded mask files, read once at construction
+};
+
+// ---- validation: a fixed set of (image, mask) pairs
+struct ValidationSample {
+  std::string name;
+  Tensor image;  // 3×S×S
+  MaskImage mask;     // S×S
+};
+
+// Every image below `image_dir` (sorted), centre-cropped to size×size after scaling its
+// short side to `size`. Masks: with `mask_dir`, the sorted mask files in turn (resized
+// nearest); otherwise generated with `seed`, sample i's target ratio in the middle of bucket
+// i mod 6 of the paper's buckets, so every bucket is represented.
+std::vector<ValidationSample> make_validation_set(const std::string& image_dir, int64_t size,
+                                                  uint64_t seed, const std::string& mask_dir = "",
+                                                  MaskHoles mask_holes = MaskHoles::White);
+
+}  // namespace pconv
