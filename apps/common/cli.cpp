@@ -1,0 +1,46 @@
+#include "apps/common/cli.h"
+
+#include <filesystem>
+#include <iostream>
+
+#include "core/dtype.h"
+
+namespace pconv::cli {
+
+int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    body();
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << app.get_name() << ": error: " << e.what() << std::endl;
+    return kExitFailure;
+  }
+}
+
+void fail(const std::string& message) { throw Error(message); }
+
+void progress(const std::string& line) { std::cerr << line << std::endl; }
+
+void check_can_write(const std::string& path, bool force) {
+  std::error_code ec;
+  if (!force && std::filesystem::exists(path, ec)) fail(path + " exists (use --force to overwrite)");
+}
+
+void ensure_folder(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(dir, ec)) {
+    if (!fs::is_directory(dir, ec)) fail(dir + ": exists and is not a folder");
+    return;
+  }
+  if (!fs::create_directories(dir, ec) && ec) fail(dir + ": cannot create the folder (" + ec.message() + ")");
+}
+
+CLI::Validator mask_holes_validator() { return CLI::IsMember({"white", "black"}); }
+
+}  // namespace pconv::cli

@@ -1,0 +1,32 @@
+#pragma once
+// Helpers every app shares: one way to report errors (one line on stderr, exit status 2),
+// progress lines, and the checks around output files.
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+
+namespace pconv::cli {
+
+// Exit statuses: 0 success, 1 usage error (CLI11's own), 2 any other failure.
+constexpr int kExitFailure = 2;
+
+// Parses argv into `app`, then runs `body`. CLI11 errors print CLI11's message (and --help
+// prints help); a pconv::Error or other exception from `body` prints
+// "<app name>: error: <message>" on stderr and returns kExitFailure.
+int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body);
+
+// Throws pconv::Error(message): for apps, so that run() reports it.
+[[noreturn]] void fail(const std::string& message);
+
+// A progress or status line on stderr (stdout stays for results, e.g. tables).
+void progress(const std::string& line);
+
+// Fails when `path` exists and `force` is false ("<path> exists (use --force to overwrite)").
+void check_can_write(const std::string& path, bool force);
+// Creates the folder (and parents) when missing; fails when the path exists and is not a folder.
+void ensure_folder(const std::string& dir);
+
+// CLI11 validator for "white" | "black" (the --mask-holes option).
+CLI::Validator mask_holes_validator();
+
+}  // namespace pconv::cli
