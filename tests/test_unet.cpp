@@ -3,8 +3,6 @@
 // and checkpoints of the wrong architecture.
 #include <doctest/doctest.h>
 
-#include <cstdio>
-
 #include "core/ops.h"
 #include "core/safetensors.h"
 #include "models/pconv_unet.h"
