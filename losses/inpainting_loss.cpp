@@ -62,7 +62,7 @@ Tensor tv_region(const Tensor& mask) {
   Tensor hole = rsub(1.0, mask.detach()).reshape({s[0] * s[1], 1, s[2], s[3]});
   Tensor box = Tensor::ones({1, 1, 3, 3}, mask.dtype(), mask.device());
   Tensor count = conv2d(hole, box, Tensor{}, 1, 1);
-  (void)count; return step(hole, 0.5).reshape(s);
+  return step(count, 0.5).reshape(s);
 }
 
 Tensor total_variation_in_region(const Tensor& image, const Tensor& region) {

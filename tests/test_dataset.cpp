@@ -152,8 +152,8 @@ TEST_CASE("dataset: batches are crops with flips, masks binary, reproducible, an
   Tensor img;
   MaskImage mask;
   a.sample(0, 1, img, mask);
-  CHECK(std::equal(img.to_float_vector().begin(), img.to_float_vector().end(),
-                   batches[0].images.to_float_vector().begin() + 3 * 16 * 16));
+  const std::vector<float> one = img.to_float_vector(), batch0 = batches[0].images.to_float_vector();
+  CHECK(std::equal(one.begin(), one.end(), batch0.begin() + 3 * 16 * 16));
 
   // Same seed, same stream; another seed, another stream.
   TrainingData b(opt);
@@ -202,10 +202,10 @@ TEST_CASE("dataset: small photos are enlarged, large ones optionally rescaled, m
     for (float v : b.masks.to_float_vector()) REQUIRE((v == 0.0f || v == 1.0f));
     // A crop of the photo at full scale would show its fine pattern; rescaled crops do not
     // match any full-scale crop.
+    const std::vector<float> values = b.images.to_float_vector();
     for (int64_t n = 0; n < 2; ++n) {
       const Tensor one = Tensor::from_vector(
-          std::vector<float>(b.images.to_float_vector().begin() + n * 768,
-                             b.images.to_float_vector().begin() + (n + 1) * 768), {3, 16, 16});
+          std::vector<float>(values.begin() + n * 768, values.begin() + (n + 1) * 768), {3, 16, 16});
       CHECK_FALSE(is_crop_of(one, large, flipped));
     }
   }

@@ -157,7 +157,11 @@ TEST_CASE("partial_conv2d: f64 gradients of input, weight and bias match finite 
     auto f = [&](const std::vector<Tensor>& in) {
       return partial_conv2d(in[0], mask, in[1], in[2], t.stride, t.pad).out;
     };
-    auto r = testing::gradcheck(f, {x, w, b});
+    // The output is linear in each input, so a central difference has no truncation error
+    // and a large step only shrinks the rounding error (ratios up to C·k·k make sums large).
+    testing::GradcheckOptions opt;
+    opt.eps = 1e-3;
+    auto r = testing::gradcheck(f, {x, w, b}, opt);
     CHECK_MESSAGE(r.ok, r.report);
     // x's gradient is zero at holes: x enters only as x ⊙ m.
     const Tensor full = mask_expand(mask);
