@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "core/backend.h"
 #include "core/dtype.h"
 
 namespace pconv::cli {
@@ -42,5 +43,14 @@ void ensure_folder(const std::string& dir) {
 }
 
 CLI::Validator mask_holes_validator() { return CLI::IsMember({"white", "black"}); }
+
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::CPU;
+  if (name != "cuda") fail("--device '" + name + "' is neither 'cpu' nor 'cuda'");
+  if (!cuda_available()) fail("--device cuda: " + cuda_unavailable_reason());
+  return Device::CUDA;
+}
+
+CLI::Validator device_validator() { return CLI::IsMember({"cpu", "cuda"}); }
 
 }  // namespace pconv::cli

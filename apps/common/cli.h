@@ -5,6 +5,8 @@
 #include <functional>
 #include <string>
 
+#include "core/dtype.h"
+
 namespace pconv::cli {
 
 // Exit statuses: 0 success, 1 usage error (CLI11's own), 2 any other failure.
@@ -28,5 +30,10 @@ void ensure_folder(const std::string& dir);
 
 // CLI11 validator for "white" | "black" (the --mask-holes option).
 CLI::Validator mask_holes_validator();
+
+// "cpu" or "cuda" (the --device option); "cuda" fails with the reason when no GPU can be used
+// (not built with CUDA, no device, driver error).
+Device parse_device(const std::string& name);
+CLI::Validator device_validator();
 
 }  // namespace pconv::cli
