@@ -1,0 +1,38 @@
+#pragma once
+// Inference with a trained PConvUNet: loading a checkpoint whatever its architecture, and
+// inpainting 8-bit images (DESIGN.md "Numbers the whole project agrees on": the network works
+// in ImageNet-normalised space; the composite is made in 8-bit space, so known pixels are the
+// input's bytes exactly).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/image.h"
+#include "core/masks.h"
+#include "models/pconv_unet.h"
+
+namespace pconv::inference {
+
+// Builds the model the checkpoint describes (its "pconv.config" metadata; the paper's model
+// when absent), loads its weights (optimiser entries skipped), switches it to eval mode and
+// moves it to `device`. Throws a one-line Error "<path>: <reason>" for a missing, truncated,
+// corrupt or non-PConvUNet file, or a model that is not RGB in and out.
+std::unique_ptr<PConvUNet> load_model(const std::string& path, Device device = Device::CPU);
+
+struct Inpainted {
+  ImageU8 composite;  // known pixels: the input's bytes; holes: the network's output
+  ImageU8 raw;        // the network's output everywhere (empty unless asked for)
+};
+
+// Inpaints a batch of images of one size with their masks (1 = known, same size as the
+// images). An all-hole mask leaves the network nothing to read: partial convolutions output 0
+// wherever their window holds no known pixel, so the result is a flat ImageNet-mean colour.
+// A mask without holes returns the input unchanged. Throws Error on size disagreements.
+std::vector<Inpainted> inpaint_batch(PConvUNet& net, const std::vector<const ImageU8*>& images,
+                                     const std::vector<const MaskImage*>& masks, bool want_raw);
+Inpainted inpaint(PConvUNet& net, const ImageU8& image, const MaskImage& mask, bool want_raw = false);
+
+// I_comp in 8-bit space: the network's output where the mask has a hole, the input elsewhere.
+ImageU8 compose_u8(const ImageU8& input, const ImageU8& output, const MaskImage& mask);
+
+}  // namespace pconv::inference

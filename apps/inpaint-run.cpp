@@ -1,0 +1,205 @@
+// inpaint-run: fills the holes of images with a trained PConvUNet. One image (--image FILE
+// --mask FILE --out FILE) or folders (--image DIR --mask DIR --out DIR, paired by file stem,
+// written as DIR/<stem>.png). The output is the composite: known pixels are the input's bytes,
+// holes come from the network; --raw also writes the network's output everywhere
+// (<out stem>_raw). Any image size; grey and RGBA inputs become RGB.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "apps/common/cli.h"
+#include "apps/common/inference.h"
+#include "core/dataset.h"
+#include "core/metrics.h"
+
+using namespace pconv;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Job {
+  std::string name, image, mask, out, raw;
+};
+
+std::string lower_extension(const fs::path& p) {
+  std::string ext = p.extension().string();
+  for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return ext;
+}
+
+std::string raw_path(const std::string& out) {
+  const fs::path p(out);
+  return (p.parent_path() / (p.stem().string() + "_raw" + p.extension().string())).string();
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (fs::exists(a, ec) && fs::exists(b, ec) && fs::equivalent(a, b, ec)) return true;
+  return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
+}
+
+// Everything that would stop a write is checked before the first image is computed, so a run
+// never stops half-way on a bad output path.
+void check_output(const std::string& out, const Job& job, bool force) {
+  const std::string ext = lower_extension(out);
+  if (ext != ".png" && ext != ".jpg" && ext != ".jpeg")
+    cli::fail(out + ": unknown image extension '" + ext + "' (use .png, .jpg or .jpeg)");
+  if (same_file(out, job.image)) cli::fail(out + ": is the input image; refusing to overwrite it");
+  if (same_file(out, job.mask)) cli::fail(out + ": is the mask; refusing to overwrite it");
+  std::error_code ec;
+  if (fs::is_directory(out, ec)) cli::fail(out + ": is a folder");
+  cli::check_can_write(out, force);
+  std::string dir = fs::path(out).parent_path().string();
+  if (dir.empty()) dir = ".";
+  cli::ensure_folder(dir);
+  if (::access(dir.c_str(), W_OK) != 0) cli::fail(dir + ": cannot write into this folder");
+}
+
+std::vector<Job> folder_jobs(const std::string& image_dir, const std::string& mask_dir,
+                             const std::string& out_dir) {
+  std::error_code ec;
+  if (!fs::is_directory(mask_dir, ec))
+    cli::fail("--image is a folder, so --mask must be one too: " + mask_dir + " is not");
+  if (fs::exists(out_dir, ec) && !fs::is_directory(out_dir, ec))
+    cli::fail("--image is a folder, so --out must be one too: " + out_dir + " is a file");
+  std::vector<Job> jobs;
+  // The images pair with themselves as ground truth: only the mask pairing matters here.
+  for (const EvalFiles& f : match_eval_files(image_dir, image_dir, mask_dir)) {
+    const std::string out = (fs::path(out_dir) / (f.name + ".png")).string();
+    jobs.push_back({f.name, f.result, f.mask, out, raw_path(out)});
+  }
+  if (jobs.empty()) cli::fail(image_dir + ": no images (png, jpg, jpeg, bmp, tga)");
+  return jobs;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string fmt_seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f s", s);
+  return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Fill the holes of images with a trained PConvUNet; writes the composite (known pixels unchanged).",
+               "inpaint-run"};
+  std::string model, image, mask, out, holes = "white", device_name = "cpu";
+  bool raw = false, force = false;
+  int batch = 0;
+  int64_t max_pixels = kMaxImagePixels;
+  app.add_option("--model", model, "checkpoint (.safetensors) written by inpaint-train")->required();
+  app.add_option("--image", image, "image file, or a folder of images")->required();
+  app.add_option("--mask", mask, "mask file (same size as the image), or a folder of masks with the images' names")
+      ->required();
+  app.add_option("--out", out, "output file (.png, .jpg), or a folder (written as <name>.png)")->required();
+  app.add_option("--mask-holes", holes, "colour of holes in the mask files")
+      ->check(cli::mask_holes_validator())
+      ->capture_default_str();
+  app.add_flag("--raw", raw, "also write the network's un-composited output (<out stem>_raw)");
+  app.add_flag("--force", force, "overwrite existing outputs");
+  app.add_option("--device", device_name, "cpu or cuda")->check(cli::device_validator())->capture_default_str();
+  app.add_option("--batch", batch, "images of one size per forward pass (default: 1 on cpu, 8 on cuda)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-pixels", max_pixels, "refuse larger images")->check(CLI::PositiveNumber)->capture_default_str();
+
+  return cli::run(app, argc, argv, [&] {
+    const auto t_start = std::chrono::steady_clock::now();
+    const MaskHoles convention = parse_mask_holes(holes);
+    const Device device = cli::parse_device(device_name);
+    if (batch == 0) batch = device == Device::CPU ? 1 : 8;
+
+    std::error_code ec;
+    const bool folder_mode = fs::is_directory(image, ec);
+    std::vector<Job> jobs;
+    if (folder_mode) {
+      jobs = folder_jobs(image, mask, out);
+    } else {
+      if (fs::is_directory(mask, ec)) cli::fail("--image is a file, so --mask must be one too: " + mask + " is a folder");
+      jobs.push_back({file_stem(image), image, mask, out, raw_path(out)});
+      if (lower_extension(out) == ".jpg" || lower_extension(out) == ".jpeg")
+        cli::progress("inpaint-run: note: JPEG is lossy, so known pixels will not stay exact; use .png for that");
+    }
+    for (const Job& job : jobs) {
+      check_output(job.out, job, force);
+      if (raw) check_output(job.raw, job, force);
+    }
+
+    const auto t_load = std::chrono::steady_clock::now();
+    auto net = inference::load_model(model, device);
+    cli::progress("inpaint-run: " + net->config().describe() + " from " + model + " (" +
+                  fmt_seconds(seconds_since(t_load)) + "), " + std::to_string(jobs.size()) +
+                  " image(s), mask holes are " + holes + ", on " + device_name);
+
+    int64_t grey_masks = 0, converted = 0, done = 0;
+    for (size_t start = 0; start < jobs.size();) {
+      // A batch is consecutive images of one size.
+      std::vector<ImageU8> images;
+      std::vector<MaskImage> masks;
+      size_t end = start;
+      while (end < jobs.size() && end - start < size_t(batch)) {
+        const Job& job = jobs[end];
+        ImageU8 img = read_image_u8(job.image, max_pixels);
+        if (!images.empty() && (img.width != images[0].width || img.height != images[0].height)) break;
+        LoadedMask lm = load_mask(job.mask, convention);
+        if (lm.mask.width != img.width || lm.mask.height != img.height)
+          cli::fail(job.mask + ": the mask is " + std::to_string(lm.mask.width) + "×" +
+                    std::to_string(lm.mask.height) + ", the image " + job.image + " is " +
+                    std::to_string(img.width) + "×" + std::to_string(img.height));
+        if (lm.had_grey_levels && grey_masks++ == 0)
+          cli::progress("inpaint-run: note: " + job.mask + " has grey levels; masks are thresholded at 50 %");
+        if (img.channels_in_file != 3 && converted++ == 0)
+          cli::progress("inpaint-run: note: " + job.image + " is " +
+                        (img.channels_in_file == 1   ? "grey"
+                         : img.channels_in_file == 2 ? "grey with alpha"
+                                                     : "RGBA") +
+                        "; converted to RGB (alpha dropped)");
+        const double ratio = hole_ratio(lm.mask);
+        if (ratio == 1.0)
+          cli::progress("inpaint-run: note: " + job.mask +
+                        " is all hole: the network has no known pixel to start from, the output is a flat colour");
+        else if (ratio == 0.0)
+          cli::progress("inpaint-run: note: " + job.mask + " has no hole: the output equals the input");
+        images.push_back(std::move(img));
+        masks.push_back(std::move(lm.mask));
+        ++end;
+      }
+      std::vector<const ImageU8*> image_ptrs;
+      std::vector<const MaskImage*> mask_ptrs;
+      for (size_t i = 0; i < images.size(); ++i) {
+        image_ptrs.push_back(&images[i]);
+        mask_ptrs.push_back(&masks[i]);
+      }
+      std::vector<inference::Inpainted> results;
+      try {
+        results = inference::inpaint_batch(*net, image_ptrs, mask_ptrs, raw);
+      } catch (const Error& e) {
+        cli::fail(jobs[start].image + ": " + e.what());
+      }
+      for (size_t i = 0; i < results.size(); ++i) {
+        const Job& job = jobs[start + i];
+        save_image(job.out, results[i].composite);
+        if (raw) save_image(job.raw, results[i].raw);
+        ++done;
+        if (folder_mode)
+          cli::progress("inpaint-run: " + std::to_string(done) + "/" + std::to_string(jobs.size()) + " " +
+                        job.name + " → " + job.out);
+      }
+      start = end;
+    }
+    if (grey_masks > 1)
+      cli::progress("inpaint-run: " + std::to_string(grey_masks) + " masks had grey levels (thresholded at 50 %)");
+    if (converted > 1)
+      cli::progress("inpaint-run: " + std::to_string(converted) + " images were converted to RGB");
+    cli::progress("inpaint-run: wrote " + std::to_string(done) + " image(s) to " + out +
+                  " in " + fmt_seconds(seconds_since(t_start)));
+  });
+}
