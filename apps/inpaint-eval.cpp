@@ -1,12 +1,15 @@
 // inpaint-eval: compares inpainted results with their ground truths as the paper does — ℓ1
 // (%), PSNR and SSIM on the whole image after compositing the result with the ground truth
 // through the mask — grouped by hole ratio, and prints the markdown table (CSV optional).
-// Files are paired by name stem across the three folders.
+// Files are paired by name stem across the three folders. With --model CKPT --images DIR
+// --masks DIR it runs the model itself (apps/common/inference.h) on the images, which are the
+// ground truth, and evaluates its composites directly.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
 
 #include "apps/common/cli.h"
+#include "apps/common/inference.h"
 #include "core/safetensors.h"  // write_file_atomic
 #include "core/metrics.h"
 
@@ -15,11 +18,20 @@ using namespace pconv;
 int main(int argc, char** argv) {
   CLI::App app{"Evaluate inpainting results against ground truth by hole-ratio bucket (PSNR, SSIM, l1 %).",
                "inpaint-eval"};
-  std::string results, gt, masks, holes = "white", csv, per_image_csv;
+  std::string results, gt, masks, holes = "white", csv, per_image_csv, model, images, device_name = "cpu";
   bool force = false;
-  app.add_option("--results", results, "folder of inpainted images")->required();
-  app.add_option("--gt", gt, "folder of ground-truth images (same names)")->required();
+  auto* results_opt = app.add_option("--results", results, "folder of inpainted images");
+  auto* gt_opt = app.add_option("--gt", gt, "folder of ground-truth images (same names)");
   app.add_option("--masks", masks, "folder of masks (same names)")->required();
+  auto* model_opt = app.add_option("--model", model, "run this checkpoint on --images instead of reading --results");
+  auto* images_opt = app.add_option("--images", images, "with --model: folder of ground-truth images to inpaint");
+  model_opt->needs(images_opt)->excludes(results_opt)->excludes(gt_opt);
+  images_opt->needs(model_opt);
+  results_opt->needs(gt_opt);
+  gt_opt->needs(results_opt);
+  app.add_option("--device", device_name, "with --model: cpu or cuda")
+      ->check(cli::device_validator())
+      ->capture_default_str();
   app.add_option("--mask-holes", holes, "colour of holes in the mask files")
       ->check(cli::mask_holes_validator())
       ->capture_default_str();
@@ -31,13 +43,34 @@ int main(int argc, char** argv) {
     const MaskHoles convention = parse_mask_holes(holes);
     if (!csv.empty()) cli::check_can_write(csv, force);
     if (!per_image_csv.empty()) cli::check_can_write(per_image_csv, force);
-    const auto files = match_eval_files(results, gt, masks);
+    if (model.empty() && results.empty()) cli::fail("give --results and --gt, or --model and --images");
+    const Device device = cli::parse_device(device_name);
+    // With --model the images are their own ground truth; only the mask pairing matters.
+    const auto files = model.empty() ? match_eval_files(results, gt, masks) : match_eval_files(images, images, masks);
+    std::unique_ptr<PConvUNet> net;
+    if (!model.empty()) {
+      net = inference::load_model(model, device);
+      cli::progress("inpaint-eval: " + net->config().describe() + " from " + model);
+    }
     cli::progress("inpaint-eval: " + std::to_string(files.size()) + " images, mask holes are " + holes);
     MetricsTable table;
-    int64_t grey = 0;
+    int64_t grey = 0, done = 0;
     for (const EvalFiles& f : files) {
       bool had_grey = false;
-      table.add(evaluate_files(f, convention, &had_grey));
+      if (net) {
+        const ImageU8 image = read_image_u8(f.gt);
+        const LoadedMask lm = load_mask(f.mask, convention);
+        had_grey = lm.had_grey_levels;
+        if (lm.mask.width != image.width || lm.mask.height != image.height)
+          cli::fail(f.mask + ": the mask is " + std::to_string(lm.mask.width) + "×" + std::to_string(lm.mask.height) +
+                    ", the image " + f.gt + " is " + std::to_string(image.width) + "×" + std::to_string(image.height));
+        const ImageU8 comp = inference::inpaint(*net, image, lm.mask).composite;
+        table.add(evaluate_image(f.name, image_to_tensor(comp), image_to_tensor(image), lm.mask));
+        if (++done % 10 == 0 || done == int64_t(files.size()))
+          cli::progress("inpaint-eval: " + std::to_string(done) + "/" + std::to_string(files.size()));
+      } else {
+        table.add(evaluate_files(f, convention, &had_grey));
+      }
       grey += had_grey;
     }
     if (grey > 0)
