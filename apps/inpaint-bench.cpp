@@ -1,0 +1,229 @@
+// inpaint-bench: how fast the PConvUNet trains and infers on this machine. Measures
+//   train       one training step: forward, the paper's full loss (VGG-16 perceptual and style
+//               terms with random-init VGG weights, which cost the same as ImageNet ones),
+//               backward and Adam; images/s at --batch
+//   latency     inference forward (eval, no graph) at batch 1; ms
+//   throughput  inference forward at --infer-batch; images/s
+// each after --warmup untimed iterations, as the median of --iters timed ones, with the peak
+// memory (CPU: the process's maximum RSS so far; CUDA: the allocator's peak bytes in use
+// during the measure). Prints a markdown table; --json writes the same numbers.
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "apps/common/cli.h"
+#include "core/autograd.h"
+#include "core/backend.h"
+#include "core/imagenet.h"
+#include "core/masks.h"
+#include "core/ops.h"
+#include "core/optim.h"
+#include "core/safetensors.h"
+#include "losses/inpainting_loss.h"
+#include "models/pconv_unet.h"
+#include "models/vgg16.h"
+#ifdef PCONV_HAS_CUDA
+#include "cuda/allocator.h"
+#endif
+
+using namespace pconv;
+
+namespace {
+
+struct Measure {
+  std::string name;  // train | latency | throughput
+  int64_t batch = 0;
+  double median_s = 0, min_s = 0;
+  double per_second = 0;  // images/s
+  double peak_mib = 0;
+};
+
+double peak_mib(Device device) {
+#ifdef PCONV_HAS_CUDA
+  if (device == Device::CUDA) return double(cuda_memory_stats().peak_in_use) / (1024.0 * 1024.0);
+#endif
+  (void)device;
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return double(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+void reset_peak(Device device) {
+#ifdef PCONV_HAS_CUDA
+  if (device == Device::CUDA) cuda_reset_peak_memory();
+#endif
+  (void)device;
+}
+
+// Runs `step` warmup + iters times, timing the last iters (synchronised with the device).
+template <typename F>
+Measure time_it(const std::string& name, int64_t batch, Device device, int warmup, int iters, F&& step) {
+  reset_peak(device);
+  std::vector<double> seconds;
+  for (int i = 0; i < warmup + iters; ++i) {
+    const bool timed = i >= warmup;
+    cli::progress("inpaint-bench: " + name + " " + (timed ? "iteration " + std::to_string(i - warmup + 1) + "/" +
+                                                                std::to_string(iters)
+                                                          : "warm-up " + std::to_string(i + 1) + "/" +
+                                                                std::to_string(warmup)));
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    backend(device).synchronize();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (timed) seconds.push_back(s);
+  }
+  std::sort(seconds.begin(), seconds.end());
+  Measure m;
+  m.name = name;
+  m.batch = batch;
+  m.median_s = seconds[seconds.size() / 2];
+  m.min_s = seconds.front();
+  m.per_second = double(batch) / m.median_s;
+  m.peak_mib = peak_mib(device);
+  return m;
+}
+
+// Normalised random photos-to-be and generated hole masks, as training sees them.
+struct Inputs {
+  Tensor image, mask;
+};
+Inputs make_inputs(int64_t batch, int64_t size, Device device, uint64_t seed) {
+  Generator gen(seed);
+  Tensor rgb = Tensor::rand({batch, 3, size, size}, gen);
+  std::vector<MaskImage> masks;
+  for (int64_t i = 0; i < batch; ++i) masks.push_back(generate_mask(size, size, seed, uint64_t(i)));
+  Tensor mask = masks_to_batch(masks);
+  Tensor x = mul(imagenet_normalize(rgb), mask);
+  return {x.to(device), mask.to(device)};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Benchmark PConvUNet training and inference speed and memory.", "inpaint-bench"};
+  std::string device_name = "cpu", precision = "fp32", only = "train,latency,throughput", json_path,
+              checkpoint_path;
+  int64_t batch = 1, infer_batch = 16, size = 256, levels = 0, width = 64;
+  int warmup = 1, iters = 3;
+  uint64_t seed = 0;
+  bool force = false;
+  app.add_option("--device", device_name, "cpu or cuda")->check(cli::device_validator())->capture_default_str();
+  app.add_option("--precision", precision, "fp32 (bf16 is not implemented yet)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
+  app.add_option("--batch", batch, "training batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--infer-batch", infer_batch, "batch size of the throughput measure")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--size", size, "square image side")->check(CLI::Range(16, 8192))->capture_default_str();
+  app.add_option("--levels", levels, "UNet depth (default: the paper's, 8 at 512, 7 at 256)")
+      ->check(CLI::Range(1, 12));
+  app.add_option("--width", width, "channels of the first layer")->check(CLI::Range(1, 1024))->capture_default_str();
+  app.add_option("--warmup", warmup, "untimed iterations before each measure")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--iters", iters, "timed iterations per measure (the median is reported)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--only", only, "comma-separated measures: train, latency, throughput")->capture_default_str();
+  app.add_option("--seed", seed, "seed of the random weights and inputs")->capture_default_str();
+  app.add_option("--json", json_path, "also write the results as JSON here");
+  app.add_option("--write-checkpoint", checkpoint_path,
+                 "also save the random-init model (e.g. to time inpaint-run without a trained one)");
+  app.add_flag("--force", force, "overwrite existing --json / --write-checkpoint files");
+
+  return cli::run(app, argc, argv, [&] {
+    if (precision == "bf16") cli::fail("--precision bf16 is not implemented yet (use fp32)");
+    const Device device = cli::parse_device(device_name);
+    std::vector<std::string> measures;
+    std::stringstream ss(only);
+    for (std::string item; std::getline(ss, item, ',');) {
+      if (item != "train" && item != "latency" && item != "throughput")
+        cli::fail("--only: '" + item + "' is not one of train, latency, throughput");
+      measures.push_back(item);
+    }
+    if (measures.empty()) cli::fail("--only: no measure given");
+    if (levels == 0) {
+      // The paper's model halves down to a 2×2 bottleneck at 512 (8 levels); so 7 at 256.
+      levels = 1;
+      while (levels < 8 && (size >> (levels + 1)) >= 2) ++levels;
+    }
+    if (!json_path.empty()) cli::check_can_write(json_path, force);
+    if (!checkpoint_path.empty()) cli::check_can_write(checkpoint_path, force);
+
+    PConvUNetConfig config;
+    config.levels = levels;
+    config.width = width;
+    config.validate();
+    PConvUNet net(config, seed, DType::F32, device);
+    cli::progress("inpaint-bench: " + config.describe() + " (" + std::to_string(net.parameter_count()) +
+                  " parameters), " + std::to_string(size) + "x" + std::to_string(size) + ", " + device_name +
+                  " fp32");
+    if (!checkpoint_path.empty()) net.save_checkpoint(checkpoint_path);
+
+    std::vector<Measure> results;
+    for (const std::string& name : measures) {
+      if (name == "train") {
+        VGG16Options vgg_options;
+        vgg_options.seed = seed + 1;
+        vgg_options.device = device;
+        InpaintingLoss loss(std::make_shared<VGG16Features>(vgg_options));
+        Adam adam(net.named_parameters(), AdamOptions{2e-4});
+        const Inputs in = make_inputs(batch, size, device, seed);
+        const Tensor gt = in.image;  // the loss only needs a target of the right shape
+        net.train();
+        results.push_back(time_it("train", batch, device, warmup, iters, [&] {
+          adam.zero_grad();
+          Tensor out = net.forward(in.image, in.mask);
+          Tensor total = loss.compute(out, gt, in.mask).total;
+          total.backward();
+          adam.step();
+        }));
+      } else {
+        const int64_t n = name == "latency" ? 1 : infer_batch;
+        const Inputs in = make_inputs(n, size, device, seed);
+        net.eval();
+        results.push_back(time_it(name, n, device, warmup, iters, [&] {
+          NoGradGuard no_grad;
+          Tensor out = net.forward(in.image, in.mask);
+        }));
+      }
+    }
+
+    std::printf("| measure | batch | median (s) | min (s) | images/s | peak memory (MiB) |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|\n");
+    for (const Measure& m : results)
+      std::printf("| %s | %lld | %.4f | %.4f | %.3f | %.0f |\n", m.name.c_str(), (long long)m.batch, m.median_s,
+                  m.min_s, m.per_second, m.peak_mib);
+    std::printf("\n%s, %lldx%lld, %s fp32, warm-up %d, median of %d; peak memory: %s\n", config.describe().c_str(),
+                (long long)size, (long long)size, device_name.c_str(), warmup, iters,
+                device == Device::CPU ? "process max RSS so far" : "CUDA allocator peak in the measure");
+
+    if (!json_path.empty()) {
+      nlohmann::json j;
+      j["model"] = {{"levels", levels}, {"width", width}, {"parameters", net.parameter_count()}};
+      j["size"] = size;
+      j["device"] = device_name;
+      j["precision"] = precision;
+      j["warmup"] = warmup;
+      j["iters"] = iters;
+      j["peak_memory_kind"] = device == Device::CPU ? "max_rss" : "cuda_allocator_peak";
+      for (const Measure& m : results)
+        j["results"].push_back({{"measure", m.name},
+                                {"batch", m.batch},
+                                {"median_s", m.median_s},
+                                {"min_s", m.min_s},
+                                {"images_per_s", m.per_second},
+                                {"peak_memory_mib", m.peak_mib}});
+      write_file_atomic(json_path, j.dump(2) + "\n");
+    }
+  });
+}
