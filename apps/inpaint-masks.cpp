@@ -46,9 +46,9 @@ int main(int argc, char** argv) {
     std::vector<std::string> paths;
     const int digits = std::max<int>(4, int(std::to_string(count - 1).size()));
     for (int64_t i = 0; i < count; ++i) {
-      char name[64];
-      std::snprintf(name, sizeof name, "mask_%0*lld.png", digits, (long long)i);
-      paths.push_back(out_dir + "/" + name);
+      std::string index = std::to_string(i);
+      index.insert(0, size_t(std::max<int>(0, digits - int(index.size()))), '0');
+      paths.push_back(out_dir + "/mask_" + index + ".png");
       cli::check_can_write(paths.back(), force);  // all checked before anything is written
     }
     std::vector<double> ratios;

@@ -22,7 +22,7 @@ struct PConvCase {
   int64_t Wo() const { return (W + 2 * pad - k) / stride + 1; }
   std::string name() const {
     std::string s = "groups";
-    for (int64_t g : groups) s += " " + std::to_string(g);
+    for (int64_t g : groups) (s += ' ') += std::to_string(g);
     return s + ", x " + std::to_string(N) + "x" + std::to_string(H) + "x" + std::to_string(W) +
            ", " + std::to_string(K) + " filters " + std::to_string(k) + "x" + std::to_string(k) +
            " stride " + std::to_string(stride) + " pad " + std::to_string(pad);
