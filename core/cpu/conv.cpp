@@ -395,7 +395,9 @@ void backward_weight(const T* gy, const T* x, T* gw, const ConvGeometry& g) {
     for (const Block& b : plan.blocks) accumulate(gw, b);
     return;
   }
-  // Each thread sums its blocks into its own gW, then the sums are added into gw.
+  // Each thread sums its blocks into its own gW, then the sums are added into gw. The block
+  // to thread assignment is static: with a dynamic one the summation order, hence the last
+  // bits of gw, would vary from run to run, and a resumed training would not match.
   const int64_t count = int64_t(plan.blocks.size());
   std::vector<T*> partial(size_t(omp_get_max_threads()), nullptr);
 #pragma omp parallel
@@ -404,7 +406,7 @@ void backward_weight(const T* gy, const T* x, T* gw, const ConvGeometry& g) {
     T* acc = t == 0 ? gw : scratch<T>(2, size);
     if (t > 0) std::fill(acc, acc + size, T(0));
     partial[size_t(t)] = acc;
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static)
     for (int64_t i = 0; i < count; ++i) accumulate(acc, plan.blocks[size_t(i)]);
 #pragma omp for schedule(static)
     for (int64_t j = 0; j < size; ++j)
