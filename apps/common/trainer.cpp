@@ -1,0 +1,510 @@
+#include "apps/common/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "apps/common/cli.h"
+#include "apps/common/plot.h"
+#include "core/autograd.h"
+#include "core/backend.h"
+#include "core/imagenet.h"
+#include "core/metrics.h"
+#include "core/safetensors.h"
+
+namespace pconv {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Metadata keys of a training checkpoint (the model's config is under PConvUNet::kConfigKey).
+constexpr const char* kStepKey = "train.step";
+constexpr const char* kPhaseKey = "train.phase";  // "train" or "finetune"
+constexpr const char* kLrKey = "train.lr";
+constexpr const char* kDataStateKey = "train.data_state";
+constexpr const char* kDataCountKey = "train.data_count";
+constexpr const char* kOptionsKey = "train.options";
+
+constexpr const char* kLogHeader = "step,total,valid,hole,perceptual,style_out,style_comp,tv,lr";
+constexpr const char* kValHeader = "step,loss,psnr,ssim,l1_percent";
+
+std::string step_file(int64_t step, const std::string& ext) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08lld.%s", static_cast<long long>(step), ext.c_str());
+  return buf;
+}
+
+// The step of "step-00000012.safetensors", or −1 for any other name.
+int64_t checkpoint_step(const fs::path& p) {
+  const std::string name = p.filename().string(), prefix = "step-", suffix = ".safetensors";
+  if (name.size() <= prefix.size() + suffix.size() || name.rfind(prefix, 0) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return -1;
+  const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stoll(digits);
+}
+
+std::string format(const char* fmt, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, fmt, v);
+  return buf;
+}
+
+std::string duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const long long s = std::llround(seconds);
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, s / 60 % 60);
+  else std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  return buf;
+}
+
+const std::string& meta(const std::map<std::string, std::string>& m, const char* key, const std::string& path) {
+  auto it = m.find(key);
+  if (it == m.end()) throw Error(path + ": not a training checkpoint of inpaint-train (no " + key + " in its metadata)");
+  return it->second;
+}
+
+// The network's input for photos in [0,1] and masks (1 known): ImageNet space, holes 0.
+struct NetBatch {
+  Tensor gt, input, mask;
+};
+NetBatch to_network(const Tensor& images01, const Tensor& masks, Device device) {
+  NetBatch b;
+  b.mask = masks.to(device);
+  b.gt = imagenet_normalize(images01.to(device));
+  b.input = b.gt * b.mask;
+  return b;
+}
+
+std::vector<std::string> split_csv(const std::string& line) {
+  std::vector<std::string> out;
+  std::stringstream ss(line);
+  for (std::string field; std::getline(ss, field, ',');) out.push_back(field);
+  return out;
+}
+
+// Keeps the rows of a CSV log up to `step` (a resumed run rewrites what came after) and
+// returns them as numbers.
+std::vector<std::vector<double>> truncate_log(const std::string& path, const char* header, int64_t step) {
+  std::vector<std::vector<double>> rows;
+  std::ifstream in(path);
+  std::string text = std::string(header) + "\n", line;
+  if (in && std::getline(in, line) && line == header) {
+    while (std::getline(in, line)) {
+      std::vector<double> row;
+      try {
+        for (const std::string& f : split_csv(line)) row.push_back(std::stod(f));
+      } catch (const std::exception&) {
+        break;  // a torn last line from a killed run
+      }
+      if (row.empty() || row[0] > double(step)) break;
+      rows.push_back(row);
+      text += line + "\n";
+    }
+  }
+  write_file_atomic(path, text);
+  return rows;
+}
+
+void append_line(const std::string& path, const std::string& line) {
+  std::FILE* f = std::fopen(path.c_str(), "a");
+  if (!f) throw Error(path + ": cannot open for appending");
+  const bool ok = std::fputs((line + "\n").c_str(), f) >= 0;
+  if (std::fclose(f) != 0 || !ok) throw Error(path + ": write failed (disk full?)");
+}
+
+}  // namespace
+
+std::string vgg_missing_message() {
+  return "--vgg is required: export torchvision's ImageNet VGG-16 with 'python3 scripts/export_vgg16.py "
+         "vgg16_features.safetensors' (needs PyTorch) and pass --vgg vgg16_features.safetensors, or pass "
+         "--vgg none to train with the pixel and TV terms only";
+}
+
+std::vector<std::string> list_checkpoints(const std::string& out_dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code ec;
+  const fs::path dir = fs::path(out_dir) / "checkpoints";
+  if (fs::is_directory(dir, ec))
+    for (const auto& entry : fs::directory_iterator(dir, ec))
+      if (const int64_t s = checkpoint_step(entry.path()); s >= 0 && entry.is_regular_file(ec))
+        found.emplace_back(s, entry.path().string());
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> paths;
+  for (auto& [s, p] : found) paths.push_back(p);
+  return paths;
+}
+
+std::string resolve_checkpoint(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw Error(path + ": no such checkpoint");
+  if (!fs::is_directory(path, ec)) return path;
+  fs::path run = path;
+  if (run.filename() == "checkpoints") run = run.parent_path();
+  const auto all = list_checkpoints(run.string());
+  if (all.empty()) throw Error(path + ": no checkpoints (checkpoints/step-*.safetensors) in this folder");
+  return all.back();
+}
+
+Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
+  if (opt_.data_dir.empty()) throw Error("--data is required");
+  if (opt_.out_dir.empty()) throw Error("--out is required");
+  if (opt_.vgg.empty()) throw Error(vgg_missing_message());
+  if (!opt_.resume.empty() && !opt_.init.empty()) throw Error("--resume and --init exclude each other");
+  if (opt_.device == Device::CUDA && !cuda_available())
+    throw Error("--device cuda: " + cuda_unavailable_reason());
+
+  // What the checkpoint says (read once for its metadata; the model loads the file itself).
+  std::string checkpoint;
+  std::map<std::string, std::string> saved;
+  if (!opt_.resume.empty() || !opt_.init.empty()) {
+    checkpoint = resolve_checkpoint(opt_.resume.empty() ? opt_.init : opt_.resume);
+    saved = load_safetensors(checkpoint).metadata;
+  }
+  const bool resuming = !opt_.resume.empty();
+  bool saved_finetune = false;
+  double saved_lr = 0;
+  DatasetState start;
+  if (resuming) {
+    step_ = std::stoll(meta(saved, kStepKey, checkpoint));
+    saved_finetune = meta(saved, kPhaseKey, checkpoint) == "finetune";
+    saved_lr = std::stod(meta(saved, kLrKey, checkpoint));
+    start = DatasetState::parse(meta(saved, kDataStateKey, checkpoint));
+    const auto o = nlohmann::json::parse(meta(saved, kOptionsKey, checkpoint), nullptr, false);
+    if (o.is_discarded()) throw Error(checkpoint + ": " + kOptionsKey + " is not JSON");
+    if (opt_.size == 0) opt_.size = o.value("size", int64_t(0));
+    if (opt_.batch == 0) opt_.batch = o.value("batch", int64_t(0));
+    if (opt_.seed && *opt_.seed != start.seed)
+      throw Error("--seed " + std::to_string(*opt_.seed) + " differs from the checkpoint's " +
+                  std::to_string(start.seed) + ": a resume continues the same data order");
+    opt_.seed = start.seed;
+  }
+  if (!checkpoint.empty()) {
+    const PConvUNetConfig c = PConvUNet::checkpoint_config(saved);
+    if (opt_.levels == 0) opt_.levels = c.levels;
+    if (opt_.width == 0) opt_.width = c.width;
+  }
+  opt_.finetune = opt_.finetune || saved_finetune;
+  if (opt_.size == 0) opt_.size = 256;
+  if (opt_.batch == 0) opt_.batch = 6;
+  if (opt_.levels == 0) opt_.levels = std::max<int64_t>(1, int64_t(std::lround(std::log2(double(opt_.size)))) - 1);
+  if (opt_.width == 0) opt_.width = 64;
+  if (!opt_.seed) opt_.seed = 0;
+  // A resume keeps its learning rate unless it switches to the fine-tune phase here.
+  if (opt_.lr == 0) opt_.lr = resuming && opt_.finetune == saved_finetune ? saved_lr : opt_.finetune ? 5e-5 : 2e-4;
+  if (opt_.size < 16) throw Error("--size " + std::to_string(opt_.size) + " is too small (at least 16)");
+  if (opt_.batch < 1 || opt_.steps < 1 || opt_.save_every < 1 || opt_.keep < 1 || opt_.val_every < 1 ||
+      opt_.sample_every < 1 || opt_.log_every < 1 || opt_.val_count < 0)
+    throw Error("--batch, --steps, --save-every, --keep, --val-every, --sample-every, --log-every must be positive");
+  if (!(opt_.lr > 0) || !std::isfinite(opt_.lr)) throw Error("--lr must be a positive number");
+  if (resuming && step_ >= opt_.steps)
+    throw Error(checkpoint + " is at step " + std::to_string(step_) + ", --steps is " + std::to_string(opt_.steps) +
+                ": nothing to do (raise --steps)");
+
+  prepare_out_folder(resuming);
+
+  PConvUNetConfig config;
+  config.levels = opt_.levels, config.width = opt_.width;
+  config.validate();
+  model_ = std::make_unique<PConvUNet>(config, *opt_.seed, DType::F32, opt_.device);
+  SafetensorsFile file;
+  if (!checkpoint.empty()) file = model_->load_checkpoint(checkpoint);
+  model_->train();
+  model_->set_finetune(opt_.finetune);
+
+  adam_ = std::make_unique<Adam>(model_->named_parameters(), AdamOptions{opt_.lr});
+  if (resuming) {
+    try {
+      adam_->load_state_dict(file.tensors);
+    } catch (const Error& e) {
+      throw Error(checkpoint + ": " + e.what());
+    }
+  }
+  file = {};  // the optimiser's copies are all that is needed now
+
+  load_vgg();
+
+  DatasetOptions d;
+  d.image_dir = opt_.data_dir, d.mask_dir = opt_.mask_dir, d.mask_holes = opt_.mask_holes;
+  d.size = opt_.size, d.batch = opt_.batch, d.seed = *opt_.seed;
+  if (!resuming) start = DatasetState{*opt_.seed, 0, 0};
+  data_ = std::make_unique<TrainingData>(d, start);
+  if (resuming && saved.count(kDataCountKey) &&
+      std::stoll(saved.at(kDataCountKey)) != data_->samples_per_epoch() && !opt_.quiet)
+    cli::progress("inpaint-train: warning: the checkpoint was trained on " + saved.at(kDataCountKey) +
+                  " photos, --data holds " + std::to_string(data_->samples_per_epoch()) +
+                  ": the data order differs from the original run");
+
+  load_validation_set();
+  restore_logs();
+  if (resuming) last_checkpoint_ = checkpoint;
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::load_vgg() {
+  if (opt_.vgg != "none") {
+    VGG16Options v;
+    v.device = opt_.device;
+    vgg_ = std::make_shared<VGG16Features>(v);
+    vgg_->load_torchvision(opt_.vgg);
+  }
+  loss_ = std::make_unique<InpaintingLoss>(vgg_);
+}
+
+void Trainer::prepare_out_folder(bool resuming) {
+  cli::ensure_folder(opt_.out_dir);
+  cli::ensure_folder((fs::path(opt_.out_dir) / "checkpoints").string());
+  cli::ensure_folder((fs::path(opt_.out_dir) / "samples").string());
+  // Fail now, not after an hour of training, when nothing can be written there.
+  const std::string probe = (fs::path(opt_.out_dir) / ".write-test").string();
+  try {
+    write_file_atomic(probe, "ok\n");
+  } catch (const Error&) {
+    throw Error(opt_.out_dir + ": cannot write in this folder");
+  }
+  std::error_code ec;
+  fs::remove(probe, ec);
+  if (!resuming && !list_checkpoints(opt_.out_dir).empty())
+    throw Error(opt_.out_dir + " holds checkpoints of an earlier run: continue it with --resume " + opt_.out_dir +
+                ", or choose another --out");
+}
+
+void Trainer::load_validation_set() {
+  if (!opt_.val_dir.empty()) {
+    val_ = make_validation_set(opt_.val_dir, opt_.size, *opt_.seed);
+  } else {
+    // Without held-out photos, the first samples of epoch 0 serve as the fixed set.
+    const int64_t n = std::min(opt_.val_count > 0 ? opt_.val_count : 8, data_->samples_per_epoch());
+    for (int64_t i = 0; i < n; ++i) {
+      ValidationSample s;
+      s.name = "train-" + std::to_string(i);
+      data_->sample(0, i, s.image, s.mask);
+      val_.push_back(std::move(s));
+    }
+  }
+  if (opt_.val_count > 0 && int64_t(val_.size()) > opt_.val_count) val_.resize(size_t(opt_.val_count));
+}
+
+void Trainer::restore_logs() {
+  const std::string log = (fs::path(opt_.out_dir) / "log.csv").string();
+  const std::string val = (fs::path(opt_.out_dir) / "val.csv").string();
+  for (const auto& r : truncate_log(log, kLogHeader, step_))
+    if (r.size() >= 8) history_.push_back({int64_t(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]});
+  for (const auto& r : truncate_log(val, kValHeader, step_))
+    if (r.size() >= 5) val_history_.push_back({int64_t(r[0]), r[1], r[2], r[3], r[4]});
+}
+
+void Trainer::append_log(const StepLosses& s) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%lld,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g", static_cast<long long>(s.step),
+                s.total, s.valid, s.hole, s.perceptual, s.style_out, s.style_comp, s.tv, adam_->lr());
+  append_line((fs::path(opt_.out_dir) / "log.csv").string(), buf);
+}
+
+StepLosses Trainer::train_step() {
+  const Batch batch = data_->next();
+  const NetBatch b = to_network(batch.images, batch.masks, opt_.device);
+  const Tensor out = model_->forward(b.input, b.mask);
+  const LossTerms t = loss_->compute(out, b.gt, b.mask);
+
+  StepLosses s;
+  s.step = step_ + 1;
+  const std::pair<const char*, double*> terms[] = {
+      {"valid", &s.valid}, {"hole", &s.hole}, {"perceptual", &s.perceptual}, {"style_out", &s.style_out},
+      {"style_comp", &s.style_comp}, {"tv", &s.tv}, {"total", &s.total}};
+  const Tensor* tensors[] = {&t.valid, &t.hole, &t.perceptual, &t.style_out, &t.style_comp, &t.tv, &t.total};
+  for (size_t i = 0; i < 7; ++i) {
+    *terms[i].second = tensors[i]->item();
+    if (!std::isfinite(*terms[i].second))
+      throw DivergenceError("step " + std::to_string(s.step) + ": the " + terms[i].first + " loss is " +
+                            format("%g", *terms[i].second) + "; stopped without saving" +
+                            (last_checkpoint_.empty() ? std::string(" (no checkpoint yet)")
+                                                      : " (last good checkpoint: " + last_checkpoint_ + ")"));
+  }
+  adam_->zero_grad();
+  t.total.backward();
+  adam_->step();
+  ++step_;
+  history_.push_back(s);
+  append_log(s);
+  if (after_step) after_step(*this);
+  return s;
+}
+
+ValidationResult Trainer::validate() {
+  ValidationResult r;
+  r.step = step_;
+  if (val_.empty()) return r;
+  model_->eval();
+  NoGradGuard no_grad;
+  const size_t chunk = size_t(opt_.batch);
+  for (size_t first = 0; first < val_.size(); first += chunk) {
+    const size_t n = std::min(chunk, val_.size() - first);
+    std::vector<Tensor> images;
+    std::vector<MaskImage> masks;
+    for (size_t i = first; i < first + n; ++i) {
+      images.push_back(val_[i].image.reshape({1, 3, val_[i].image.size(1), val_[i].image.size(2)}));
+      masks.push_back(val_[i].mask);
+    }
+    const NetBatch b = to_network(concat(images, 0), masks_to_batch(masks), opt_.device);
+    const Tensor out = model_->forward(b.input, b.mask);
+    r.loss += loss_->compute(out, b.gt, b.mask).total.item() * double(n);
+    const Tensor result = imagenet_denormalize(out).to(Device::CPU);
+    for (size_t i = 0; i < n; ++i) {
+      const ValidationSample& v = val_[first + i];
+      const ImageMetrics m = evaluate_image(v.name, slice(result, 0, int64_t(i), int64_t(i) + 1).reshape(v.image.shape()),
+                                            v.image, v.mask);
+      r.psnr += m.psnr, r.ssim += m.ssim, r.l1_percent += m.l1_percent;
+    }
+  }
+  model_->train();
+  const double count = double(val_.size());
+  r.loss /= count, r.psnr /= count, r.ssim /= count, r.l1_percent /= count;
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%lld,%.9g,%.9g,%.9g,%.9g", static_cast<long long>(r.step), r.loss, r.psnr, r.ssim,
+                r.l1_percent);
+  append_line((fs::path(opt_.out_dir) / "val.csv").string(), buf);
+  val_history_.push_back(r);
+  return r;
+}
+
+void Trainer::write_samples() {
+  if (val_.empty()) return;
+  model_->eval();
+  NoGradGuard no_grad;
+  std::vector<SampleRow> rows;
+  for (size_t i = 0; i < val_.size() && i < 4; ++i) {
+    const ValidationSample& v = val_[i];
+    const Shape nchw{1, 3, v.image.size(1), v.image.size(2)};
+    const NetBatch b = to_network(v.image.reshape(nchw), mask_to_tensor(v.mask), opt_.device);
+    SampleRow row;
+    row.ground_truth = v.image;
+    row.output = imagenet_denormalize(model_->forward(b.input, b.mask)).to(Device::CPU).reshape(v.image.shape());
+    row.composite = composite(row.output, v.image, v.mask);
+    row.mask = v.mask;
+    rows.push_back(std::move(row));
+  }
+  model_->train();
+  save_image((fs::path(opt_.out_dir) / "samples" / step_file(step_, "png")).string(), sample_grid(rows));
+}
+
+void Trainer::write_loss_plot() {
+  const char* names[] = {"total", "valid", "hole", "perceptual", "style_out", "style_comp", "tv"};
+  std::vector<Curve> curves;
+  for (size_t k = 0; k < 7; ++k) {
+    Curve c;
+    c.name = names[k];
+    c.color = curve_color(curves.size());
+    for (const StepLosses& s : history_) {
+      const double v[] = {s.total, s.valid, s.hole, s.perceptual, s.style_out, s.style_comp, s.tv};
+      c.x.push_back(double(s.step)), c.y.push_back(v[k]);
+    }
+    // Without VGG the perceptual and style terms are 0 throughout: no line, no legend entry.
+    if (std::any_of(c.y.begin(), c.y.end(), [](double y) { return y > 0; })) curves.push_back(std::move(c));
+  }
+  Curve val{"val loss", {}, {}, curve_color(9)};
+  for (const ValidationResult& r : val_history_) val.x.push_back(double(r.step)), val.y.push_back(r.loss);
+  if (!val.x.empty()) curves.push_back(std::move(val));
+  PlotOptions o;
+  o.title = "inpaint-train: total (weighted) and unweighted loss terms, log scale, step " + std::to_string(step_);
+  save_image((fs::path(opt_.out_dir) / "loss.png").string(), plot_curves(curves, o));
+}
+
+void Trainer::check_parameters_finite() const {
+  for (const auto& [name, t] : model_->state_dict())
+    for (float v : t.to_float_vector())
+      if (!std::isfinite(v))
+        throw DivergenceError("step " + std::to_string(step_) + ": " + name +
+                              " became non-finite in the update; stopped without saving" +
+                              (last_checkpoint_.empty() ? std::string()
+                                                        : " (last good checkpoint: " + last_checkpoint_ + ")"));
+}
+
+std::string Trainer::save_checkpoint() {
+  check_parameters_finite();
+  nlohmann::json o = {{"data", opt_.data_dir},   {"val", opt_.val_dir},       {"masks", opt_.mask_dir},
+                      {"vgg", opt_.vgg},         {"size", opt_.size},         {"batch", opt_.batch},
+                      {"levels", opt_.levels},   {"width", opt_.width},       {"lr", opt_.lr},
+                      {"seed", *opt_.seed},      {"steps", opt_.steps},       {"finetune", opt_.finetune},
+                      {"init", opt_.init},       {"device", device_name(opt_.device)}};
+  std::map<std::string, std::string> m = {
+      {kStepKey, std::to_string(step_)},
+      {kPhaseKey, opt_.finetune ? "finetune" : "train"},
+      {kLrKey, format("%.17g", adam_->lr())},
+      {kDataStateKey, data_->state().to_string()},
+      {kDataCountKey, std::to_string(data_->samples_per_epoch())},
+      {kOptionsKey, o.dump()},
+  };
+  const std::string path = (fs::path(opt_.out_dir) / "checkpoints" / step_file(step_, "safetensors")).string();
+  model_->save_checkpoint(path, m, adam_->state_dict());
+  last_checkpoint_ = path;
+  saved_step_ = step_;
+  // Only after the new file is safely in place do older ones go.
+  auto all = list_checkpoints(opt_.out_dir);
+  std::error_code ec;
+  for (size_t i = 0; i + size_t(opt_.keep) < all.size(); ++i) fs::remove(all[i], ec);
+  write_loss_plot();
+  return path;
+}
+
+int64_t Trainer::run(const std::atomic<bool>* stop) {
+  using clock = std::chrono::steady_clock;
+  auto say = [&](const std::string& line) {
+    if (!opt_.quiet) cli::progress(line);
+  };
+  say("inpaint-train: " + model_->config().describe() + " (" + std::to_string(model_->parameter_count()) +
+      " parameters), " + std::to_string(data_->samples_per_epoch()) + " photos, " + std::to_string(opt_.size) +
+      "×" + std::to_string(opt_.size) + " crops, batch " + std::to_string(opt_.batch) + ", lr " +
+      format("%g", opt_.lr) + (opt_.finetune ? ", fine-tune phase" : "") +
+      (vgg_ ? "" : ", no VGG (pixel and TV terms only)") + ", from step " + std::to_string(step_) + " to " +
+      std::to_string(opt_.steps));
+  if (step_ == 0) {
+    const ValidationResult v = validate();
+    write_samples();
+    if (!val_.empty())
+      say("step 0: val loss " + format("%.4g", v.loss) + "  PSNR " + format("%.2f", v.psnr) + "  SSIM " +
+          format("%.3f", v.ssim) + "  l1 " + format("%.2f", v.l1_percent) + "%");
+  }
+  auto window_start = clock::now();
+  int64_t window_steps = 0;
+  while (step_ < opt_.steps && !(stop && stop->load())) {
+    const StepLosses s = train_step();
+    ++window_steps;
+    if (step_ % opt_.log_every == 0 || step_ == opt_.steps) {
+      const double seconds = std::chrono::duration<double>(clock::now() - window_start).count();
+      images_per_second_ = seconds > 0 ? double(window_steps * opt_.batch) / seconds : 0;
+      window_start = clock::now(), window_steps = 0;
+      const double eta = double((opt_.steps - step_) * opt_.batch) / std::max(images_per_second_, 1e-9);
+      say("step " + std::to_string(step_) + "/" + std::to_string(opt_.steps) + "  total " + format("%.4f", s.total) +
+          "  valid " + format("%.4f", s.valid) + "  hole " + format("%.4f", s.hole) +
+          (vgg_ ? "  perc " + format("%.4f", s.perceptual) + "  style " + format("%.4g", s.style_out) + "/" +
+                      format("%.4g", s.style_comp)
+                : std::string()) +
+          "  tv " + format("%.4f", s.tv) + "  " + format("%.1f", images_per_second_) + " img/s  ETA " +
+          duration(eta));
+    }
+    if (step_ % opt_.val_every == 0) {
+      const ValidationResult v = validate();
+      if (!val_.empty())
+        say("step " + std::to_string(step_) + ": val loss " + format("%.4g", v.loss) + "  PSNR " +
+            format("%.2f", v.psnr) + "  SSIM " + format("%.3f", v.ssim) + "  l1 " + format("%.2f", v.l1_percent) +
+            "%");
+    }
+    if (step_ % opt_.sample_every == 0) write_samples();
+    if (step_ % opt_.save_every == 0) say("saved " + save_checkpoint());
+  }
+  if (saved_step_ != step_) say("saved " + save_checkpoint());
+  if (step_ < opt_.steps) say("stopped at step " + std::to_string(step_) + " on request; resume with --resume " + opt_.out_dir);
+  return step_;
+}
+
+}  // namespace pconv

@@ -1,0 +1,134 @@
+#pragma once
+// The training loop of inpaint-train as a library, so tests drive exactly what the app runs:
+// data (core/dataset.h), the PConv UNet, the paper's loss, Adam, validation, logs, plots and
+// checkpoints that resume bit for bit (PAPER.md "Training").
+//
+// Everything a run writes goes below options.out:
+//   checkpoints/step-<8 digits>.safetensors  weights, BatchNorm statistics, Adam state (optim.*),
+//                                            metadata: step, phase, lr, data state, seeds, options
+//   log.csv        every loss term of every step
+//   val.csv        validation loss, PSNR, SSIM, l1 % on a fixed set of (image, mask) pairs
+//   loss.png       the loss curves, redrawn at each checkpoint
+//   samples/step-<8 digits>.png   input | mask | output | composite | ground truth, one row each
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/dataset.h"
+#include "core/optim.h"
+#include "losses/inpainting_loss.h"
+#include "models/pconv_unet.h"
+
+namespace pconv {
+
+struct TrainOptions {
+  std::string data_dir;         // training photos (recursive)
+  std::string val_dir;          // validation photos; empty: the first training samples
+  std::string mask_dir;         // mask files to augment; empty: the built-in generator
+  MaskHoles mask_holes = MaskHoles::White;
+  std::string out_dir;
+  std::string vgg = "";         // torchvision VGG-16 safetensors, or "none" (pixel + TV terms)
+  std::string init;             // checkpoint to take the weights from (step 0, fresh Adam)
+  std::string resume;           // checkpoint (or run folder: its latest) to continue exactly
+
+  // 0 / unset: the checkpoint's value when resuming or initialising, else the default in ().
+  int64_t size = 0;             // square crops (256)
+  int64_t batch = 0;            // (6)
+  int64_t levels = 0;           // UNet depth (log2(size) − 1: 7 at 256, 8 at 512)
+  int64_t width = 0;            // channels of the first layer (64)
+  double lr = 0;                // (2e-4; 5e-5 when fine-tuning)
+  std::optional<uint64_t> seed; // data order, masks, initial weights (0)
+
+  int64_t steps = 1000;         // total steps of the run (a resume continues up to it)
+  bool finetune = false;        // paper's phase 2: encoder BatchNorms frozen
+  int64_t save_every = 500, keep = 3;
+  int64_t val_every = 250, sample_every = 250, val_count = 8;
+  int64_t log_every = 10;       // progress line on stderr
+  Device device = Device::CPU;
+  bool quiet = false;           // no progress lines (tests)
+};
+
+// One step's losses, the unweighted terms as InpaintingLoss reports them.
+struct StepLosses {
+  int64_t step = 0;
+  double total = 0, valid = 0, hole = 0, perceptual = 0, style_out = 0, style_comp = 0, tv = 0;
+};
+
+struct ValidationResult {
+  int64_t step = 0;
+  double loss = 0, psnr = 0, ssim = 0, l1_percent = 0;  // means over the validation set
+};
+
+// Thrown when a loss term is NaN or Inf: nothing of the broken state was saved.
+struct DivergenceError : Error {
+  using Error::Error;
+};
+
+class Trainer {
+ public:
+  // Checks the options, reads the data folders, builds (and loads) the model, VGG and Adam.
+  // Throws a one-line Error for anything wrong (missing data, bad checkpoint, unwritable out).
+  explicit Trainer(TrainOptions options);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // Trains until options.steps or until *stop becomes true (checked between steps), then saves
+  // a checkpoint and returns the step reached. Validates/samples/saves on the way.
+  int64_t run(const std::atomic<bool>* stop = nullptr);
+
+  // One optimisation step on the next batch; throws DivergenceError on a non-finite loss.
+  StepLosses train_step();
+  ValidationResult validate();          // eval mode, no graph; appends to val.csv
+  std::string save_checkpoint();        // returns the path; prunes to the last `keep`
+  void write_samples();                 // samples/step-N.png
+  void write_loss_plot();               // loss.png
+
+  int64_t step() const { return step_; }
+  PConvUNet& model() { return *model_; }
+  Adam& optimizer() { return *adam_; }
+  TrainingData& data() { return *data_; }
+  const TrainOptions& options() const { return opt_; }  // resolved (no zeros left)
+  const std::vector<StepLosses>& history() const { return history_; }
+  const std::string& last_checkpoint() const { return last_checkpoint_; }
+  // Called after the optimiser update of each step, before any checkpoint (tests inject
+  // faults here).
+  std::function<void(Trainer&)> after_step;
+
+ private:
+  void resolve_options(const SafetensorsFile* from);
+  void load_vgg();
+  void prepare_out_folder(bool resuming);
+  void load_validation_set();
+  void restore_logs();
+  void append_log(const StepLosses& s);
+  void check_parameters_finite() const;
+
+  TrainOptions opt_;
+  std::unique_ptr<PConvUNet> model_;
+  std::shared_ptr<VGG16Features> vgg_;
+  std::unique_ptr<InpaintingLoss> loss_;
+  std::unique_ptr<Adam> adam_;
+  std::unique_ptr<TrainingData> data_;
+  std::vector<ValidationSample> val_;
+  std::vector<StepLosses> history_;
+  std::vector<ValidationResult> val_history_;
+  int64_t step_ = 0;
+  std::string last_checkpoint_;
+  int64_t saved_step_ = -1;  // step of the last checkpoint this object wrote
+  double images_per_second_ = 0;
+};
+
+// Checkpoints of a run folder (out/checkpoints/step-*.safetensors), oldest first.
+std::vector<std::string> list_checkpoints(const std::string& out_dir);
+// A checkpoint file, or a run folder / its checkpoints folder: the latest checkpoint in it.
+std::string resolve_checkpoint(const std::string& path);
+// "--vgg is required: ..." — what to do without VGG weights (used by the app and its test).
+std::string vgg_missing_message();
+
+}  // namespace pconv

@@ -1,0 +1,77 @@
+// inpaint-train: trains the PConv UNet on a folder of photos with the paper's loss and Adam
+// (PAPER.md "Training"), writing checkpoints, logs, loss curves, sample grids and validation
+// metrics below --out. Ctrl-C (or SIGTERM) finishes the current step, saves, and exits 0;
+// --resume continues bit for bit.
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <string>
+
+#include "apps/common/cli.h"
+#include "apps/common/trainer.h"
+
+using namespace pconv;
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void request_stop(int) { g_stop.store(true); }
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = request_stop;
+  sigemptyset(&sa.sa_mask);
+  // A second Ctrl-C takes the default action: the user can always kill a stuck run.
+  sa.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Train the partial-convolution inpainting UNet (Liu et al. 2018) on a folder of photos.",
+               "inpaint-train"};
+  TrainOptions o;
+  std::string holes = "white", device = "cpu", precision = "fp32";
+  uint64_t seed = 0;
+  app.add_option("--data", o.data_dir, "folder of training photos (searched recursively)")->required();
+  app.add_option("--out", o.out_dir, "folder for checkpoints, logs, plots and samples")->required();
+  app.add_option("--vgg", o.vgg,
+                 "torchvision VGG-16 weights (safetensors, from scripts/export_vgg16.py), or 'none' for the "
+                 "pixel and TV terms only");
+  app.add_option("--val", o.val_dir, "folder of validation photos (default: the first training samples)");
+  app.add_option("--masks", o.mask_dir, "folder of mask images to augment (default: generated masks)");
+  app.add_option("--mask-holes", holes, "colour of holes in the --masks files")
+      ->check(cli::mask_holes_validator())
+      ->capture_default_str();
+  app.add_option("--size", o.size, "square crop size [256; a resume keeps the checkpoint's]");
+  app.add_option("--batch", o.batch, "images per step [6; a resume keeps the checkpoint's]");
+  app.add_option("--levels", o.levels, "UNet depth [log2(size)-1: 7 at 256, 8 at 512]");
+  app.add_option("--width", o.width, "channels of the first layer [64]");
+  app.add_option("--lr", o.lr, "Adam learning rate [2e-4; 5e-5 with --finetune]");
+  app.add_option("--steps", o.steps, "total optimisation steps (a resume continues up to it)")->capture_default_str();
+  auto* seed_option = app.add_option("--seed", seed, "seed of the data order, masks and initial weights [0]");
+  app.add_flag("--finetune", o.finetune, "phase 2 of the paper: encoder BatchNorms frozen, lr 5e-5");
+  app.add_option("--init", o.init, "start from this checkpoint's weights (step 0, fresh optimiser)");
+  app.add_option("--resume", o.resume, "continue exactly from a checkpoint, or from the latest in a run folder");
+  app.add_option("--save-every", o.save_every, "steps between checkpoints")->capture_default_str();
+  app.add_option("--keep", o.keep, "checkpoints kept (the oldest are deleted)")->capture_default_str();
+  app.add_option("--val-every", o.val_every, "steps between validations")->capture_default_str();
+  app.add_option("--sample-every", o.sample_every, "steps between sample grids")->capture_default_str();
+  app.add_option("--val-count", o.val_count, "validation pairs used (0: all of --val)")->capture_default_str();
+  app.add_option("--log-every", o.log_every, "steps between progress lines")->capture_default_str();
+  app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--precision", precision, "fp32 (bf16 is planned)")->capture_default_str();
+
+  return cli::run(app, argc, argv, [&] {
+    if (precision != "fp32") cli::fail("--precision " + precision + ": " + precision + " is not implemented yet (use fp32)");
+    o.mask_holes = parse_mask_holes(holes);
+    o.device = device == "cuda" ? Device::CUDA : Device::CPU;
+    if (seed_option->count() > 0) o.seed = seed;
+    Trainer trainer(o);
+    install_stop_handlers();
+    trainer.run(&g_stop);
+  });
+}
