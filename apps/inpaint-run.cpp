@@ -133,12 +133,7 @@ int main(int argc, char** argv) {
       if (raw) check_output(job.raw, job, force);
     }
 
-    const auto t_load = std::chrono::steady_clock::now();
-    auto net = inference::load_model(model, device);
-    cli::progress("inpaint-run: " + net->config().describe() + " from " + model + " (" +
-                  fmt_seconds(seconds_since(t_load)) + "), " + std::to_string(jobs.size()) +
-                  " image(s), mask holes are " + holes + ", on " + device_name);
-
+    std::unique_ptr<PConvUNet> net;
     int64_t grey_masks = 0, converted = 0, done = 0;
     for (size_t start = 0; start < jobs.size();) {
       // A batch is consecutive images of one size.
@@ -177,6 +172,14 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < images.size(); ++i) {
         image_ptrs.push_back(&images[i]);
         mask_ptrs.push_back(&masks[i]);
+      }
+      if (!net) {
+        // Loaded once the first images are known to be good, so their errors come first.
+        const auto t_load = std::chrono::steady_clock::now();
+        net = inference::load_model(model, device);
+        cli::progress("inpaint-run: " + net->config().describe() + " from " + model + " (" +
+                      fmt_seconds(seconds_since(t_load)) + "), " + std::to_string(jobs.size()) +
+                      " image(s), mask holes are " + holes + ", on " + device_name);
       }
       std::vector<inference::Inpainted> results;
       try {

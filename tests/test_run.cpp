@@ -1,0 +1,546 @@
+// Inference (apps/common/inference.h) and the apps that use it: inpaint-run, inpaint-eval's
+// --model mode, inpaint-bench. The library is called directly for the pixel-exact properties;
+// the built binaries are spawned for exit statuses, one-line errors and files left behind.
+#include <doctest/doctest.h>
+#include <stb_image_write.h>  // the implementation lives in core/image.cpp
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "apps/common/inference.h"
+#include "core/backend.h"
+#include "core/imagenet.h"
+#include "core/safetensors.h"
+#include "tests/test_util.h"
+
+using namespace pconv;
+namespace fs = std::filesystem;
+
+namespace {
+
+ImageU8 random_image(int w, int h, uint64_t seed) {
+  ImageU8 img;
+  img.width = w;
+  img.height = h;
+  img.channels_in_file = 3;
+  img.rgb.resize(size_t(w) * size_t(h) * 3);
+  uint64_t x = seed * 0x9e3779b97f4a7c15ull + 11;
+  for (auto& b : img.rgb) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    b = uint8_t(x >> 32);
+  }
+  return img;
+}
+
+// A rectangle of holes in the middle third.
+MaskImage box_mask(int64_t h, int64_t w) {
+  MaskImage m(h, w);
+  for (int64_t y = h / 3; y < 2 * h / 3; ++y)
+    for (int64_t x = w / 3; x < 2 * w / 3; ++x) m.set_hole(y, x);
+  return m;
+}
+
+PConvUNetConfig tiny(int64_t levels = 3, int64_t width = 4) {
+  PConvUNetConfig c;
+  c.levels = levels;
+  c.width = width;
+  return c;
+}
+
+std::string write_checkpoint(const std::string& dir, const PConvUNetConfig& config = tiny(), uint64_t seed = 1) {
+  PConvUNet net(config, seed);
+  const std::string path = dir + "/model.safetensors";
+  net.save_checkpoint(path);
+  return path;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+std::string quote(const std::string& s) { return "'" + s + "'"; }
+
+struct AppRun {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs a built app with `args` (already quoted), capturing both streams.
+AppRun run_app(const std::string& app, const std::string& args, const std::string& dir) {
+  const std::string binary = std::string(PCONV_BINARY_DIR) + "/" + app;
+  REQUIRE_MESSAGE(fs::exists(binary), binary << " is not built");
+  const std::string out = dir + "/app.stdout", err = dir + "/app.stderr";
+  const int rc = std::system((quote(binary) + " " + args + " >" + quote(out) + " 2>" + quote(err)).c_str());
+  AppRun r;
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+// The app failed with exit status 2 and one error line, the last on stderr, holding `needle`
+// (progress lines may come before it).
+void check_one_line_error(const AppRun& r, const std::string& needle) {
+  CAPTURE(r.err);
+  CHECK(r.status == 2);
+  REQUIRE(!r.err.empty());
+  CHECK(r.err.back() == '\n');
+  const size_t start = r.err.rfind('\n', r.err.size() - 2);
+  const std::string last = r.err.substr(start == std::string::npos ? 0 : start + 1);
+  CHECK(last.find(": error: ") != std::string::npos);
+  CHECK(last.find(needle) != std::string::npos);
+  size_t errors = 0;
+  for (size_t p = r.err.find("error"); p != std::string::npos; p = r.err.find("error", p + 1)) ++errors;
+  CHECK(errors == 1);
+}
+
+// A run-ready folder: model, a 40×56 image (not a multiple of 2^3) and a box mask (white holes).
+struct RunFiles {
+  std::string dir, model, image, mask;
+  ImageU8 img;
+};
+RunFiles run_files(const std::string& name) {
+  RunFiles f;
+  f.dir = testing::scratch_dir(name);
+  f.model = write_checkpoint(f.dir);
+  f.img = random_image(56, 40, 3);
+  f.image = f.dir + "/photo.png";
+  f.mask = f.dir + "/mask.png";
+  save_image(f.image, f.img);
+  save_mask(f.mask, box_mask(40, 56));
+  return f;
+}
+
+RunFiles with_model(RunFiles f, const std::string& model) {
+  f.model = model;
+  return f;
+}
+
+std::string run_args(const RunFiles& f, const std::string& out, const std::string& extra = "") {
+  return "--model " + quote(f.model) + " --image " + quote(f.image) + " --mask " + quote(f.mask) + " --out " +
+         quote(out) + (extra.empty() ? "" : " " + extra);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- the library
+
+TEST_CASE("run: the composite keeps known pixels bit-exact and takes holes from the network") {
+  PConvUNet net(tiny(), 7);
+  net.eval();
+  const ImageU8 img = random_image(37, 29, 1);  // odd sizes: padded to 2^3 and cropped back
+  const MaskImage mask = box_mask(29, 37);
+  const inference::Inpainted r = inference::inpaint(net, img, mask, true);
+  REQUIRE(r.composite.width == 37);
+  REQUIRE(r.composite.height == 29);
+  REQUIRE(r.raw.rgb.size() == img.rgb.size());
+  int64_t holes_differing = 0;
+  for (int64_t y = 0; y < 29; ++y)
+    for (int64_t x = 0; x < 37; ++x)
+      for (int c = 0; c < 3; ++c) {
+        const size_t i = size_t((y * 37 + x) * 3 + c);
+        if (mask.is_hole(y, x)) {
+          CHECK(r.composite.rgb[i] == r.raw.rgb[i]);
+          holes_differing += r.composite.rgb[i] != img.rgb[i];
+        } else {
+          CHECK(r.composite.rgb[i] == img.rgb[i]);
+        }
+      }
+  CHECK(holes_differing > 0);
+  // The raw output is the network's (normalised → 8-bit) result, known pixels included.
+  CHECK(r.raw.rgb != img.rgb);
+}
+
+TEST_CASE("run: a mask without holes returns the input exactly; raw output is still produced") {
+  PConvUNet net(tiny(), 2);
+  const ImageU8 img = random_image(24, 16, 4);
+  const inference::Inpainted r = inference::inpaint(net, img, MaskImage(16, 24, 1.0f), true);
+  CHECK(r.composite.rgb == img.rgb);
+  CHECK(r.raw.rgb.size() == img.rgb.size());
+}
+
+TEST_CASE("run: an all-hole mask gives the network's fill for an empty input, a flat ImageNet-mean colour") {
+  PConvUNet net(tiny(), 3);
+  const ImageU8 img = random_image(32, 24, 5);
+  const inference::Inpainted r = inference::inpaint(net, img, MaskImage(24, 32, 0.0f));
+  // Partial convolutions output 0 where their window has no known pixel, so I_out is 0 in
+  // normalised space everywhere: the mean colour once un-normalised.
+  const ImageU8 mean_colour =
+      tensor_to_image(imagenet_denormalize(Tensor::zeros({1, 3, 1, 1})).reshape({3, 1, 1}));
+  for (size_t i = 0; i < r.composite.rgb.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(r.composite.rgb[i] == mean_colour.rgb[i % 3]);
+  }
+}
+
+TEST_CASE("run: a batch gives the pixels of one image at a time, and a training model gets its mode back") {
+  PConvUNet net(tiny(), 5);
+  const ImageU8 a = random_image(40, 24, 6), b = random_image(40, 24, 7);
+  const MaskImage ma = box_mask(24, 40), mb = MaskImage(24, 40);
+  MaskImage mb_holes = mb;
+  for (int64_t x = 0; x < 40; ++x) mb_holes.set_hole(5, x);
+  net.train();
+  const auto batch = inference::inpaint_batch(net, {&a, &b}, {&ma, &mb_holes}, true);
+  CHECK(net.is_training());
+  const auto one_a = inference::inpaint(net, a, ma, true), one_b = inference::inpaint(net, b, mb_holes, true);
+  REQUIRE(batch.size() == 2);
+  // Eval-mode BatchNorm makes every image independent; the GEMM's blocking may differ by
+  // batch size, so allow one 8-bit step.
+  auto max_diff = [](const ImageU8& x, const ImageU8& y) {
+    int d = 0;
+    for (size_t i = 0; i < x.rgb.size(); ++i) d = std::max(d, std::abs(int(x.rgb[i]) - int(y.rgb[i])));
+    return d;
+  };
+  CHECK(max_diff(batch[0].raw, one_a.raw) <= 1);
+  CHECK(max_diff(batch[1].raw, one_b.raw) <= 1);
+  CHECK(max_diff(batch[0].composite, one_a.composite) <= 1);
+}
+
+TEST_CASE("run: size disagreements are refused with both sizes named") {
+  PConvUNet net(tiny(), 1);
+  const ImageU8 img = random_image(32, 24, 1), other = random_image(24, 24, 2);
+  CHECK_THROWS_WITH_AS(inference::inpaint(net, img, MaskImage(24, 24)), "the mask is 24×24, the image 32×24", Error);
+  const MaskImage m(24, 32), m2(24, 24);
+  CHECK_THROWS_AS(inference::inpaint_batch(net, {&img, &other}, {&m, &m2}, false), Error);
+}
+
+TEST_CASE("run: load_model builds the checkpoint's own architecture, in eval mode") {
+  const std::string dir = testing::scratch_dir("run_load_model");
+  for (const PConvUNetConfig& config : {tiny(3, 4), tiny(4, 8)}) {
+    PConvUNet saved(config, 9);
+    saved.save_checkpoint(dir + "/m.safetensors");
+    auto net = inference::load_model(dir + "/m.safetensors");
+    CHECK(net->config() == config);
+    CHECK_FALSE(net->is_training());
+    const auto want = saved.state_dict();
+    for (const auto& [name, t] : net->state_dict()) {
+      CAPTURE(name);
+      CHECK(t.to_float_vector() == want.at(name).to_float_vector());
+    }
+  }
+}
+
+TEST_CASE("run: load_model skips the optimiser's state of a training checkpoint") {
+  const std::string dir = testing::scratch_dir("run_load_optim");
+  PConvUNet net(tiny(), 2);
+  Generator gen(1);
+  net.save_checkpoint(dir + "/m.safetensors", {}, {{"optim.step", Tensor::zeros({}, DType::I64)},
+                                                   {"optim.m.pconv1.weight", Tensor::rand({4, 3, 7, 7}, gen)}});
+  CHECK(inference::load_model(dir + "/m.safetensors")->config() == tiny());
+}
+
+TEST_CASE("run: load_model refuses missing, corrupt, truncated and foreign files in one line naming the path") {
+  const std::string dir = testing::scratch_dir("run_load_errors");
+  const std::string good = write_checkpoint(dir);
+  const std::string bytes = slurp(good);
+  auto error_of = [](const std::string& path) -> std::string {
+    try {
+      inference::load_model(path);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  auto check_error = [&](const std::string& path, const std::string& needle) {
+    const std::string msg = error_of(path);
+    CAPTURE(msg);
+    CHECK(msg.rfind(path + ": ", 0) == 0);
+    CHECK(msg.find(needle) != std::string::npos);
+    CHECK(msg.find('\n') == std::string::npos);
+  };
+  check_error(dir + "/missing.safetensors", "");
+  write_bytes(dir + "/truncated.safetensors", bytes.substr(0, bytes.size() / 2));
+  check_error(dir + "/truncated.safetensors", "");
+  write_bytes(dir + "/header.safetensors", bytes.substr(0, 5));
+  check_error(dir + "/header.safetensors", "");
+  std::string corrupt = bytes;
+  for (size_t i = 8; i < 40; ++i) corrupt[i] = char(0xff);
+  write_bytes(dir + "/corrupt.safetensors", corrupt);
+  check_error(dir + "/corrupt.safetensors", "");
+  save_image(dir + "/image.png", random_image(8, 8, 1));
+  check_error(dir + "/image.png", "");
+  save_safetensors(dir + "/foreign.safetensors", {{"features.0.weight", Tensor::zeros({2, 3, 3, 3})}});
+  check_error(dir + "/foreign.safetensors", "not a PConvUNet checkpoint");
+  // Metadata saying 4 levels over a 3-level model's tensors.
+  auto file = load_safetensors(good);
+  file.metadata[PConvUNet::kConfigKey] = tiny(4, 4).to_json();
+  save_safetensors(dir + "/mislabelled.safetensors", file.tensors, file.metadata);
+  check_error(dir + "/mislabelled.safetensors", "");
+  save_safetensors(dir + "/rgba.safetensors", file.tensors, {{PConvUNet::kConfigKey, R"({"in_channels":4,"levels":3,"width":4})"}});
+  check_error(dir + "/rgba.safetensors", "3 channels");
+}
+
+TEST_CASE("run: images over the pixel limit are refused before decoding") {
+  const std::string dir = testing::scratch_dir("run_max_pixels");
+  save_image(dir + "/a.png", random_image(20, 10, 1));
+  CHECK_THROWS_WITH_AS(read_image_u8(dir + "/a.png", 199),
+                       (dir + "/a.png: image is 20×10 (200 pixels), over the limit of 199 pixels").c_str(), Error);
+  CHECK(read_image_u8(dir + "/a.png", 200).width == 20);
+}
+
+// ---------------------------------------------------------------- inpaint-run
+
+TEST_CASE("run: inpaint-run writes the composite of any size, and --raw the network's output") {
+  const RunFiles f = run_files("run_app_ok");
+  const AppRun r = run_app("inpaint-run", run_args(f, f.dir + "/out.png", "--raw"), f.dir);
+  CAPTURE(r.err);
+  REQUIRE(r.status == 0);
+  const ImageU8 out = read_image_u8(f.dir + "/out.png"), raw = read_image_u8(f.dir + "/out_raw.png");
+  REQUIRE(out.width == 56);
+  REQUIRE(out.height == 40);
+  const MaskImage mask = box_mask(40, 56);
+  int64_t wrong = 0;
+  for (size_t i = 0; i < mask.known.size(); ++i)
+    for (size_t c = 0; c < 3; ++c)
+      wrong += mask.known[i] > 0.5f ? out.rgb[i * 3 + c] != f.img.rgb[i * 3 + c]
+                                    : out.rgb[i * 3 + c] != raw.rgb[i * 3 + c];
+  CHECK(wrong == 0);
+  // The same pixels as the library gives.
+  PConvUNet net(tiny(), 1);
+  CHECK(inference::inpaint(net, f.img, mask).composite.rgb == out.rgb);
+}
+
+TEST_CASE("run: inpaint-run with a mask without holes writes the input exactly; --mask-holes black inverts") {
+  const RunFiles f = run_files("run_app_noholes");
+  save_mask(f.mask, MaskImage(40, 56));  // white = hole convention: all black
+  AppRun r = run_app("inpaint-run", run_args(f, f.dir + "/out.png"), f.dir);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("no hole") != std::string::npos);
+  CHECK(read_image_u8(f.dir + "/out.png").rgb == f.img.rgb);
+  // Read as black = hole, the same file is all hole.
+  r = run_app("inpaint-run", run_args(f, f.dir + "/out2.png", "--mask-holes black"), f.dir);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("all hole") != std::string::npos);
+  const ImageU8 flat = read_image_u8(f.dir + "/out2.png");
+  CHECK(flat.rgb != f.img.rgb);
+  for (size_t i = 3; i < flat.rgb.size(); ++i) REQUIRE(flat.rgb[i] == flat.rgb[i % 3]);
+}
+
+TEST_CASE("run: inpaint-run converts grey and RGBA images with a note, and says once that grey masks are thresholded") {
+  RunFiles f = run_files("run_app_channels");
+  std::vector<uint8_t> grey(56 * 40), rgba(56 * 40 * 4);
+  for (size_t i = 0; i < grey.size(); ++i) grey[i] = uint8_t(i * 7);
+  for (size_t i = 0; i < rgba.size(); ++i) rgba[i] = uint8_t(i * 13);
+  REQUIRE(stbi_write_png((f.dir + "/grey.png").c_str(), 56, 40, 1, grey.data(), 56));
+  REQUIRE(stbi_write_png((f.dir + "/rgba.png").c_str(), 56, 40, 4, rgba.data(), 56 * 4));
+  // A mask with a grey (anti-aliased) border: 200 counts as white = hole, 60 as known.
+  ImageU8 m;
+  m.width = 56, m.height = 40, m.channels_in_file = 3;
+  m.rgb.assign(56 * 40 * 3, 0);
+  for (size_t i = 0; i < 100 * 3; ++i) m.rgb[i] = 200;
+  for (size_t i = 100 * 3; i < 200 * 3; ++i) m.rgb[i] = 60;
+  save_image(f.mask, m);
+
+  f.image = f.dir + "/grey.png";
+  AppRun r = run_app("inpaint-run", run_args(f, f.dir + "/out_grey.png"), f.dir);
+  CAPTURE(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("grey; converted to RGB") != std::string::npos);
+  CHECK(r.err.find("thresholded at 50 %") != std::string::npos);
+  const ImageU8 out = read_image_u8(f.dir + "/out_grey.png");
+  CHECK(out.rgb[100 * 3] == grey[100]);  // known pixel, replicated grey
+  CHECK(out.rgb[100 * 3 + 2] == grey[100]);
+
+  f.image = f.dir + "/rgba.png";
+  r = run_app("inpaint-run", run_args(f, f.dir + "/out_rgba.png"), f.dir);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("RGBA; converted to RGB (alpha dropped)") != std::string::npos);
+  const ImageU8 out_rgba = read_image_u8(f.dir + "/out_rgba.png");
+  CHECK(out_rgba.rgb[150 * 3 + 1] == rgba[150 * 4 + 1]);
+}
+
+TEST_CASE("run: inpaint-run refuses bad inputs in one line and writes nothing") {
+  const RunFiles f = run_files("run_app_bad");
+  const std::string out = f.dir + "/out.png";
+  auto nothing_written = [&] { CHECK_FALSE(fs::exists(out)); };
+
+  check_one_line_error(run_app("inpaint-run", run_args(with_model(f, f.dir + "/nope.safetensors"), out), f.dir),
+                       "nope.safetensors: ");
+  nothing_written();
+  write_bytes(f.dir + "/garbage.safetensors", "not a checkpoint at all, just text");
+  check_one_line_error(run_app("inpaint-run", run_args(with_model(f, f.dir + "/garbage.safetensors"), out), f.dir),
+                       "garbage.safetensors: ");
+  const std::string ckpt = slurp(f.model);
+  write_bytes(f.dir + "/short.safetensors", ckpt.substr(0, ckpt.size() - 100));
+  check_one_line_error(run_app("inpaint-run", run_args(with_model(f, f.dir + "/short.safetensors"), out), f.dir),
+                       "short.safetensors: ");
+  nothing_written();
+
+  RunFiles g = f;
+  g.image = f.dir + "/missing.png";
+  check_one_line_error(run_app("inpaint-run", run_args(g, out), f.dir), "missing.png: no such file");
+  const std::string png = slurp(f.image);
+  write_bytes(f.dir + "/truncated.png", png.substr(0, png.size() / 2));
+  g.image = f.dir + "/truncated.png";
+  check_one_line_error(run_app("inpaint-run", run_args(g, out), f.dir), "truncated.png: ");
+  write_bytes(f.dir + "/corrupt.png", "\x89PNG\r\n\x1a\n garbage garbage garbage");
+  g.image = f.dir + "/corrupt.png";
+  check_one_line_error(run_app("inpaint-run", run_args(g, out), f.dir), "corrupt.png: not a readable image");
+  nothing_written();
+
+  // A PNG header claiming 12000×12000 pixels: refused from the header, nothing decoded.
+  std::string huge = png.substr(0, 33);
+  const uint32_t side = 12000;
+  for (int i = 0; i < 4; ++i) huge[16 + i] = huge[20 + i] = char((side >> (24 - 8 * i)) & 0xff);
+  write_bytes(f.dir + "/huge.png", huge);
+  g.image = f.dir + "/huge.png";
+  check_one_line_error(run_app("inpaint-run", run_args(g, out), f.dir), "over the limit");
+  check_one_line_error(run_app("inpaint-run", run_args(f, out, "--max-pixels 1000"), f.dir), "over the limit of 1000");
+
+  save_mask(f.dir + "/small_mask.png", box_mask(40, 55));
+  g = f;
+  g.mask = f.dir + "/small_mask.png";
+  check_one_line_error(run_app("inpaint-run", run_args(g, out), f.dir), "the mask is 55×40");
+  nothing_written();
+
+  check_one_line_error(run_app("inpaint-run", run_args(f, f.dir + "/out.bmp"), f.dir), "unknown image extension");
+  if (!cuda_available())
+    check_one_line_error(run_app("inpaint-run", run_args(f, out, "--device cuda"), f.dir), "--device cuda: ");
+  nothing_written();
+}
+
+TEST_CASE("run: inpaint-run never overwrites its input, and an existing output only with --force") {
+  const RunFiles f = run_files("run_app_overwrite");
+  const std::string image_bytes = slurp(f.image), mask_bytes = slurp(f.mask);
+  check_one_line_error(run_app("inpaint-run", run_args(f, f.image, "--force"), f.dir), "is the input image");
+  check_one_line_error(run_app("inpaint-run", run_args(f, f.dir + "/./photo.png", "--force"), f.dir),
+                       "is the input image");
+  check_one_line_error(run_app("inpaint-run", run_args(f, f.mask, "--force"), f.dir), "is the mask");
+  CHECK(slurp(f.image) == image_bytes);
+  CHECK(slurp(f.mask) == mask_bytes);
+
+  const std::string out = f.dir + "/out.png";
+  write_bytes(out, "precious");
+  check_one_line_error(run_app("inpaint-run", run_args(f, out), f.dir), "exists (use --force to overwrite)");
+  CHECK(slurp(out) == "precious");
+  // --raw's second file is checked before the first is written.
+  write_bytes(f.dir + "/new_raw.png", "precious");
+  check_one_line_error(run_app("inpaint-run", run_args(f, f.dir + "/new.png", "--raw"), f.dir), "new_raw.png exists");
+  CHECK_FALSE(fs::exists(f.dir + "/new.png"));
+  const AppRun r = run_app("inpaint-run", run_args(f, out, "--force"), f.dir);
+  REQUIRE(r.status == 0);
+  CHECK(read_image_u8(out).width == 56);
+}
+
+TEST_CASE("run: inpaint-run refuses an output folder it cannot write into") {
+  const RunFiles f = run_files("run_app_unwritable");
+  write_bytes(f.dir + "/a_file", "x");
+  check_one_line_error(run_app("inpaint-run", run_args(f, f.dir + "/a_file/out.png"), f.dir), "not a folder");
+  if (::geteuid() != 0) {  // root writes anywhere
+    fs::create_directories(f.dir + "/locked");
+    fs::permissions(f.dir + "/locked", fs::perms::owner_read | fs::perms::owner_exec);
+    check_one_line_error(run_app("inpaint-run", run_args(f, f.dir + "/locked/out.png"), f.dir),
+                         "cannot write into this folder");
+    fs::permissions(f.dir + "/locked", fs::perms::owner_all);
+  }
+}
+
+TEST_CASE("run: inpaint-run folder mode pairs by name, shows progress, and checks every pair first") {
+  const std::string dir = testing::scratch_dir("run_app_folders");
+  const std::string model = write_checkpoint(dir);
+  fs::create_directories(dir + "/images");
+  fs::create_directories(dir + "/masks");
+  save_image(dir + "/images/a.png", random_image(40, 24, 1));
+  save_image(dir + "/images/b.jpg", random_image(40, 24, 2));
+  save_image(dir + "/images/c.png", random_image(24, 40, 3));  // another size: its own batch
+  save_mask(dir + "/masks/a.png", box_mask(24, 40));
+  save_mask(dir + "/masks/b.png", box_mask(24, 40));
+  save_mask(dir + "/masks/c.png", box_mask(40, 24));
+  const std::string args = "--model " + quote(model) + " --image " + quote(dir + "/images") + " --mask " +
+                           quote(dir + "/masks") + " --out " + quote(dir + "/out");
+  AppRun r = run_app("inpaint-run", args + " --batch 4", dir);
+  CAPTURE(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("3/3 c") != std::string::npos);
+  for (const char* name : {"a", "b", "c"}) CHECK(fs::exists(dir + "/out/" + std::string(name) + ".png"));
+  const ImageU8 a = read_image_u8(dir + "/images/a.png"), out_a = read_image_u8(dir + "/out/a.png");
+  PConvUNet net(tiny(), 1);
+  CHECK(inference::inpaint(net, a, box_mask(24, 40)).composite.rgb == out_a.rgb);
+
+  // Outputs exist now: refused without --force.
+  check_one_line_error(run_app("inpaint-run", args, dir), "exists (use --force to overwrite)");
+  // A missing mask stops the run before anything is written.
+  save_image(dir + "/images/d.png", random_image(40, 24, 4));
+  check_one_line_error(run_app("inpaint-run", args + " --force", dir), "d");
+  CHECK_FALSE(fs::exists(dir + "/out/d.png"));
+  fs::remove(dir + "/images/d.png");
+  // Writing the outputs into the images' folder would overwrite a.png and c.png.
+  check_one_line_error(run_app("inpaint-run",
+                               "--model " + quote(model) + " --image " + quote(dir + "/images") + " --mask " +
+                                   quote(dir + "/masks") + " --out " + quote(dir + "/images") + " --force",
+                               dir),
+                       "is the input image");
+  check_one_line_error(run_app("inpaint-run",
+                               "--model " + quote(model) + " --image " + quote(dir + "/images") + " --mask " +
+                                   quote(dir + "/masks/a.png") + " --out " + quote(dir + "/out2"),
+                               dir),
+                       "--mask must be one too");
+}
+
+// ---------------------------------------------------------------- inpaint-eval, inpaint-bench
+
+TEST_CASE("run: inpaint-eval --model inpaints the images and evaluates the composites") {
+  const std::string dir = testing::scratch_dir("run_eval_model");
+  const std::string model = write_checkpoint(dir);
+  fs::create_directories(dir + "/images");
+  fs::create_directories(dir + "/masks");
+  fs::create_directories(dir + "/results");
+  PConvUNet net(tiny(), 1);
+  for (int i = 0; i < 2; ++i) {
+    const std::string name = "img" + std::to_string(i);
+    const ImageU8 img = random_image(48, 32, uint64_t(i));
+    save_image(dir + "/images/" + name + ".png", img);
+    save_mask(dir + "/masks/" + name + ".png", box_mask(32, 48));
+    save_image(dir + "/results/" + name + ".png", inference::inpaint(net, img, box_mask(32, 48)).composite);
+  }
+  const AppRun direct = run_app("inpaint-eval",
+                                "--model " + quote(model) + " --images " + quote(dir + "/images") + " --masks " +
+                                    quote(dir + "/masks"),
+                                dir);
+  CAPTURE(direct.err);
+  REQUIRE(direct.status == 0);
+  CHECK(direct.out.find("| all | 2 |") != std::string::npos);
+  // The same numbers as evaluating inpaint-run's files.
+  const AppRun files = run_app("inpaint-eval",
+                               "--results " + quote(dir + "/results") + " --gt " + quote(dir + "/images") +
+                                   " --masks " + quote(dir + "/masks"),
+                               dir);
+  REQUIRE(files.status == 0);
+  CHECK(direct.out == files.out);
+  check_one_line_error(run_app("inpaint-eval", "--masks " + quote(dir + "/masks"), dir), "--model");
+}
+
+TEST_CASE("run: inpaint-bench measures a tiny model and writes JSON; bf16 is refused") {
+  const std::string dir = testing::scratch_dir("run_bench");
+  const AppRun r = run_app("inpaint-bench",
+                           "--size 32 --levels 3 --width 4 --batch 2 --infer-batch 3 --warmup 1 --iters 2 --json " +
+                               quote(dir + "/bench.json"),
+                           dir);
+  CAPTURE(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("| train | 2 |") != std::string::npos);
+  const auto j = nlohmann::json::parse(slurp(dir + "/bench.json"));
+  REQUIRE(j["results"].size() == 3);
+  CHECK(j["results"][0]["measure"] == "train");
+  CHECK(j["results"][2]["batch"] == 3);
+  for (const auto& m : j["results"]) {
+    CHECK(m["median_s"].get<double>() > 0);
+    CHECK(m["peak_memory_mib"].get<double>() > 0);
+  }
+  check_one_line_error(run_app("inpaint-bench", "--precision bf16", dir), "not implemented yet");
+  check_one_line_error(run_app("inpaint-bench", "--only train,speed", dir), "'speed'");
+  check_one_line_error(run_app("inpaint-bench", "--size 32 --levels 3 --width 4 --json " + quote(dir + "/bench.json"), dir),
+                       "exists");
+}
