@@ -358,7 +358,8 @@ ValidationResult Trainer::validate() {
     const NetBatch b = to_network(concat(images, 0), masks_to_batch(masks), opt_.device);
     const Tensor out = model_->forward(b.input, b.mask);
     r.loss += loss_->compute(out, b.gt, b.mask).total.item() * double(n);
-    const Tensor result = imagenet_denormalize(out).to(Device::CPU);
+    // Scored as users get it: clamped to [0,1] (saving clamps), known pixels composited.
+    const Tensor result = clamp01(imagenet_denormalize(out)).to(Device::CPU);
     for (size_t i = 0; i < n; ++i) {
       const ValidationSample& v = val_[first + i];
       const ImageMetrics m = evaluate_image(v.name, slice(result, 0, int64_t(i), int64_t(i) + 1).reshape(v.image.shape()),

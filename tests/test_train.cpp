@@ -1,0 +1,374 @@
+// The training loop as a library (apps/common/trainer.h) and its pictures (apps/common/plot.h):
+// exact resume, fine-tune phase, divergence, bad inputs, the files a run writes.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "apps/common/plot.h"
+#include "apps/common/trainer.h"
+#include "core/metrics.h"
+#include "core/safetensors.h"
+#include "tests/test_util.h"
+
+using namespace pconv;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The tiny model of these tests: 3 levels, width 8, 32×32 crops, batch 2 (~30 ms a step).
+TrainOptions tiny(const std::string& out, int64_t steps) {
+  TrainOptions o;
+  o.data_dir = testing::source_path("data/train");
+  o.out_dir = out;
+  o.vgg = "none";
+  o.size = 32, o.batch = 2, o.levels = 3, o.width = 8;
+  o.seed = 7;
+  o.steps = steps;
+  o.save_every = 2, o.keep = 10, o.val_every = 2, o.sample_every = 3, o.val_count = 2, o.log_every = 1;
+  o.quiet = true;
+  return o;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int64_t line_count(const std::string& path) {
+  const std::string t = read_text(path);
+  return int64_t(std::count(t.begin(), t.end(), '\n'));
+}
+
+// Every tensor equal bit for bit (NaN-free here, so == on floats is bitwise equality).
+void check_same_tensors(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b) {
+  REQUIRE(a.size() == b.size());
+  for (const auto& [name, t] : a) {
+    INFO(name);
+    REQUIRE(b.count(name) == 1);
+    CHECK(t.shape() == b.at(name).shape());
+    CHECK(t.to_double_vector() == b.at(name).to_double_vector());
+  }
+}
+
+// The message of the Error `f` throws; fails the test when it throws nothing.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  FAIL("no error thrown");
+  return "";
+}
+
+Tensor& parameter(Trainer& t, const std::string& name) {
+  for (auto& [n, p] : t.model().named_parameters())
+    if (n == name) return *p;
+  FAIL("no parameter " << name);
+  throw;
+}
+
+// A copy of every tensor (state_dict gives views of the live ones).
+std::map<std::string, std::vector<double>> snapshot(Module& m) {
+  std::map<std::string, std::vector<double>> s;
+  for (const auto& [name, t] : m.state_dict()) s[name] = t.to_double_vector();
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("train: N steps + resume + M steps equals N+M steps straight, bit for bit") {
+  const std::string straight = testing::scratch_dir("train-exact-straight");
+  const std::string split = testing::scratch_dir("train-exact-split");
+  constexpr int64_t N = 4, M = 3;
+
+  Trainer a(tiny(straight, N + M));
+  CHECK(a.run() == N + M);
+
+  {
+    Trainer b(tiny(split, N));
+    CHECK(b.run() == N);
+  }
+  TrainOptions resume = tiny(split, N + M);
+  resume.size = resume.batch = resume.levels = resume.width = 0;  // all from the checkpoint
+  resume.seed.reset();
+  resume.resume = split;  // the run folder: its latest checkpoint
+  Trainer c(resume);
+  CHECK(c.step() == N);
+  CHECK(c.options().levels == 3);
+  CHECK(c.options().width == 8);
+  CHECK(c.options().batch == 2);
+  CHECK(*c.options().seed == 7);
+  CHECK(c.run() == N + M);
+
+  check_same_tensors(a.model().state_dict(), c.model().state_dict());  // weights and BN statistics
+  check_same_tensors(a.optimizer().state_dict(), c.optimizer().state_dict());  // Adam m, v, t, step
+  CHECK(a.data().state() == c.data().state());
+  // The logs, validations and final checkpoints agree byte for byte too.
+  CHECK(read_text(straight + "/log.csv") == read_text(split + "/log.csv"));
+  CHECK(read_text(straight + "/val.csv") == read_text(split + "/val.csv"));
+  CHECK(read_text(straight + "/checkpoints/step-00000007.safetensors") ==
+        read_text(split + "/checkpoints/step-00000007.safetensors"));
+}
+
+TEST_CASE("train: a run writes checkpoints (keeping the last K), logs, plots and samples") {
+  const std::string out = testing::scratch_dir("train-files");
+  TrainOptions o = tiny(out, 7);
+  o.keep = 2;
+  Trainer t(o);
+  t.run();
+  // Saves at 2, 4, 6 and the end (7); the last two are kept.
+  const auto kept = list_checkpoints(out);
+  REQUIRE(kept.size() == 2);
+  CHECK(fs::path(kept[0]).filename() == "step-00000006.safetensors");
+  CHECK(fs::path(kept[1]).filename() == "step-00000007.safetensors");
+  CHECK(resolve_checkpoint(out) == kept[1]);
+  CHECK(resolve_checkpoint(out + "/checkpoints") == kept[1]);
+
+  const SafetensorsFile f = load_safetensors(kept[1]);
+  CHECK(f.metadata.at("train.step") == "7");
+  CHECK(f.metadata.at("train.phase") == "train");
+  CHECK(std::stod(f.metadata.at("train.lr")) == 2e-4);
+  CHECK(DatasetState::parse(f.metadata.at("train.data_state")) == t.data().state());
+  CHECK(f.metadata.at("train.options").find("\"levels\":3") != std::string::npos);
+  CHECK(f.tensors.count("optim.step") == 1);
+  CHECK(f.tensors.count("optim.m.pconv1.weight") == 1);
+
+  CHECK(line_count(out + "/log.csv") == 1 + 7);          // header + one row per step
+  CHECK(line_count(out + "/val.csv") == 1 + 4);          // steps 0, 2, 4, 6
+  for (const char* s : {"00000000", "00000003", "00000006"})
+    CHECK(fs::exists(out + "/samples/step-" + std::string(s) + ".png"));
+  const ImageU8 grid = read_image_u8(out + "/samples/step-00000006.png");
+  CHECK(grid.width == 5 * 32 + 6 * 4);
+  CHECK(grid.height == 2 * (32 + 4) + 4);  // val_count 2 rows
+  const ImageU8 plot = read_image_u8(out + "/loss.png");
+  CHECK(plot.width == 900);
+  CHECK(t.history().size() == 7);
+}
+
+TEST_CASE("train: validation and samples do not disturb training (eval mode, no graph)") {
+  const std::string with = testing::scratch_dir("train-val-with"), without = testing::scratch_dir("train-val-without");
+  TrainOptions a = tiny(with, 4), b = tiny(without, 4);
+  a.val_every = a.sample_every = 1;
+  b.val_every = b.sample_every = b.save_every = 100;
+  Trainer ta(a), tb(b);
+  ta.run(), tb.run();
+  check_same_tensors(ta.model().state_dict(), tb.model().state_dict());
+}
+
+TEST_CASE("train: --finetune from --init uses lr 5e-5 and freezes the encoder's BatchNorm statistics") {
+  const std::string base = testing::scratch_dir("train-ft-base"), ft = testing::scratch_dir("train-ft");
+  Trainer(tiny(base, 2)).run();
+  TrainOptions o = tiny(ft, 3);
+  o.levels = o.width = 0;  // from the --init checkpoint
+  o.init = base + "/checkpoints/step-00000002.safetensors";
+  o.finetune = true;
+  Trainer t(o);
+  CHECK(t.step() == 0);
+  CHECK(t.optimizer().lr() == 5e-5);
+  CHECK(t.optimizer().step_count() == 0);  // --init takes weights only
+  CHECK(t.model().is_finetune());
+  const auto before = snapshot(t.model());
+  t.run();
+  const auto after = snapshot(t.model());
+  // Encoder BNs are pconv2..pconv3 (3 levels): statistics frozen, affine parameters still
+  // learn; decoder statistics keep moving.
+  CHECK(before.at("pconv2.bn.running_mean") == after.at("pconv2.bn.running_mean"));
+  CHECK(before.at("pconv3.bn.running_var") == after.at("pconv3.bn.running_var"));
+  CHECK(before.at("pconv4.bn.running_mean") != after.at("pconv4.bn.running_mean"));
+  CHECK(before.at("pconv2.bn.weight") != after.at("pconv2.bn.weight"));
+  const SafetensorsFile f = load_safetensors(t.last_checkpoint());
+  CHECK(f.metadata.at("train.phase") == "finetune");
+
+  // A resume of that run stays in phase 2 with its learning rate, without --finetune.
+  TrainOptions r = tiny(ft, 4);
+  r.resume = ft;
+  Trainer rt(r);
+  CHECK(rt.model().is_finetune());
+  CHECK(rt.optimizer().lr() == 5e-5);
+}
+
+TEST_CASE("train: a NaN stops with the step and the term named, and keeps the last good checkpoint") {
+  SUBCASE("NaN reaches the loss of the next step") {
+    const std::string out = testing::scratch_dir("train-nan-loss");
+    Trainer t(tiny(out, 8));
+    t.after_step = [](Trainer& tr) {
+      if (tr.step() == 3) parameter(tr, "pconv6.bias").set({0}, std::numeric_limits<double>::quiet_NaN());
+    };
+    const std::string message = error_of([&] { t.run(); });
+    INFO(message);
+    CHECK(message.find("step 4: the valid loss is nan") != std::string::npos);
+    CHECK(message.find("step-00000002.safetensors") != std::string::npos);
+    CHECK(message.find('\n') == std::string::npos);
+    const auto kept = list_checkpoints(out);
+    REQUIRE(kept.size() == 1);
+    CHECK(fs::path(kept[0]).filename() == "step-00000002.safetensors");
+    CHECK(line_count(out + "/log.csv") == 1 + 3);  // the broken step is not logged
+  }
+  SUBCASE("NaN made by the update of a step that would save") {
+    const std::string out = testing::scratch_dir("train-nan-update");
+    Trainer t(tiny(out, 8));
+    t.after_step = [](Trainer& tr) {
+      if (tr.step() == 4) parameter(tr, "pconv3.bn.weight").set({0}, std::numeric_limits<double>::infinity());
+    };
+    const std::string message = error_of([&] { t.run(); });
+    INFO(message);
+    CHECK(message.find("step 4:") != std::string::npos);
+    CHECK(message.find("non-finite") != std::string::npos);
+    const auto kept = list_checkpoints(out);
+    REQUIRE(kept.size() == 1);
+    CHECK(fs::path(kept[0]).filename() == "step-00000002.safetensors");
+  }
+}
+
+TEST_CASE("train: bad inputs are one-line errors") {
+  const std::string root = testing::scratch_dir("train-errors");
+  auto check_error = [](TrainOptions o, const std::string& expected) {
+    const std::string message = error_of([&] { Trainer t(o); });
+    INFO(message);
+    CHECK(message.find(expected) != std::string::npos);
+    CHECK(message.find('\n') == std::string::npos);
+  };
+  SUBCASE("missing data folder") {
+    TrainOptions o = tiny(root + "/out", 2);
+    o.data_dir = root + "/nowhere";
+    check_error(o, "nowhere: not a folder");
+  }
+  SUBCASE("empty data folder") {
+    fs::create_directories(root + "/empty");
+    TrainOptions o = tiny(root + "/out", 2);
+    o.data_dir = root + "/empty";
+    check_error(o, "empty: no images");
+  }
+  SUBCASE("no --vgg says how to get it and about --vgg none") {
+    TrainOptions o = tiny(root + "/out", 2);
+    o.vgg = "";
+    check_error(o, "scripts/export_vgg16.py");
+    check_error(o, "--vgg none");
+  }
+  SUBCASE("missing VGG file") {
+    TrainOptions o = tiny(root + "/out", 2);
+    o.vgg = root + "/vgg.safetensors";
+    check_error(o, "vgg.safetensors");
+  }
+  SUBCASE("--resume of a missing checkpoint") {
+    TrainOptions o = tiny(root + "/out", 2);
+    o.resume = root + "/missing.safetensors";
+    check_error(o, "missing.safetensors: no such checkpoint");
+  }
+  SUBCASE("--resume of a corrupt checkpoint") {
+    write_file_atomic(root + "/corrupt.safetensors", std::string("\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":", 14));
+    TrainOptions o = tiny(root + "/out", 2);
+    o.resume = root + "/corrupt.safetensors";
+    check_error(o, "corrupt.safetensors:");
+  }
+  SUBCASE("--resume of another architecture") {
+    Trainer(tiny(root + "/three", 2)).run();
+    TrainOptions o = tiny(root + "/out", 4);
+    o.levels = 4;
+    o.resume = root + "/three";
+    check_error(o, "checkpoint is a 3-level width-8 PConvUNet, the model is a 4-level width-8 PConvUNet");
+  }
+  SUBCASE("--resume of a checkpoint that did not come from training") {
+    PConvUNetConfig c;
+    c.levels = 3, c.width = 8;
+    PConvUNet(c).save_checkpoint(root + "/bare.safetensors");
+    TrainOptions o = tiny(root + "/out", 2);
+    o.resume = root + "/bare.safetensors";
+    check_error(o, "not a training checkpoint");
+  }
+  SUBCASE("--resume past --steps") {
+    Trainer(tiny(root + "/done", 2)).run();
+    TrainOptions o = tiny(root + "/done", 2);
+    o.resume = root + "/done";
+    check_error(o, "nothing to do");
+  }
+  SUBCASE("--out is a file, or below one") {
+    write_file_atomic(root + "/file", "x");
+    check_error(tiny(root + "/file", 2), "exists and is not a folder");
+    check_error(tiny(root + "/file/sub", 2), "cannot create the folder");
+  }
+  SUBCASE("--out holds an earlier run") {
+    Trainer(tiny(root + "/earlier", 2)).run();
+    check_error(tiny(root + "/earlier", 4), "holds checkpoints of an earlier run");
+  }
+  SUBCASE("--device cuda without a GPU") {
+    if (cuda_available()) return;
+    TrainOptions o = tiny(root + "/out", 2);
+    o.device = Device::CUDA;
+    check_error(o, "--device cuda: ");
+  }
+  SUBCASE("non-positive numbers") {
+    TrainOptions o = tiny(root + "/out", 2);
+    o.keep = 0;
+    check_error(o, "must be positive");
+  }
+}
+
+TEST_CASE("plot: curves, axes and legend in their colours") {
+  Curve a{"total", {}, {}, {214, 39, 40}}, b{"hole", {}, {}, {31, 119, 180}};
+  for (int i = 1; i <= 5000; ++i) {
+    a.x.push_back(i), a.y.push_back(10.0 / i);
+    b.x.push_back(i), b.y.push_back(i % 2 ? 0.5 : std::numeric_limits<double>::quiet_NaN());  // NaNs skipped
+  }
+  PlotOptions o;
+  o.width = 600, o.height = 300;  // a plot area of 350 px (legend on the right)
+  const ImageU8 img = plot_curves({a, b}, o);
+  REQUIRE(img.width == 600);
+  REQUIRE(img.height == 300);
+  auto count = [&](Rgb c) {
+    int64_t n = 0;
+    for (size_t i = 0; i < img.rgb.size(); i += 3) n += img.rgb[i] == c[0] && img.rgb[i + 1] == c[1] && img.rgb[i + 2] == c[2];
+    return n;
+  };
+  // Each curve spans the plot area horizontally plus its legend swatch.
+  CHECK(count(a.color) > 350);
+  CHECK(count(b.color) > 350);
+  CHECK(count({0, 0, 0}) > 500);  // axes, tick labels, legend text
+  // On a log axis a constant 0.5 is a horizontal line: one row holds most of its pixels.
+  int best_row = 0;
+  for (int y = 0; y < img.height; ++y) {
+    int n = 0;
+    for (int x = 0; x < 420; ++x) {
+      const uint8_t* p = &img.rgb[(size_t(y) * img.width + x) * 3];
+      n += p[0] == b.color[0] && p[1] == b.color[1] && p[2] == b.color[2];
+    }
+    best_row = std::max(best_row, n);
+  }
+  CHECK(best_row > 300);
+  // No data at all still gives a picture, saying so.
+  CHECK(plot_curves({}, o).width == 600);
+}
+
+TEST_CASE("plot: sample grid columns are input with white holes, mask, output, composite, truth") {
+  const int64_t s = 12;
+  SampleRow r;
+  r.ground_truth = Tensor::full({3, s, s}, 0.25);
+  r.output = Tensor::full({3, s, s}, 0.75);
+  r.mask = MaskImage(s, s);
+  r.mask.set_hole(5, 6);
+  r.composite = composite(r.output, r.ground_truth, r.mask);
+  const ImageU8 g = sample_grid({r, r});
+  REQUIRE(g.width == 5 * s + 6 * 4);
+  REQUIRE(g.height == 2 * (s + 4) + 4);
+  auto px = [&](int column, int y, int x) {
+    const int gx = 4 + column * int(s + 4) + x, gy = 4 + y;
+    return int(g.rgb[(size_t(gy) * g.width + gx) * 3]);
+  };
+  CHECK(px(0, 5, 6) == 255);  // hole shown white
+  CHECK(px(0, 0, 0) == 64);   // known pixel: the photo (0.25 → 64)
+  CHECK(px(1, 5, 6) == 255);
+  CHECK(px(1, 0, 0) == 0);
+  CHECK(px(2, 0, 0) == 191);  // output everywhere
+  CHECK(px(3, 5, 6) == 191);  // composite: output in the hole,
+  CHECK(px(3, 0, 0) == 64);   // the photo elsewhere
+  CHECK(px(4, 5, 6) == 64);
+  CHECK(int(g.rgb[0]) == 128);  // grey gap
+}
