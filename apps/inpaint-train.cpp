@@ -66,7 +66,8 @@ int main(int argc, char** argv) {
   app.add_option("--precision", precision, "fp32 (bf16 is planned)")->capture_default_str();
 
   return cli::run(app, argc, argv, [&] {
-    if (precision != "fp32") cli::fail("--precision " + precision + ": " + precision + " is not implemented yet (use fp32)");
+    if (precision != "fp32")
+      cli::fail("--precision " + precision + ": " + precision + " is not implemented yet (use fp32)");
     o.mask_holes = parse_mask_holes(holes);
     o.device = device == "cuda" ? Device::CUDA : Device::CPU;
     if (seed_option->count() > 0) o.seed = seed;

@@ -325,7 +325,8 @@ TEST_CASE("plot: curves, axes and legend in their colours") {
   REQUIRE(img.height == 300);
   auto count = [&](Rgb c) {
     int64_t n = 0;
-    for (size_t i = 0; i < img.rgb.size(); i += 3) n += img.rgb[i] == c[0] && img.rgb[i + 1] == c[1] && img.rgb[i + 2] == c[2];
+    for (size_t i = 0; i < img.rgb.size(); i += 3)
+      n += img.rgb[i] == c[0] && img.rgb[i + 1] == c[1] && img.rgb[i + 2] == c[2];
     return n;
   };
   // Each curve spans the plot area horizontally plus its legend swatch.

@@ -46,7 +46,7 @@ ImageU8 sample_grid(const std::vector<SampleRow>& rows);
 // ---- drawing primitives (public for tests)
 void fill_rect(ImageU8& img, int x0, int y0, int x1, int y1, Rgb color);  // [x0,x1)×[y0,y1)
 void draw_line(ImageU8& img, int x0, int y0, int x1, int y1, Rgb color);
-// A 3×5-pixel font scaled by `scale` (digits, a–z (upper case drawn as lower), . - + _ : / % ( ) =).
+// A 3×5-pixel font scaled by `scale` (digits, a–z (upper case drawn as lower), . , - + _ : / % ( ) = *).
 void draw_text(ImageU8& img, int x, int y, const std::string& text, Rgb color, int scale = 2);
 int text_width(const std::string& text, int scale = 2);
 

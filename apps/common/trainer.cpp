@@ -68,7 +68,8 @@ std::string duration(double seconds) {
 
 const std::string& meta(const std::map<std::string, std::string>& m, const char* key, const std::string& path) {
   auto it = m.find(key);
-  if (it == m.end()) throw Error(path + ": not a training checkpoint of inpaint-train (no " + key + " in its metadata)");
+  if (it == m.end())
+    throw Error(path + ": not a training checkpoint of inpaint-train (no " + key + " in its metadata)");
   return it->second;
 }
 
@@ -362,8 +363,8 @@ ValidationResult Trainer::validate() {
     const Tensor result = clamp01(imagenet_denormalize(out)).to(Device::CPU);
     for (size_t i = 0; i < n; ++i) {
       const ValidationSample& v = val_[first + i];
-      const ImageMetrics m = evaluate_image(v.name, slice(result, 0, int64_t(i), int64_t(i) + 1).reshape(v.image.shape()),
-                                            v.image, v.mask);
+      const Tensor one = slice(result, 0, int64_t(i), int64_t(i) + 1).reshape(v.image.shape());
+      const ImageMetrics m = evaluate_image(v.name, one, v.image, v.mask);
       r.psnr += m.psnr, r.ssim += m.ssim, r.l1_percent += m.l1_percent;
     }
   }
@@ -504,7 +505,8 @@ int64_t Trainer::run(const std::atomic<bool>* stop) {
     if (step_ % opt_.save_every == 0) say("saved " + save_checkpoint());
   }
   if (saved_step_ != step_) say("saved " + save_checkpoint());
-  if (step_ < opt_.steps) say("stopped at step " + std::to_string(step_) + " on request; resume with --resume " + opt_.out_dir);
+  if (step_ < opt_.steps)
+    say("stopped at step " + std::to_string(step_) + " on request; resume with --resume " + opt_.out_dir);
   return step_;
 }
 
