@@ -171,13 +171,35 @@ ImageU8 plot_curves(const std::vector<Curve>& curves, const PlotOptions& o) {
       const size_t col = size_t(px(c.x[i]) - left);
       sum[col] += ty(c.y[i]), ++count[col];
     }
-    int last_x = -1, last_y = 0;
-    for (size_t col = 0; col < sum.size(); ++col) {
-      if (count[col] == 0) continue;
-      const int x = left + int(col), y = py(sum[col] / count[col]);
-      if (last_x >= 0) draw_line(img, last_x, last_y, x, y, c.color);
-      else fill_rect(img, x - 1, y - 1, x + 2, y + 2, c.color);  // a lone first point stays visible
-      last_x = x, last_y = y;
+    auto polyline = [&](const std::vector<double>& values, const std::vector<int>& present, Rgb color) {
+      int last_x = -1, last_y = 0;
+      for (size_t col = 0; col < values.size(); ++col) {
+        if (!present[col]) continue;
+        const int x = left + int(col), y = py(values[col]);
+        if (last_x >= 0) draw_line(img, last_x, last_y, x, y, color);
+        else fill_rect(img, x - 1, y - 1, x + 2, y + 2, color);  // a lone first point stays visible
+        last_x = x, last_y = y;
+      }
+    };
+    std::vector<double> mean(sum.size(), 0.0);
+    for (size_t col = 0; col < sum.size(); ++col)
+      if (count[col] > 0) mean[col] = sum[col] / count[col];
+    if (o.smooth <= 0) {
+      polyline(mean, count, c.color);
+    } else {
+      Rgb faded;
+      for (int k = 0; k < 3; ++k) faded[k] = uint8_t(255 - (255 - c.color[k]) * 3 / 10);
+      polyline(mean, count, faded);
+      std::vector<double> smooth(sum.size(), 0.0);
+      for (size_t col = 0; col < sum.size(); ++col) {
+        if (count[col] == 0) continue;
+        double s = 0;
+        int n = 0;
+        for (int64_t j = int64_t(col) - o.smooth; j <= int64_t(col) + o.smooth; ++j)
+          if (j >= 0 && j < int64_t(sum.size()) && count[size_t(j)] > 0) s += mean[size_t(j)], ++n;
+        smooth[col] = s / n;
+      }
+      polyline(smooth, count, c.color);
     }
     const int ly = top + 6 + int(ci) * 18;
     fill_rect(img, right + 14, ly + 3, right + 34, ly + 6, c.color);

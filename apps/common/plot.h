@@ -23,6 +23,9 @@ struct Curve {
 struct PlotOptions {
   int width = 900, height = 540;
   bool log_y = true;
+  // When > 0, each curve is drawn faded and, on top, averaged over ±smooth pixel columns: the
+  // trend of a noisy per-step loss.
+  int smooth = 0;
   std::string title, x_label = "step";
 };
 

@@ -413,10 +413,11 @@ void Trainer::write_loss_plot() {
     // Without VGG the perceptual and style terms are 0 throughout: no line, no legend entry.
     if (std::any_of(c.y.begin(), c.y.end(), [](double y) { return y > 0; })) curves.push_back(std::move(c));
   }
-  Curve val{"val loss", {}, {}, curve_color(9)};
+  Curve val{"val loss", {}, {}, curve_color(8)};
   for (const ValidationResult& r : val_history_) val.x.push_back(double(r.step)), val.y.push_back(r.loss);
   if (!val.x.empty()) curves.push_back(std::move(val));
   PlotOptions o;
+  o.smooth = 6;
   o.title = "inpaint-train: total (weighted) and unweighted loss terms, log scale, step " + std::to_string(step_);
   save_image((fs::path(opt_.out_dir) / "loss.png").string(), plot_curves(curves, o));
 }
