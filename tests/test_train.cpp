@@ -346,6 +346,24 @@ TEST_CASE("plot: curves, axes and legend in their colours") {
   CHECK(best_row > 300);
   // No data at all still gives a picture, saying so.
   CHECK(plot_curves({}, o).width == 600);
+
+  // Smoothed: a zigzag curve is drawn faded (30 % of its colour on white), its moving average
+  // in full colour on top.
+  Curve zig{"zig", {}, {}, {31, 119, 180}};
+  for (int i = 0; i < 100; ++i) zig.x.push_back(i), zig.y.push_back(i % 2 ? 3.0 : 0.3);
+  o.smooth = 30;  // ±30 columns: about 17 points of the zigzag
+  const ImageU8 smooth = plot_curves({zig}, o);
+  Rgb faded;
+  for (int k = 0; k < 3; ++k) faded[k] = uint8_t(255 - (255 - zig.color[k]) * 3 / 10);
+  auto count_in = [](const ImageU8& im, Rgb c) {
+    int64_t n = 0;
+    for (size_t i = 0; i < im.rgb.size(); i += 3)
+      n += im.rgb[i] == c[0] && im.rgb[i + 1] == c[1] && im.rgb[i + 2] == c[2];
+    return n;
+  };
+  CHECK(count_in(smooth, faded) > 2000);     // the zigzag: 99 tall strokes
+  CHECK(count_in(smooth, zig.color) < 1000);  // the average: about one line across, and the swatch
+  CHECK(count_in(smooth, zig.color) > 300);
 }
 
 TEST_CASE("plot: sample grid columns are input with white holes, mask, output, composite, truth") {
