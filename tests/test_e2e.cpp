@@ -41,7 +41,11 @@ std::vector<std::vector<double>> read_csv(const std::string& path) {
   while (std::getline(in, line)) {
     std::vector<double> row;
     std::stringstream ss(line);
-    for (std::string f; std::getline(ss, f, ',');) row.push_back(std::stod(f));
+    try {
+      for (std::string f; std::getline(ss, f, ',');) row.push_back(std::stod(f));
+    } catch (const std::exception&) {
+      break;  // a line the running app is still writing
+    }
     rows.push_back(row);
   }
   return rows;
