@@ -115,6 +115,8 @@ int main(int argc, char** argv) {
     const auto t_start = std::chrono::steady_clock::now();
     const MaskHoles convention = parse_mask_holes(holes);
     const Device device = cli::parse_device(device_name);
+    // On the CPU a batch costs more per image than one image at a time (inpaint-bench, 256²,
+    // 2 cores: 0.12 s per image alone, 0.43 s per image in a batch of 16); GPUs gain from it.
     if (batch == 0) batch = device == Device::CPU ? 1 : 8;
 
     std::error_code ec;
