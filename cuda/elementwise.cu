@@ -16,7 +16,7 @@ __device__ T unary_value(UnaryOp op, T x, T alpha) {
     case UnaryOp::Log: return dev_log(x);
     case UnaryOp::Sqrt: return dev_sqrt(x);
     case UnaryOp::Square: return x * x;
-    case UnaryOp::Relu: return x > T(0) ? x : T(0);
+    case UnaryOp::Relu: return !(x <= T(0)) ? x : T(0);  // NaN stays NaN, as PyTorch
     case UnaryOp::LeakyRelu: return x > T(0) ? x : alpha * x;
     case UnaryOp::Step: return x > alpha ? T(1) : T(0);
     case UnaryOp::AddScalar: return x + alpha;

@@ -114,3 +114,15 @@ TEST_CASE("elementwise: kinks give the conventional subgradient 0") {
   CHECK(g[1] == -1.0);
   CHECK(g[2] == 2.0);
 }
+
+TEST_CASE("elementwise: NaN passes through relu and leaky_relu (a broken weight is not hidden)") {
+  const double nan = std::nan("");
+  for (DType dt : {DType::F32, DType::F64}) {
+    Tensor x = Tensor::from_vector(std::vector<double>{nan, -1.0, 2.0}, {3}).to(dt);
+    for (const Tensor& y : {relu(x), leaky_relu(x, 0.2)}) {
+      const auto v = y.to_double_vector();
+      CHECK(std::isnan(v[0]));
+      CHECK(v[2] == 2.0);
+    }
+  }
+}

@@ -19,7 +19,7 @@ inline T apply_unary(UnaryOp op, T x, T a) {
     case UnaryOp::Log: return std::log(x);
     case UnaryOp::Sqrt: return std::sqrt(x);
     case UnaryOp::Square: return x * x;
-    case UnaryOp::Relu: return x > 0 ? x : T(0);
+    case UnaryOp::Relu: return !(x <= 0) ? x : T(0);  // NaN stays NaN, as PyTorch
     case UnaryOp::LeakyRelu: return x > 0 ? x : a * x;
     case UnaryOp::Step: return x > a ? T(1) : T(0);
     case UnaryOp::AddScalar: return x + a;
@@ -116,7 +116,7 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& y, double alpha) {
     switch (op) {  // hot ones get their own vectorisable loop
       case UnaryOp::MulScalar: map_n<T>(n, [&](int64_t i) { yp[i] = xp[i] * a; }); break;
       case UnaryOp::AddScalar: map_n<T>(n, [&](int64_t i) { yp[i] = xp[i] + a; }); break;
-      case UnaryOp::Relu: map_n<T>(n, [&](int64_t i) { yp[i] = xp[i] > 0 ? xp[i] : T(0); }); break;
+      case UnaryOp::Relu: map_n<T>(n, [&](int64_t i) { yp[i] = !(xp[i] <= 0) ? xp[i] : T(0); }); break;
       case UnaryOp::LeakyRelu:
         map_n<T>(n, [&](int64_t i) { yp[i] = xp[i] > 0 ? xp[i] : a * xp[i]; });
         break;
