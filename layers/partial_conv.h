@@ -11,8 +11,11 @@ class PartialConv2d : public Module {
  public:
   // He (Kaiming) normal weights, std = √(2 / (C·k·k)), fit for the ReLU-family activations
   // that follow every PConv in the UNet; bias uniform ±1/√(C·k·k) as PyTorch's default.
+  // initialize = false leaves the parameters unset (no random draws): for models whose
+  // weights are loaded right after, where drawing 33M normals would double the load time.
   PartialConv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride,
-                bool bias, Generator& gen, DType dtype = DType::F32, Device device = Device::CPU);
+                bool bias, Generator& gen, DType dtype = DType::F32, Device device = Device::CPU,
+                bool initialize = true);
 
   // x N×C×H×W with its grouped mask → out N×K×Ho×Wo (0 in holes) and the updated mask.
   PConvResult forward(const Tensor& x, const Mask& mask) const;

@@ -66,9 +66,9 @@ std::string with_article(const PConvUNetConfig& c) {
 
 PConvUNetLayer::PConvUNetLayer(int64_t in_channels, int64_t out_channels, int64_t kernel,
                                int64_t stride, bool batch_norm, Activation activation,
-                               Generator& gen, DType dtype, Device device)
+                               Generator& gen, DType dtype, Device device, bool initialize)
     // PAPER.md: convolutions followed by BatchNorm have no bias.
-    : PartialConv2d(in_channels, out_channels, kernel, stride, !batch_norm, gen, dtype, device),
+    : PartialConv2d(in_channels, out_channels, kernel, stride, !batch_norm, gen, dtype, device, initialize),
       activation_(activation) {
   if (batch_norm) bn_ = register_module("bn", std::make_shared<BatchNorm2d>(out_channels, dtype, device));
 }
@@ -87,6 +87,12 @@ PConvResult PConvUNetLayer::forward(const Tensor& x, const Mask& mask) {
 // ---------------------------------------------------------------- the network
 
 PConvUNet::PConvUNet(const PConvUNetConfig& config, uint64_t seed, DType dtype, Device device)
+    : PConvUNet(config, seed, dtype, device, true) {}
+
+PConvUNet::PConvUNet(const PConvUNetConfig& config, Uninitialized, DType dtype, Device device)
+    : PConvUNet(config, 0, dtype, device, false) {}
+
+PConvUNet::PConvUNet(const PConvUNetConfig& config, uint64_t seed, DType dtype, Device device, bool initialize)
     : config_(config) {
   config_.validate();
   Generator gen(seed);
@@ -95,7 +101,7 @@ PConvUNet::PConvUNet(const PConvUNetConfig& config, uint64_t seed, DType dtype, 
   auto add = [&](int64_t in, int64_t out, int64_t kernel, int64_t stride, bool bn, Act act) {
     const std::string name = "pconv" + std::to_string(layers_.size() + 1);
     layers_.push_back(register_module(
-        name, std::make_shared<PConvUNetLayer>(in, out, kernel, stride, bn, act, gen, dtype, device)));
+        name, std::make_shared<PConvUNetLayer>(in, out, kernel, stride, bn, act, gen, dtype, device, initialize)));
   };
   for (int64_t n = 1; n <= L; ++n) {
     const int64_t in = n == 1 ? config_.in_channels : config_.channels(n - 1);

@@ -48,7 +48,7 @@ class PConvUNetLayer : public PartialConv2d {
   enum class Activation { None, Relu, LeakyRelu };
   PConvUNetLayer(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride,
                  bool batch_norm, Activation activation, Generator& gen, DType dtype,
-                 Device device);
+                 Device device, bool initialize = true);
   PConvResult forward(const Tensor& x, const Mask& mask);
   BatchNorm2d* bn() const { return bn_.get(); }  // null without BatchNorm
 
@@ -64,6 +64,12 @@ class PConvUNet : public Module {
 
   explicit PConvUNet(const PConvUNetConfig& config = {}, uint64_t seed = 0,
                      DType dtype = DType::F32, Device device = Device::CPU);
+  // A model whose convolution weights are left unset, to be filled by load_state_dict or
+  // load_checkpoint at once (skips drawing the random initial weights: half of inpaint-run's
+  // start-up at 512×512). Using it before loading gives garbage.
+  struct Uninitialized {};
+  PConvUNet(const PConvUNetConfig& config, Uninitialized, DType dtype = DType::F32,
+            Device device = Device::CPU);
 
   // image N×C×H×W (ImageNet-normalised, any H×W), mask N×1×H×W (1 = known, 0 = hole).
   // Returns I_out, N×C×H×W. Sizes that are not a multiple of 2^L are padded at the bottom and
@@ -99,6 +105,8 @@ class PConvUNet : public Module {
   Device device() const { return layers_[0]->weight().device(); }
 
  private:
+  PConvUNet(const PConvUNetConfig& config, uint64_t seed, DType dtype, Device device, bool initialize);
+
   PConvUNetConfig config_;
   std::vector<std::shared_ptr<PConvUNetLayer>> layers_;
   Upsample upsample_;

@@ -205,6 +205,12 @@ TEST_CASE("unet: checkpoints carry the configuration; the wrong architecture is 
   b.eval();
   CHECK(max_rel_diff(b.forward(x.to(DType::F64), m.to(DType::F64)), a.forward(x, m).to(DType::F64)) < 1e-5);
 
+  // A model built without random weights (for loading) gives the same outputs once loaded.
+  PConvUNet bare(tiny(3, 4), PConvUNet::Uninitialized{});
+  bare.load_checkpoint(dir + "/a.safetensors");
+  bare.eval();
+  CHECK(max_rel_diff(bare.forward(x, m), a.forward(x, m)) == 0);
+
   PConvUNet deeper(tiny(4, 4), 0);
   CHECK_THROWS_WITH_AS(deeper.load_checkpoint(dir + "/a.safetensors"),
                        (dir + "/a.safetensors: checkpoint is a 3-level width-4 PConvUNet, the model "

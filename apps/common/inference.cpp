@@ -18,7 +18,7 @@ std::unique_ptr<PConvUNet> load_model(const std::string& path, Device device) {
     const PConvUNetConfig config = PConvUNet::checkpoint_config(file.metadata);
     if (config.in_channels != 3)
       throw Error("the checkpoint is " + config.describe() + "; inpainting needs 3 channels (RGB)");
-    auto net = std::make_unique<PConvUNet>(config);
+    auto net = std::make_unique<PConvUNet>(config, PConvUNet::Uninitialized{});
     std::map<std::string, Tensor> weights;
     for (auto& [name, t] : file.tensors)
       if (name.rfind("optim.", 0) != 0) weights.emplace(name, std::move(t));
