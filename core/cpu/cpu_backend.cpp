@@ -1,14 +1,31 @@
 // CPU memory, conversion, fill and random numbers.
 #include "core/cpu/cpu_backend.h"
 
+#include <malloc.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <new>
 
 namespace pconv {
 
+namespace {
+// Tensors are large (a 512×512 UNet layer is 16–64 MiB) and short-lived. glibc serves blocks
+// over 32 MiB with mmap and returns freed heap tops to the system, so every op paid page
+// faults and page clearing for fresh memory: 20 % of a 512×512 forward. Keeping freed memory
+// in the heap (at the cost of a higher resident size) lets the next tensor reuse it:
+// measured 0.62 → 0.50 s per 512×512 forward on 2 cores. Users' own MALLOC_* settings win.
+void keep_freed_memory() {
+  if (!std::getenv("MALLOC_MMAP_THRESHOLD_")) mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  if (!std::getenv("MALLOC_TRIM_THRESHOLD_")) mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+}  // namespace
+
 Backend& cpu_backend() {
-  static CpuBackend instance;
+  static CpuBackend instance = [] {
+    keep_freed_memory();
+    return CpuBackend{};
+  }();
   return instance;
 }
 
