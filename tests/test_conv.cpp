@@ -36,6 +36,7 @@ const std::vector<ConvCase> kCases = {
     {1, 2, 8, 9, 3, 3, 5, 1, 2},     // non-square kernel
     {5, 4, 5, 6, 8, 3, 3, 2, 1},     // several images per block
     {2, 16, 64, 70, 8, 3, 3, 1, 1},  // several row bands per image
+    {1, 200, 12, 256, 8, 3, 3, 1, 1},  // deep and wide: 2-row bands, backward-data scatters in 2 phases
 };
 
 using Vec = std::vector<double>;

@@ -65,7 +65,9 @@ struct Plan {
   int64_t rows = 0;  // output rows per band (single-image blocks)
 };
 
-Plan make_plan(const ConvGeometry& g, size_t elem) {
+// min_band_rows: the thinnest band allowed (backward-data needs bands of at least
+// ⌈kh/s⌉ − 1 rows to scatter from several threads at once, see there).
+Plan make_plan(const ConvGeometry& g, size_t elem, int64_t min_band_rows = 1) {
   Plan plan;
   const int64_t threads = omp_get_max_threads();
   const int64_t pixels = std::max(kMinBlockPixels, kBlockBytes / (g.depth() * int64_t(elem)));
@@ -76,7 +78,7 @@ Plan make_plan(const ConvGeometry& g, size_t elem) {
   } else {
     // Bands of rows; thinner than the budget when that gives every thread a few of them.
     const int64_t want_bands = (4 * threads + g.N - 1) / g.N;
-    const int64_t min_rows = (kMinBlockPixels + g.Wo - 1) / g.Wo;
+    const int64_t min_rows = std::max((kMinBlockPixels + g.Wo - 1) / g.Wo, min_band_rows);
     plan.rows = std::clamp<int64_t>(std::min(pixels / g.Wo, (g.Ho + want_bands - 1) / want_bands),
                                     std::min(min_rows, g.Ho), g.Ho);
     for (int64_t n = 0; n < g.N; ++n)
@@ -308,6 +310,7 @@ void backward_data_direct(const T* gy, const T* w, T* gx, const ConvGeometry& g)
 template <typename T>
 void backward_weight_direct(const T* gy, const T* x, T* gw, const ConvGeometry& g) {
   using Row = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<>>;
+  using Vec = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t c = 0; c < g.C; ++c) {
     std::vector<T> acc(size_t(g.K * g.kh * g.kw), T(0));  // [k][ki][kj]
@@ -320,10 +323,13 @@ void backward_weight_direct(const T* gy, const T* x, T* gw, const ConvGeometry& 
           for (int64_t kj = 0; kj < g.kw; ++kj) {
             const ColumnRange cr = valid_columns(g, kj);
             if (cr.size() <= 0) continue;
-            Row xs(xrow + cr.in0, cr.size(), Eigen::InnerStride<>(g.stride));
             for (int64_t k = 0; k < g.K; ++k) {
-              Row gr(gy + ((n * g.K + k) * g.Ho + oh) * g.Wo + cr.lo, cr.size(), Eigen::InnerStride<>(1));
-              acc[size_t((k * g.kh + ki) * g.kw + kj)] += gr.dot(xs);
+              const T* grow = gy + ((n * g.K + k) * g.Ho + oh) * g.Wo + cr.lo;
+              T& a = acc[size_t((k * g.kh + ki) * g.kw + kj)];
+              if (g.stride == 1)  // contiguous maps: a run-time stride would stop Eigen vectorising
+                a += Vec(grow, cr.size()).dot(Vec(xrow + cr.in0, cr.size()));
+              else
+                a += Vec(grow, cr.size()).dot(Row(xrow + cr.in0, cr.size(), Eigen::InnerStride<>(g.stride)));
             }
           }
         }
@@ -359,9 +365,10 @@ void backward_data(const T* gy, const T* w, T* gx, const ConvGeometry& g) {
     return;
   }
   std::fill(gx, gx + g.N * g.C * g.H * g.W, T(0));  // col2im accumulates; stride > k skips pixels
-  const Plan plan = make_plan(g, sizeof(T));
   // Neighbouring bands of one image scatter into kh − stride shared input rows: threads run the
   // even bands, then the odd ones, which never touch each other's rows when (rows+1)·s ≥ kh.
+  // (Wide layers would otherwise get 1-row bands and scatter on one thread: 2.5× slower.)
+  const Plan plan = make_plan(g, sizeof(T), (g.kh + g.stride - 1) / g.stride - 1);
   const bool parallel = plan.threads_take_blocks && (plan.rows + 1) * g.stride >= g.kh;
   for (int64_t phase = 0; phase < 2; ++phase) {
     auto in_phase = [phase](const Block& b) { return b.band % 2 == phase; };
