@@ -544,3 +544,14 @@ TEST_CASE("run: inpaint-bench measures a tiny model and writes JSON; bf16 is ref
   check_one_line_error(run_app("inpaint-bench", "--size 32 --levels 3 --width 4 --json " + quote(dir + "/bench.json"), dir),
                        "exists");
 }
+
+TEST_CASE("run: usage errors exit with status 1 and --help with 0, for every app") {
+  const std::string dir = testing::scratch_dir("run_usage");
+  for (const std::string app : {"inpaint-run", "inpaint-train", "inpaint-eval", "inpaint-masks", "inpaint-bench"}) {
+    CAPTURE(app);
+    const AppRun bad = run_app(app, "--no-such-option", dir);
+    CHECK(bad.status == 1);
+    CHECK(bad.err.find("Run with --help") != std::string::npos);  // CLI11 names the first problem
+    CHECK(run_app(app, "--help", dir).status == 0);
+  }
+}

@@ -12,7 +12,9 @@ int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body)
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints the message (or the help); its own codes (105, 106, ...) mean nothing to
+    // scripts, so every usage error is status 1 as documented.
+    return app.exit(e) == 0 ? 0 : kExitUsage;
   }
   try {
     body();

@@ -10,6 +10,7 @@
 namespace pconv::cli {
 
 // Exit statuses: 0 success, 1 usage error (CLI11's own), 2 any other failure.
+constexpr int kExitUsage = 1;
 constexpr int kExitFailure = 2;
 
 // Parses argv into `app`, then runs `body`. CLI11 errors print CLI11's message (and --help
