@@ -153,6 +153,23 @@ TEST_CASE("train: a run writes checkpoints (keeping the last K), logs, plots and
   CHECK(t.history().size() == 7);
 }
 
+TEST_CASE("train: --time-limit stops between steps and saves; the run resumes from there") {
+  const std::string out = testing::scratch_dir("train-time-limit");
+  TrainOptions o = tiny(out, 50);
+  o.time_limit = 1e-9;  // already spent when the first step would start
+  {
+    Trainer t(o);
+    CHECK(t.run() == 0);
+  }
+  const auto kept = list_checkpoints(out);
+  REQUIRE(kept.size() == 1);
+  CHECK(fs::path(kept[0]).filename() == "step-00000000.safetensors");
+  TrainOptions more = tiny(out, 3);
+  more.resume = out;
+  Trainer t(more);
+  CHECK(t.run() == 3);
+}
+
 TEST_CASE("train: validation and samples do not disturb training (eval mode, no graph)") {
   const std::string with = testing::scratch_dir("train-val-with"), without = testing::scratch_dir("train-val-without");
   TrainOptions a = tiny(with, 4), b = tiny(without, 4);

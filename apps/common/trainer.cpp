@@ -478,8 +478,13 @@ int64_t Trainer::run(const std::atomic<bool>* stop) {
           format("%.3f", v.ssim) + "  l1 " + format("%.2f", v.l1_percent) + "%");
   }
   auto window_start = clock::now();
+  const auto run_start = window_start;
+  auto out_of_time = [&] {
+    return opt_.time_limit > 0 && std::chrono::duration<double>(clock::now() - run_start).count() >= opt_.time_limit;
+  };
   int64_t window_steps = 0;
-  while (step_ < opt_.steps && !(stop && stop->load())) {
+  bool timed_out = false;
+  while (step_ < opt_.steps && !(stop && stop->load()) && !(timed_out = out_of_time())) {
     const StepLosses s = train_step();
     ++window_steps;
     if (step_ % opt_.log_every == 0 || step_ == opt_.steps) {
@@ -507,7 +512,9 @@ int64_t Trainer::run(const std::atomic<bool>* stop) {
   }
   if (saved_step_ != step_) say("saved " + save_checkpoint());
   if (step_ < opt_.steps)
-    say("stopped at step " + std::to_string(step_) + " on request; resume with --resume " + opt_.out_dir);
+    say("stopped at step " + std::to_string(step_) +
+        (timed_out ? " after the time limit (" + format("%g", opt_.time_limit) + " s)" : std::string(" on request")) +
+        "; resume with --resume " + opt_.out_dir);
   return step_;
 }
 

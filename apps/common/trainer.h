@@ -49,6 +49,7 @@ struct TrainOptions {
   int64_t save_every = 500, keep = 3;
   int64_t val_every = 250, sample_every = 250, val_count = 8;
   int64_t log_every = 10;       // progress line on stderr
+  double time_limit = 0;        // seconds of training after which run() saves and stops (0: none)
   Device device = Device::CPU;
   bool quiet = false;           // no progress lines (tests)
 };
@@ -78,8 +79,9 @@ class Trainer {
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  // Trains until options.steps or until *stop becomes true (checked between steps), then saves
-  // a checkpoint and returns the step reached. Validates/samples/saves on the way.
+  // Trains until options.steps, until *stop becomes true or until options.time_limit seconds
+  // have passed (both checked between steps), then saves a checkpoint and returns the step
+  // reached. Validates/samples/saves on the way.
   int64_t run(const std::atomic<bool>* stop = nullptr);
 
   // One optimisation step on the next batch; throws DivergenceError on a non-finite loss.
