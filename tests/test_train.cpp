@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -12,6 +13,7 @@
 #include "apps/common/trainer.h"
 #include "core/metrics.h"
 #include "core/safetensors.h"
+#include "models/vgg16.h"
 #include "tests/test_util.h"
 
 using namespace pconv;
@@ -168,6 +170,30 @@ TEST_CASE("train: --time-limit stops between steps and saves; the run resumes fr
   more.resume = out;
   Trainer t(more);
   CHECK(t.run() == 3);
+}
+
+TEST_CASE("train: with a torchvision-layout VGG-16 file the perceptual and style terms train too") {
+  // A full-size VGG-16 trunk with random weights, saved under torchvision's names.
+  const std::string dir = testing::scratch_dir("train-vgg");
+  VGG16Features vgg({1.0, 3});
+  std::map<std::string, Tensor> state;
+  for (int i = 0; i < VGG16Features::kConvCount; ++i) {
+    const std::string base = "features." + std::to_string(VGG16Features::kConvIndices[size_t(i)]);
+    state[base + ".weight"] = vgg.weight(i);
+    state[base + ".bias"] = vgg.bias(i);
+  }
+  save_safetensors(dir + "/vgg16.safetensors", state);
+  TrainOptions o = tiny(dir + "/run", 2);
+  o.vgg = dir + "/vgg16.safetensors";
+  Trainer t(o);
+  CHECK(t.run() == 2);
+  REQUIRE(t.history().size() == 2);
+  for (const StepLosses& s : t.history()) {
+    CHECK(s.perceptual > 0);
+    CHECK(s.style_out > 0);
+    CHECK(s.style_comp > 0);
+    CHECK(std::isfinite(s.total));
+  }
 }
 
 TEST_CASE("train: validation and samples do not disturb training (eval mode, no graph)") {
