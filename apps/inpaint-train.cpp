@@ -62,6 +62,8 @@ int main(int argc, char** argv) {
   app.add_option("--sample-every", o.sample_every, "steps between sample grids")->capture_default_str();
   app.add_option("--val-count", o.val_count, "validation pairs used (0: all of --val)")->capture_default_str();
   app.add_option("--log-every", o.log_every, "steps between progress lines")->capture_default_str();
+  app.add_option("--workers", o.workers, "threads decoding photos [1 on cpu, cores up to 8 on cuda]")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--time-limit", o.time_limit, "seconds of training after which it saves and stops (0: no limit)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();

@@ -2,6 +2,7 @@
 #include "core/dataset.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cmath>
 #include <filesystem>
@@ -232,15 +233,33 @@ Batch TrainingData::make_batch(DatasetState& cursor) {
   const int64_t n = opt_.batch, s = opt_.size, per_epoch = samples_per_epoch();
   Batch b;
   b.images = Tensor::empty({n, 3, s, s});
-  std::vector<MaskImage> masks;
+  std::vector<MaskImage> masks(static_cast<size_t>(n));
+  std::vector<std::pair<int64_t, int64_t>> where(static_cast<size_t>(n));  // (epoch, position) of sample i
   for (int64_t i = 0; i < n; ++i) {
-    Tensor img;
-    MaskImage mask;
-    sample(cursor.epoch, cursor.position, img, mask);
-    std::copy_n(img.data<float>(), 3 * s * s, b.images.data<float>() + i * 3 * s * s);
-    masks.push_back(std::move(mask));
+    where[size_t(i)] = {cursor.epoch, cursor.position};
     if (++cursor.position == per_epoch) cursor.position = 0, ++cursor.epoch;
   }
+  // Samples are pure functions of (seed, epoch, position), so any thread may make any of them.
+  std::atomic<int64_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mu;
+  auto work = [&] {
+    for (int64_t i; (i = next++) < n;) {
+      try {
+        Tensor img;
+        sample(where[size_t(i)].first, where[size_t(i)].second, img, masks[size_t(i)]);
+        std::copy_n(img.data<float>(), 3 * s * s, b.images.data<float>() + i * 3 * s * s);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (!error) error = std::current_exception();
+      }
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (int64_t t = 1; t < std::min<int64_t>(opt_.workers, n); ++t) helpers.emplace_back(work);
+  work();
+  for (std::thread& t : helpers) t.join();
+  if (error) std::rethrow_exception(error);
   b.masks = masks_to_batch(masks);
   b.next = cursor;
   return b;

@@ -51,6 +51,10 @@ struct DatasetOptions {
   // objects, not only texture. 0 keeps the photo's own scale (small photos are still enlarged).
   int64_t max_short_side = 0;
   int prefetch = 3;       // batches decoded ahead
+  // Threads that decode the samples of one batch in parallel. A GPU step outruns one thread
+  // decoding full-size photos (~30 ms each); on the CPU the cores are busy with the model.
+  // The batches are the same whatever the number.
+  int workers = 1;
   MaskGeneratorOptions generator;
   MaskAugmentOptions augment;
 };

@@ -155,6 +155,17 @@ TEST_CASE("dataset: batches are crops with flips, masks binary, reproducible, an
   const std::vector<float> one = img.to_float_vector(), batch0 = batches[0].images.to_float_vector();
   CHECK(std::equal(one.begin(), one.end(), batch0.begin() + 3 * 16 * 16));
 
+  // Several decoding threads make the same batches.
+  DatasetOptions parallel = opt;
+  parallel.workers = 4;
+  TrainingData w(parallel);
+  for (int i = 0; i < 5; ++i) {
+    Batch x = w.next();
+    CHECK(same(x.images, batches[size_t(i)].images));
+    CHECK(same(x.masks, batches[size_t(i)].masks));
+    CHECK(x.next == batches[size_t(i)].next);
+  }
+
   // Same seed, same stream; another seed, another stream.
   TrainingData b(opt);
   for (int i = 0; i < 5; ++i) {
@@ -227,6 +238,9 @@ TEST_CASE("dataset: empty folders fail at once, unreadable files are skipped, al
   std::ofstream(opt.image_dir + "/bad.jpg") << "garbage";
   TrainingData all_bad(opt);
   CHECK_THROWS_AS(all_bad.next(), Error);
+  opt.workers = 3;  // an error in a decoding thread reaches next() too
+  TrainingData all_bad_parallel(opt);
+  CHECK_THROWS_AS(all_bad_parallel.next(), Error);
 }
 
 TEST_CASE("dataset: the validation set is fixed and covers every hole-ratio bucket") {

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "apps/common/cli.h"
 #include "apps/common/plot.h"
@@ -236,6 +237,9 @@ Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
   DatasetOptions d;
   d.image_dir = opt_.data_dir, d.mask_dir = opt_.mask_dir, d.mask_holes = opt_.mask_holes;
   d.size = opt_.size, d.batch = opt_.batch, d.seed = *opt_.seed;
+  d.workers = int(opt_.workers > 0 ? opt_.workers
+                                   : opt_.device == Device::CPU ? 1
+                                                                : std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 8));
   if (!resuming) start = DatasetState{*opt_.seed, 0, 0};
   data_ = std::make_unique<TrainingData>(d, start);
   if (resuming && saved.count(kDataCountKey) &&
