@@ -87,6 +87,12 @@ std::string fmt_seconds(double s) {
   return buf;
 }
 
+std::string fmt_gib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", double(bytes) / double(int64_t(1) << 30));
+  return buf;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -110,6 +116,10 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "images of one size per forward pass (default: 1 on cpu, 8 on cuda)")
       ->check(CLI::PositiveNumber);
   app.add_option("--max-pixels", max_pixels, "refuse larger images")->check(CLI::PositiveNumber)->capture_default_str();
+  double memory_limit = 0;
+  app.add_option("--memory-limit", memory_limit,
+                 "GiB a forward pass may use on the cpu [0: the memory the system has available]")
+      ->check(CLI::NonNegativeNumber);
 
   return cli::run(app, argc, argv, [&] {
     const auto t_start = std::chrono::steady_clock::now();
@@ -182,6 +192,20 @@ int main(int argc, char** argv) {
         cli::progress("inpaint-run: " + net->config().describe() + " from " + model + " (" +
                       fmt_seconds(seconds_since(t_load)) + "), " + std::to_string(jobs.size()) +
                       " image(s), mask holes are " + holes + ", on " + device_name);
+      }
+      if (device == Device::CPU) {
+        // Refused up front: running out of memory mid-pass would get the process killed.
+        const int64_t need = inference::forward_memory_bytes(net->config(), int64_t(images.size()),
+                                                             images[0].height, images[0].width);
+        const int64_t have = memory_limit > 0 ? int64_t(memory_limit * double(int64_t(1) << 30))
+                                              : inference::available_memory_bytes();
+        if (have >= 0 && need > have)
+          cli::fail(jobs[start].image + ": " + std::to_string(images.size()) + " image(s) of " +
+                    std::to_string(images[0].width) + "×" + std::to_string(images[0].height) + " need about " +
+                    fmt_gib(need) + " for the " + net->config().describe() + ", " + fmt_gib(have) +
+                    (memory_limit > 0 ? " allowed by --memory-limit" : " are available") +
+                    " (use a smaller image" + (images.size() > 1 ? ", --batch 1" : "") +
+                    " or a machine with more memory)");
       }
       std::vector<inference::Inpainted> results;
       try {

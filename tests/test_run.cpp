@@ -555,3 +555,23 @@ TEST_CASE("run: usage errors exit with status 1 and --help with 0, for every app
     CHECK(run_app(app, "--help", dir).status == 0);
   }
 }
+
+TEST_CASE("run: inpaint-run refuses a pass that would not fit in memory, before computing") {
+  const RunFiles f = run_files("run_memory");
+  const std::string out = f.dir + "/out.png";
+  check_one_line_error(run_app("inpaint-run", run_args(f, out, "--memory-limit 0.000001"), f.dir), "need about");
+  CHECK_FALSE(fs::exists(out));
+  CHECK(run_app("inpaint-run", run_args(f, out, "--memory-limit 64"), f.dir).status == 0);
+  CHECK(fs::exists(out));
+}
+
+TEST_CASE("run: the memory estimate covers every layer and grows with the pixels and the batch") {
+  const PConvUNetConfig paper{8, 64, 3};
+  const int64_t one = inference::forward_memory_bytes(paper, 1, 512, 512);
+  // At least the encoder outputs and the full-resolution decoder tensors, in f32.
+  CHECK(one > int64_t(4) * 512 * 512 * (3 + 16 + 64 + 67 + 3));
+  CHECK(inference::forward_memory_bytes(paper, 2, 512, 512) == 2 * one);
+  CHECK(inference::forward_memory_bytes(paper, 1, 1024, 1024) == 4 * one);
+  CHECK(inference::forward_memory_bytes(paper, 1, 500, 510) == one);  // padded to 512×512
+  CHECK(inference::available_memory_bytes() > 0);
+}

@@ -1,5 +1,8 @@
 #include "apps/common/inference.h"
 
+#include <cstdio>
+#include <fstream>
+
 #include "core/autograd.h"
 #include "core/imagenet.h"
 #include "core/ops.h"
@@ -30,6 +33,30 @@ std::unique_ptr<PConvUNet> load_model(const std::string& path, Device device) {
   } catch (const Error& e) {
     throw Error(path + ": " + e.what());
   }
+}
+
+int64_t forward_memory_bytes(const PConvUNetConfig& config, int64_t n, int64_t h, int64_t w) {
+  const int64_t L = config.levels, unit = int64_t(1) << L;
+  const int64_t H = (h + unit - 1) / unit * unit, W = (w + unit - 1) / unit * unit;
+  auto pixels = [&](int64_t level) { return (H >> level) * (W >> level); };  // at 1/2^level
+  // Encoder: the input and every layer's output (kept for the skips), one mask channel each.
+  int64_t floats = (config.in_channels + 1) * pixels(0);
+  for (int64_t l = 1; l <= L; ++l) floats += (config.channels(l) + 1) * pixels(l);
+  // Decoder at level s: the upsampled input, the concat, the convolution, BN and activation.
+  for (int64_t s = L - 1; s >= 0; --s) {
+    const int64_t up = config.channels(s + 1), skip = s == 0 ? config.in_channels : config.channels(s);
+    floats += (up + (up + skip) + 3 * skip + 2) * pixels(s);
+  }
+  return floats * int64_t(sizeof(float)) * n * 5 / 4;
+}
+
+int64_t available_memory_bytes() {
+  std::ifstream in("/proc/meminfo");
+  for (std::string line; std::getline(in, line);) {
+    long long kib = 0;
+    if (std::sscanf(line.c_str(), "MemAvailable: %lld kB", &kib) == 1) return int64_t(kib) * 1024;
+  }
+  return -1;
 }
 
 ImageU8 compose_u8(const ImageU8& input, const ImageU8& output, const MaskImage& mask) {

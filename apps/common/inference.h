@@ -32,6 +32,15 @@ std::vector<Inpainted> inpaint_batch(PConvUNet& net, const std::vector<const Ima
                                      const std::vector<const MaskImage*>& masks, bool want_raw);
 Inpainted inpaint(PConvUNet& net, const ImageU8& image, const MaskImage& mask, bool want_raw = false);
 
+// A generous estimate, in bytes, of the CPU memory a forward pass over n images of h×w needs
+// beyond the weights: every layer's output, upsampled and concatenated input at once (f32, at
+// the size padded to a multiple of 2^levels), plus a quarter for temporaries. For the 8-level
+// width-64 model and one image it says 2.0 GiB at 1024² and 4.6 GiB at 1536², where the
+// measured peaks above the weights were 1.5 and 2.7 GiB.
+int64_t forward_memory_bytes(const PConvUNetConfig& config, int64_t n, int64_t h, int64_t w);
+// MemAvailable of /proc/meminfo in bytes; -1 when it cannot be read.
+int64_t available_memory_bytes();
+
 // I_comp in 8-bit space: the network's output where the mask has a hole, the input elsewhere.
 ImageU8 compose_u8(const ImageU8& input, const ImageU8& output, const MaskImage& mask);
 
