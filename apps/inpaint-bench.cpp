@@ -119,19 +119,19 @@ int main(int argc, char** argv) {
   app.add_option("--precision", precision, "fp32 (bf16 is not implemented yet)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
-  app.add_option("--batch", batch, "training batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--batch", batch, "training batch size")->check(cli::positive)->capture_default_str();
   app.add_option("--infer-batch", infer_batch, "batch size of the throughput measure")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive)
       ->capture_default_str();
   app.add_option("--size", size, "square image side")->check(CLI::Range(16, 8192))->capture_default_str();
   app.add_option("--levels", levels, "UNet depth (default: the paper's, 8 at 512, 7 at 256)")
       ->check(CLI::Range(1, 12));
   app.add_option("--width", width, "channels of the first layer")->check(CLI::Range(1, 1024))->capture_default_str();
   app.add_option("--warmup", warmup, "untimed iterations before each measure")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::non_negative)
       ->capture_default_str();
   app.add_option("--iters", iters, "timed iterations per measure (the median is reported)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive)
       ->capture_default_str();
   app.add_option("--only", only, "comma-separated measures: train, latency, throughput")->capture_default_str();
   app.add_option("--seed", seed, "seed of the random weights and inputs")->capture_default_str();

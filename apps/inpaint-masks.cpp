@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   uint64_t seed = 0;
   double min_ratio = 0.01, max_ratio = 0.60;
   bool force = false;
-  app.add_option("--count", count, "number of masks")->required()->check(CLI::PositiveNumber);
+  app.add_option("--count", count, "number of masks")->required()->check(cli::positive);
   app.add_option("--size", size, "S (square) or WxH, e.g. 384x256")->capture_default_str();
   app.add_option("--seed", seed, "seed of the set")->capture_default_str();
   app.add_option("--out", out_dir, "output folder (created when missing)")->required();

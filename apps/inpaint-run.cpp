@@ -114,12 +114,12 @@ int main(int argc, char** argv) {
   app.add_flag("--force", force, "overwrite existing outputs");
   app.add_option("--device", device_name, "cpu or cuda")->check(cli::device_validator())->capture_default_str();
   app.add_option("--batch", batch, "images of one size per forward pass (default: 1 on cpu, 8 on cuda)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--max-pixels", max_pixels, "refuse larger images")->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(cli::positive);
+  app.add_option("--max-pixels", max_pixels, "refuse larger images")->check(cli::positive)->capture_default_str();
   double memory_limit = 0;
   app.add_option("--memory-limit", memory_limit,
                  "GiB a forward pass may use on the cpu [0: the memory the system has available]")
-      ->check(CLI::NonNegativeNumber);
+      ->check(cli::non_negative);
 
   return cli::run(app, argc, argv, [&] {
     const auto t_start = std::chrono::steady_clock::now();

@@ -63,9 +63,9 @@ int main(int argc, char** argv) {
   app.add_option("--val-count", o.val_count, "validation pairs used (0: all of --val)")->capture_default_str();
   app.add_option("--log-every", o.log_every, "steps between progress lines")->capture_default_str();
   app.add_option("--workers", o.workers, "threads decoding photos [1 on cpu, cores up to 8 on cuda]")
-      ->check(CLI::NonNegativeNumber);
+      ->check(cli::non_negative);
   app.add_option("--time-limit", o.time_limit, "seconds of training after which it saves and stops (0: no limit)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::non_negative)
       ->capture_default_str();
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_option("--precision", precision, "fp32 (bf16 is planned)")->capture_default_str();

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <string>
 
 #include "core/backend.h"
 #include "core/dtype.h"
@@ -24,6 +25,28 @@ int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body)
     return kExitFailure;
   }
 }
+
+namespace {
+CLI::Validator number_at_least(double low, bool inclusive, const std::string& what) {
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        double v = 0;
+        size_t used = 0;
+        try {
+          v = std::stod(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != text.size() || used == 0 || !(inclusive ? v >= low : v > low))
+          return "must be " + what + ", got '" + text + "'";
+        return {};
+      },
+      what);
+}
+}  // namespace
+
+const CLI::Validator positive = number_at_least(0, false, "a number > 0");
+const CLI::Validator non_negative = number_at_least(0, true, "a number >= 0");
 
 void fail(const std::string& message) { throw Error(message); }
 

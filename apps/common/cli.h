@@ -29,6 +29,11 @@ void check_can_write(const std::string& path, bool force);
 // Creates the folder (and parents) when missing; fails when the path exists and is not a folder.
 void ensure_folder(const std::string& dir);
 
+// Number validators whose messages read well ("must be a number > 0, got '0'"); CLI11's own
+// PositiveNumber prints its range as 1.8e308 written out in full.
+extern const CLI::Validator positive;
+extern const CLI::Validator non_negative;
+
 // CLI11 validator for "white" | "black" (the --mask-holes option).
 CLI::Validator mask_holes_validator();
 
