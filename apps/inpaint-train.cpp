@@ -64,6 +64,9 @@ int main(int argc, char** argv) {
   app.add_option("--log-every", o.log_every, "steps between progress lines")->capture_default_str();
   app.add_option("--workers", o.workers, "threads decoding photos [1 on cpu, cores up to 8 on cuda]")
       ->check(cli::non_negative);
+  app.add_option("--cache-gib", o.cache_gib,
+                 "GiB of decoded photos kept in memory, so later epochs skip decoding [a quarter of the free memory, at most 8]")
+      ->check(cli::non_negative);
   app.add_option("--time-limit", o.time_limit, "seconds of training after which it saves and stops (0: no limit)")
       ->check(cli::non_negative)
       ->capture_default_str();

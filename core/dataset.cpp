@@ -177,18 +177,22 @@ std::vector<int64_t> TrainingData::epoch_order(int64_t epoch) const {
   return order;
 }
 
-bool TrainingData::try_read(int64_t file, ImageU8& out) {
+std::shared_ptr<const ImageU8> TrainingData::try_read(int64_t file) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (bad_files_.count(file)) return false;
+    if (bad_files_.count(file)) return nullptr;
+    if (auto it = cache_.find(file); it != cache_.end()) return it->second;
   }
   try {
-    out = read_image_u8(files_[size_t(file)]);
-    return true;
+    auto img = std::make_shared<const ImageU8>(read_image_u8(files_[size_t(file)]));
+    const int64_t bytes = int64_t(img->rgb.size());
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cached_bytes_ + bytes <= opt_.cache_bytes && cache_.emplace(file, img).second) cached_bytes_ += bytes;
+    return img;
   } catch (const Error& e) {
     std::lock_guard<std::mutex> lock(mu_);
     if (bad_files_.insert(file).second) std::cerr << "warning: skipping unreadable training image: " << e.what() << '\n';
-    return false;
+    return nullptr;
   }
 }
 
@@ -196,14 +200,15 @@ void TrainingData::sample(int64_t epoch, int64_t position, Tensor& image, MaskIm
   const std::vector<int64_t> order = epoch_order(epoch);
   const int64_t n = int64_t(order.size());
   std::mt19937_64 rng(mix_seed(opt_.seed, uint64_t(epoch), uint64_t(position)));
-  ImageU8 img;
-  bool ok = false;
-  for (int64_t k = 0; k < n && !ok; ++k) ok = try_read(order[size_t((position + k) % n)], img);
-  if (!ok)
+  std::shared_ptr<const ImageU8> photo;
+  for (int64_t k = 0; k < n && !photo; ++k) photo = try_read(order[size_t((position + k) % n)]);
+  if (!photo)
     throw Error(opt_.image_dir + ": none of the " + std::to_string(n) + " images could be read");
+  ImageU8 resized;
+  const ImageU8* src = photo.get();  // the photo itself unless it is rescaled below
 
   const int size = int(opt_.size);
-  const int short_side = std::min(img.width, img.height);
+  const int short_side = std::min(src->width, src->height);
   double target_short = short_side;
   if (short_side < size)
     target_short = size;  // enlarge small photos so a crop fits
@@ -212,13 +217,14 @@ void TrainingData::sample(int64_t epoch, int64_t position, Tensor& image, MaskIm
         double(size), double(std::max<int64_t>(size, std::min<int64_t>(short_side, opt_.max_short_side))))(rng);
   if (int(std::lround(target_short)) != short_side) {
     const double f = target_short / short_side;
-    img = resize_image(img, std::max(size, int(std::lround(img.width * f))),
-                       std::max(size, int(std::lround(img.height * f))));
+    resized = resize_image(*src, std::max(size, int(std::lround(src->width * f))),
+                           std::max(size, int(std::lround(src->height * f))));
+    src = &resized;
   }
-  const int x = std::uniform_int_distribution<int>(0, img.width - size)(rng);
-  const int y = std::uniform_int_distribution<int>(0, img.height - size)(rng);
+  const int x = std::uniform_int_distribution<int>(0, src->width - size)(rng);
+  const int y = std::uniform_int_distribution<int>(0, src->height - size)(rng);
   const bool flip = std::uniform_int_distribution<int>(0, 1)(rng) == 1;
-  image = crop_to_tensor(img, x, y, size, opt_.flip && flip);
+  image = crop_to_tensor(*src, x, y, size, opt_.flip && flip);
   if (mask_cache_.empty()) {
     const double target = std::uniform_real_distribution<double>(opt_.generator.min_hole_ratio,
                                                                  opt_.generator.max_hole_ratio)(rng);

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -55,6 +57,9 @@ struct DatasetOptions {
   // decoding full-size photos (~30 ms each); on the CPU the cores are busy with the model.
   // The batches are the same whatever the number.
   int workers = 1;
+  // Bytes of decoded photos kept in memory (first come, first kept), so later epochs skip
+  // decoding; 0 keeps none. The batches are the same either way.
+  int64_t cache_bytes = 0;
   MaskGeneratorOptions generator;
   MaskAugmentOptions augment;
 };
@@ -102,7 +107,8 @@ class TrainingData {
   void stop_worker();
   void worker(DatasetState from);
   Batch make_batch(DatasetState& cursor);
-  bool try_read(int64_t file, ImageU8& out);
+  // The decoded photo (from the cache when there), or null when it cannot be read.
+  std::shared_ptr<const ImageU8> try_read(int64_t file);
 
   DatasetOptions opt_;
   std::vector<std::string> files_, mask_files_;
@@ -115,6 +121,8 @@ class TrainingData {
   bool stop_ = false;
   std::thread thread_;
   std::set<int64_t> bad_files_;  // guarded by mu_
+  std::map<int64_t, std::shared_ptr<const ImageU8>> cache_;  // guarded by mu_
+  int64_t cached_bytes_ = 0;                                 // guarded by mu_
   std::vector<MaskImage> mask_cache_; // decoded mask files, read once at construction
 };
 

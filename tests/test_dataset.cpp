@@ -155,9 +155,11 @@ TEST_CASE("dataset: batches are crops with flips, masks binary, reproducible, an
   const std::vector<float> one = img.to_float_vector(), batch0 = batches[0].images.to_float_vector();
   CHECK(std::equal(one.begin(), one.end(), batch0.begin() + 3 * 16 * 16));
 
-  // Several decoding threads make the same batches.
+  // Several decoding threads, and a cache of decoded photos, make the same batches (5 batches
+  // of 3 cover the 4 photos several times, so the cache is read).
   DatasetOptions parallel = opt;
   parallel.workers = 4;
+  parallel.cache_bytes = int64_t(1) << 20;
   TrainingData w(parallel);
   for (int i = 0; i < 5; ++i) {
     Batch x = w.next();

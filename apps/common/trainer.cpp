@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "apps/common/cli.h"
+#include "apps/common/inference.h"
 #include "apps/common/plot.h"
 #include "core/autograd.h"
 #include "core/backend.h"
@@ -237,6 +238,9 @@ Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
   DatasetOptions d;
   d.image_dir = opt_.data_dir, d.mask_dir = opt_.mask_dir, d.mask_holes = opt_.mask_holes;
   d.size = opt_.size, d.batch = opt_.batch, d.seed = *opt_.seed;
+  d.cache_bytes = opt_.cache_gib >= 0
+                      ? int64_t(opt_.cache_gib * double(int64_t(1) << 30))
+                      : std::clamp<int64_t>(inference::available_memory_bytes() / 4, 0, int64_t(8) << 30);
   d.workers = int(opt_.workers > 0 ? opt_.workers
                                    : opt_.device == Device::CPU ? 1
                                                                 : std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 8));

@@ -51,6 +51,7 @@ struct TrainOptions {
   int64_t log_every = 10;       // progress line on stderr
   double time_limit = 0;        // seconds of training after which run() saves and stops (0: none)
   int64_t workers = 0;          // threads decoding photos (0: 1 on the CPU, up to 8 with CUDA)
+  double cache_gib = -1;        // decoded photos kept in memory (< 0: a quarter of the free memory, at most 8 GiB)
   Device device = Device::CPU;
   bool quiet = false;           // no progress lines (tests)
 };
