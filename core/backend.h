@@ -54,6 +54,15 @@ struct AdamParams {
   int64_t step = 1;  // 1-based step for bias correction, already incremented
 };
 
+// One tensor of a multi-tensor Adam step; `step` is that tensor's own 1-based step count.
+struct AdamSlot {
+  Tensor* param;
+  const Tensor* grad;
+  Tensor* m;
+  Tensor* v;
+  int64_t step;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -135,6 +144,16 @@ class Backend {
   // ---- optimiser: one parameter tensor (all f32 or all f64)
   virtual void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                          const AdamParams& p) = 0;
+  // Every parameter at once (p.step ignored: each slot has its own). The same arithmetic as
+  // adam_step on each slot in turn, which is what this default does; the GPU does it in one
+  // launch instead of one per tensor.
+  virtual void adam_step_all(const std::vector<AdamSlot>& slots, const AdamParams& p) {
+    for (const AdamSlot& s : slots) {
+      AdamParams ps = p;
+      ps.step = s.step;
+      adam_step(*s.param, *s.grad, *s.m, *s.v, ps);
+    }
+  }
 };
 
 // The backend of a device; throws a clear Error for CUDA when it was not built or no GPU is

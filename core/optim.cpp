@@ -95,6 +95,9 @@ void Adam::set_lr(double lr) {
 
 void Adam::step() {
   ++step_count_;
+  std::vector<AdamSlot> slots;
+  std::vector<Tensor> grads;  // keeps each gradient handle alive for its slot
+  grads.reserve(params_.size());
   for (Slot& s : params_) {
     Tensor& p = *s.param;
     const Tensor g = p.grad();
@@ -111,13 +114,27 @@ void Adam::step() {
       s.v = moment_like("optim.v." + s.key, s.v, p);
     }
     ++s.steps;
-    AdamParams ap;
-    ap.lr = options_.lr;
-    ap.beta1 = options_.beta1;
-    ap.beta2 = options_.beta2;
-    ap.eps = options_.eps;
-    ap.step = s.steps;
-    backend_of(p).adam_step(p, g, s.m, s.v, ap);
+    grads.push_back(g);
+    slots.push_back({&p, &grads.back(), &s.m, &s.v, s.steps});
+  }
+  if (slots.empty()) return;
+  AdamParams ap;
+  ap.lr = options_.lr;
+  ap.beta1 = options_.beta1;
+  ap.beta2 = options_.beta2;
+  ap.eps = options_.eps;
+  // One call per device and dtype (in practice one call): the GPU updates them in one launch.
+  std::vector<bool> done(slots.size(), false);
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (done[i]) continue;
+    std::vector<AdamSlot> group;
+    for (size_t j = i; j < slots.size(); ++j)
+      if (!done[j] && slots[j].param->device() == slots[i].param->device() &&
+          slots[j].param->dtype() == slots[i].param->dtype()) {
+        group.push_back(slots[j]);
+        done[j] = true;
+      }
+    backend_of(*slots[i].param).adam_step_all(group, ap);
   }
 }
 

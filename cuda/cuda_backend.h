@@ -69,6 +69,7 @@ class CudaBackend final : public Backend {
 
   void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                  const AdamParams& p) override;
+  void adam_step_all(const std::vector<AdamSlot>& slots, const AdamParams& p) override;
 
   cudaStream_t stream() const { return stream_; }
   // f32 GEMM and convolution may use TF32 tensor cores only when PCONV_TF32=1: by default

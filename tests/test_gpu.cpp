@@ -444,6 +444,35 @@ TEST_CASE("gpu: adam_step") {
   }
 }
 
+TEST_CASE("gpu: adam_step_all updates several tensors in one launch as the CPU does one by one") {
+  if (testing::skip_without_gpu()) return;
+  for (DType dt : kFloatTypes) {
+    // Sizes around the kernel's 1024-element chunks, a scalar, and each tensor its own step.
+    const std::vector<Shape> shapes = {{5, 1000}, {1}, {1024}, {3, 7, 9}};
+    std::vector<Pair> p, g, m, v;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const uint64_t seed = 150 + 4 * i;
+      p.push_back(random_pair(shapes[i], dt, seed));
+      g.push_back(random_pair(shapes[i], dt, seed + 1));
+      m.push_back(random_pair(shapes[i], dt, seed + 2, -0.1, 0.1));
+      v.push_back(random_pair(shapes[i], dt, seed + 3, 0, 0.01));
+    }
+    AdamParams ap;
+    ap.lr = 2e-3;
+    on_both([&](Backend& be, bool gpu) {
+      std::vector<AdamSlot> slots;
+      for (size_t i = 0; i < shapes.size(); ++i)
+        slots.push_back({&p[i][gpu], &g[i][gpu], &m[i][gpu], &v[i][gpu], int64_t(i) + 1});
+      be.adam_step_all(slots, ap);
+    });
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      expect_close(name(("adam_step_all param " + std::to_string(i)).c_str(), dt), p[i], tolerance(dt));
+      expect_close(name(("adam_step_all m " + std::to_string(i)).c_str(), dt), m[i], tolerance(dt));
+      expect_close(name(("adam_step_all v " + std::to_string(i)).c_str(), dt), v[i], tolerance(dt));
+    }
+  }
+}
+
 TEST_CASE("gpu: partial_conv2d + batch_norm + leaky_relu + sum through autograd") {
   if (testing::skip_without_gpu()) return;
   for (DType dt : kFloatTypes) {
