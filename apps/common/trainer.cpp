@@ -519,6 +519,8 @@ int64_t Trainer::run(const std::atomic<bool>* stop) {
     if (step_ % opt_.save_every == 0) say("saved " + save_checkpoint());
   }
   if (saved_step_ != step_) say("saved " + save_checkpoint());
+  say("inpaint-train: model " + resolve_checkpoint(opt_.out_dir) + "; losses " + opt_.out_dir + "/log.csv and " +
+      opt_.out_dir + "/loss.png; samples in " + opt_.out_dir + "/samples/");
   if (step_ < opt_.steps)
     say("stopped at step " + std::to_string(step_) +
         (timed_out ? " after the time limit (" + format("%g", opt_.time_limit) + " s)" : std::string(" on request")) +
