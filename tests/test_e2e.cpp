@@ -26,12 +26,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using testing::read_bytes;
 
 std::vector<std::vector<double>> read_csv(const std::string& path) {
   std::vector<std::vector<double>> rows;
@@ -101,7 +96,7 @@ Result run(const std::string& app, const std::vector<std::string>& args, const s
   const Spawned s = spawn(app, args, dir, file_size_limit);
   Result r;
   r.status = wait_exit(s);
-  r.out = read_text(s.out), r.err = read_text(s.err);
+  r.out = read_bytes(s.out), r.err = read_bytes(s.err);
   return r;
 }
 
@@ -205,7 +200,7 @@ TEST_CASE("e2e: SIGINT finishes the step, saves and exits 0; the run resumes fro
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ::kill(s.pid, SIGINT);
   const int status = wait_exit(s);
-  const std::string err = read_text(s.err);
+  const std::string err = read_bytes(s.err);
   INFO(err);
   CHECK(status == 0);
   CHECK(err.find("stopped at step") != std::string::npos);
@@ -228,7 +223,7 @@ TEST_CASE("e2e: a full disk while saving fails cleanly and keeps the previous ch
   Result r = run("inpaint-train", plus(tiny_args(out, 2), {"--keep", "1"}), dir);
   REQUIRE(r.status == 0);
   const std::string previous = out + "/checkpoints/step-00000002.safetensors";
-  const std::string bytes = read_text(previous);
+  const std::string bytes = read_bytes(previous);
   REQUIRE(bytes.size() > 20000);
 
   // Files may grow to half a checkpoint: the logs fit, the next checkpoint does not.
@@ -236,7 +231,7 @@ TEST_CASE("e2e: a full disk while saving fails cleanly and keeps the previous ch
   INFO(r.err);
   CHECK(r.status != 0);
   CHECK(r.err.find("step-00000004.safetensors") != std::string::npos);
-  CHECK(read_text(previous) == bytes);  // byte-identical, not pruned by --keep 1
+  CHECK(read_bytes(previous) == bytes);  // byte-identical, not pruned by --keep 1
   for (const auto& entry : fs::directory_iterator(out + "/checkpoints"))
     CHECK(entry.path().filename().string().find(".tmp") == std::string::npos);  // no temp file left
   CHECK(list_checkpoints(out) == std::vector<std::string>{previous});

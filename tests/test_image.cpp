@@ -14,30 +14,9 @@ using namespace pconv;
 
 namespace {
 
-ImageU8 random_image(int w, int h, uint64_t seed) {
-  ImageU8 img;
-  img.width = w;
-  img.height = h;
-  img.channels_in_file = 3;
-  img.rgb.resize(size_t(w) * size_t(h) * 3);
-  uint64_t x = seed * 0x9e3779b97f4a7c15ull + 7;
-  for (auto& b : img.rgb) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    b = uint8_t(x >> 32);
-  }
-  return img;
-}
-
-std::string read_raw(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_raw(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
+using testing::random_image;
+using testing::read_bytes;
+using testing::write_bytes;
 
 void expect_error(const std::string& path, const std::string& fragment, int64_t max_pixels = kMaxImagePixels) {
   try {
@@ -64,7 +43,7 @@ TEST_CASE("image: PNG round trip is exact, through bytes and through tensors") {
     CHECK(back.height == h);
     CHECK(back.channels_in_file == 3);
     CHECK(back.rgb == img.rgb);
-    CHECK(read_raw(path) == encode_png(img));
+    CHECK(read_bytes(path) == encode_png(img));
 
     Tensor t = load_image(path);
     REQUIRE(t.shape() == Shape{3, h, w});
@@ -108,7 +87,7 @@ TEST_CASE("image: JPEG round trip is close; extensions are case-insensitive") {
   }
   // Lower quality, smaller file.
   save_image(dir + "/q20.jpg", img, 20);
-  CHECK(read_raw(dir + "/q20.jpg").size() < read_raw(dir + "/a.jpg").size());
+  CHECK(read_bytes(dir + "/q20.jpg").size() < read_bytes(dir + "/a.jpg").size());
 }
 
 TEST_CASE("image: grey is replicated, alpha dropped, channels_in_file reported") {
@@ -143,25 +122,25 @@ TEST_CASE("image: missing, corrupt, truncated and oversized files are refused cl
                        Error);
   expect_error(dir, "not a regular file");
 
-  write_raw(dir + "/noise.png", "this is not an image at all, just some text");
+  write_bytes(dir + "/noise.png", "this is not an image at all, just some text");
   expect_error(dir + "/noise.png", "not a readable image (stb: ");
-  write_raw(dir + "/empty.png", "");
+  write_bytes(dir + "/empty.png", "");
   expect_error(dir + "/empty.png", "not a readable image (stb: ");
 
   const std::string png = encode_png(random_image(32, 32, 5));
-  write_raw(dir + "/truncated.png", png.substr(0, png.size() / 2));
+  write_bytes(dir + "/truncated.png", png.substr(0, png.size() / 2));
   expect_error(dir + "/truncated.png", "not a readable image (stb: ");
   ImageU8 smooth = random_image(32, 32, 8);
   for (auto& b : smooth.rgb) b = uint8_t(b / 4 + 96);
   save_image(dir + "/full.jpg", smooth);
-  const std::string jpeg = read_raw(dir + "/full.jpg");
-  write_raw(dir + "/truncated.jpg", jpeg.substr(0, jpeg.size() / 2));
+  const std::string jpeg = read_bytes(dir + "/full.jpg");
+  write_bytes(dir + "/truncated.jpg", jpeg.substr(0, jpeg.size() / 2));
   expect_error(dir + "/truncated.jpg", "not a readable image (stb: ");
-  write_raw(dir + "/header_only.png", png.substr(0, 20));
+  write_bytes(dir + "/header_only.png", png.substr(0, 20));
   expect_error(dir + "/header_only.png", "not a readable image (stb: ");
 
   // The limit is checked from the header, before decoding.
-  write_raw(dir + "/wide.png", encode_png(random_image(20, 10, 6)));
+  write_bytes(dir + "/wide.png", encode_png(random_image(20, 10, 6)));
   expect_error(dir + "/wide.png", "image is 20×10 (200 pixels), over the limit of 199 pixels", 199);
   CHECK(read_image_u8(dir + "/wide.png", 200).width == 20);
 }

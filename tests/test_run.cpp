@@ -23,19 +23,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-ImageU8 random_image(int w, int h, uint64_t seed) {
-  ImageU8 img;
-  img.width = w;
-  img.height = h;
-  img.channels_in_file = 3;
-  img.rgb.resize(size_t(w) * size_t(h) * 3);
-  uint64_t x = seed * 0x9e3779b97f4a7c15ull + 11;
-  for (auto& b : img.rgb) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    b = uint8_t(x >> 32);
-  }
-  return img;
-}
+using testing::random_image;
+using testing::read_bytes;
+using testing::write_bytes;
 
 // A rectangle of holes in the middle third.
 MaskImage box_mask(int64_t h, int64_t w) {
@@ -59,17 +49,6 @@ std::string write_checkpoint(const std::string& dir, const PConvUNetConfig& conf
   return path;
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
-
 std::string quote(const std::string& s) { return "'" + s + "'"; }
 
 struct AppRun {
@@ -85,8 +64,8 @@ AppRun run_app(const std::string& app, const std::string& args, const std::strin
   const int rc = std::system((quote(binary) + " " + args + " >" + quote(out) + " 2>" + quote(err)).c_str());
   AppRun r;
   r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
+  r.out = read_bytes(out);
+  r.err = read_bytes(err);
   return r;
 }
 
@@ -244,7 +223,7 @@ TEST_CASE("run: load_model skips the optimiser's state of a training checkpoint"
 TEST_CASE("run: load_model refuses missing, corrupt, truncated and foreign files in one line naming the path") {
   const std::string dir = testing::scratch_dir("run_load_errors");
   const std::string good = write_checkpoint(dir);
-  const std::string bytes = slurp(good);
+  const std::string bytes = read_bytes(good);
   auto error_of = [](const std::string& path) -> std::string {
     try {
       inference::load_model(path);
@@ -372,7 +351,7 @@ TEST_CASE("run: inpaint-run refuses bad inputs in one line and writes nothing") 
   write_bytes(f.dir + "/garbage.safetensors", "not a checkpoint at all, just text");
   check_one_line_error(run_app("inpaint-run", run_args(with_model(f, f.dir + "/garbage.safetensors"), out), f.dir),
                        "garbage.safetensors: ");
-  const std::string ckpt = slurp(f.model);
+  const std::string ckpt = read_bytes(f.model);
   write_bytes(f.dir + "/short.safetensors", ckpt.substr(0, ckpt.size() - 100));
   check_one_line_error(run_app("inpaint-run", run_args(with_model(f, f.dir + "/short.safetensors"), out), f.dir),
                        "short.safetensors: ");
@@ -381,7 +360,7 @@ TEST_CASE("run: inpaint-run refuses bad inputs in one line and writes nothing") 
   RunFiles g = f;
   g.image = f.dir + "/missing.png";
   check_one_line_error(run_app("inpaint-run", run_args(g, out), f.dir), "missing.png: no such file");
-  const std::string png = slurp(f.image);
+  const std::string png = read_bytes(f.image);
   write_bytes(f.dir + "/truncated.png", png.substr(0, png.size() / 2));
   g.image = f.dir + "/truncated.png";
   check_one_line_error(run_app("inpaint-run", run_args(g, out), f.dir), "truncated.png: ");
@@ -413,18 +392,18 @@ TEST_CASE("run: inpaint-run refuses bad inputs in one line and writes nothing") 
 
 TEST_CASE("run: inpaint-run never overwrites its input, and an existing output only with --force") {
   const RunFiles f = run_files("run_app_overwrite");
-  const std::string image_bytes = slurp(f.image), mask_bytes = slurp(f.mask);
+  const std::string image_bytes = read_bytes(f.image), mask_bytes = read_bytes(f.mask);
   check_one_line_error(run_app("inpaint-run", run_args(f, f.image, "--force"), f.dir), "is the input image");
   check_one_line_error(run_app("inpaint-run", run_args(f, f.dir + "/./photo.png", "--force"), f.dir),
                        "is the input image");
   check_one_line_error(run_app("inpaint-run", run_args(f, f.mask, "--force"), f.dir), "is the mask");
-  CHECK(slurp(f.image) == image_bytes);
-  CHECK(slurp(f.mask) == mask_bytes);
+  CHECK(read_bytes(f.image) == image_bytes);
+  CHECK(read_bytes(f.mask) == mask_bytes);
 
   const std::string out = f.dir + "/out.png";
   write_bytes(out, "precious");
   check_one_line_error(run_app("inpaint-run", run_args(f, out), f.dir), "exists (use --force to overwrite)");
-  CHECK(slurp(out) == "precious");
+  CHECK(read_bytes(out) == "precious");
   // --raw's second file is checked before the first is written.
   write_bytes(f.dir + "/new_raw.png", "precious");
   check_one_line_error(run_app("inpaint-run", run_args(f, f.dir + "/new.png", "--raw"), f.dir), "new_raw.png exists");
@@ -531,7 +510,7 @@ TEST_CASE("run: inpaint-bench measures a tiny model and writes JSON; bf16 is ref
   CAPTURE(r.err);
   REQUIRE(r.status == 0);
   CHECK(r.out.find("| train | 2 |") != std::string::npos);
-  const auto j = nlohmann::json::parse(slurp(dir + "/bench.json"));
+  const auto j = nlohmann::json::parse(read_bytes(dir + "/bench.json"));
   REQUIRE(j["results"].size() == 3);
   CHECK(j["results"][0]["measure"] == "train");
   CHECK(j["results"][2]["batch"] == 3);

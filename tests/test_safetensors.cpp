@@ -16,6 +16,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using testing::read_bytes;
+using testing::write_bytes;
+
 std::string le64(uint64_t n) {
   std::string s(8, '\0');
   for (int i = 0; i < 8; ++i) s[size_t(i)] = char((n >> (8 * i)) & 0xff);
@@ -25,17 +28,6 @@ std::string le64(uint64_t n) {
 // A file built by hand: declared header length (default: the true one), JSON, data.
 std::string file_bytes(const std::string& json, const std::string& data, int64_t declared = -1) {
   return le64(declared < 0 ? json.size() : uint64_t(declared)) + json + data;
-}
-
-void write_raw(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
-
-std::string read_raw(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 std::string bytes_of(const Tensor& t) {
@@ -58,7 +50,7 @@ Tensor random_tensor(const Shape& shape, DType dtype, uint64_t seed) {
 void expect_load_error(const std::string& dir, const std::string& name, const std::string& bytes,
                        const std::string& fragment) {
   const std::string path = dir + "/" + name + ".safetensors";
-  write_raw(path, bytes);
+  write_bytes(path, bytes);
   try {
     load_safetensors(path);
     FAIL_CHECK(name << ": loaded without error");
@@ -108,7 +100,7 @@ TEST_CASE("safetensors: every dtype and the metadata round-trip bit for bit") {
   }
 
   // Layout: header length a multiple of 8, padded with spaces, data in sorted-name order.
-  const std::string raw = read_raw(path);
+  const std::string raw = read_bytes(path);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(raw[size_t(i)]);
   CHECK(n % 8 == 0);
@@ -126,7 +118,7 @@ TEST_CASE("safetensors: every dtype and the metadata round-trip bit for bit") {
   f = load_safetensors(path);
   CHECK(f.tensors.empty());
   CHECK(f.metadata.empty());
-  CHECK(read_raw(path).find("__metadata__") == std::string::npos);
+  CHECK(read_bytes(path).find("__metadata__") == std::string::npos);
 }
 
 TEST_CASE("safetensors: reads a file laid out by hand as the reference library writes it") {
@@ -139,7 +131,7 @@ TEST_CASE("safetensors: reads a file laid out by hand as the reference library w
       R"({"__metadata__":{"format":"pt"},"b":{"dtype":"I64","shape":[1],"data_offsets":[0,8]},)"
       R"("a":{"dtype":"F32","shape":[2,1],"data_offsets":[8,16]}})";
   json.append(7, ' ');
-  write_raw(dir + "/hand.safetensors", file_bytes(json, data));
+  write_bytes(dir + "/hand.safetensors", file_bytes(json, data));
   SafetensorsFile f = load_safetensors(dir + "/hand.safetensors");
   CHECK(f.metadata.at("format") == "pt");
   CHECK(f.tensors.at("a").shape() == Shape{2, 1});
@@ -214,7 +206,7 @@ TEST_CASE("safetensors: a failed write throws and leaves the previous file intac
   const std::string path = dir + "/ckpt.safetensors";
   const std::map<std::string, Tensor> before = {{"w", random_tensor({16}, DType::F32, 9)}};
   save_safetensors(path, before, {{"step", "1"}});
-  const std::string original = read_raw(path);
+  const std::string original = read_bytes(path);
 
   // The target is a folder: rename fails, the folder and its contents survive.
   fs::create_directories(dir + "/is_a_dir/inner");
@@ -249,7 +241,7 @@ TEST_CASE("safetensors: a failed write throws and leaves the previous file intac
   signal(SIGXFSZ, old_handler);
   CHECK(threw);
   CHECK(message.rfind(path + ": cannot write (", 0) == 0);
-  CHECK(read_raw(path) == original);
+  CHECK(read_bytes(path) == original);
   CHECK(load_safetensors(path).metadata.at("step") == "1");
   CHECK(files_in(dir) == 2);  // ckpt.safetensors and is_a_dir: no temp file left behind
 
@@ -266,9 +258,9 @@ TEST_CASE("safetensors: write_file_atomic replaces any bytes; bad names are refu
   write_file_atomic(path, "first");
   std::string binary("a\0b\xff", 4);
   write_file_atomic(path, binary);
-  CHECK(read_raw(path) == binary);
+  CHECK(read_bytes(path) == binary);
   write_file_atomic(path, "");
-  CHECK(read_raw(path).empty());
+  CHECK(read_bytes(path).empty());
   CHECK(files_in(dir) == 1);
   CHECK_THROWS_WITH_AS(save_safetensors(path, {{"__metadata__", Tensor::zeros({1})}}),
                        (path + ": invalid tensor name '__metadata__'").c_str(), Error);

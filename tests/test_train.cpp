@@ -21,6 +21,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using testing::read_bytes;
+
 // The tiny model of these tests: 3 levels, width 8, 32×32 crops, batch 2 (~30 ms a step).
 TrainOptions tiny(const std::string& out, int64_t steps) {
   TrainOptions o;
@@ -35,15 +37,8 @@ TrainOptions tiny(const std::string& out, int64_t steps) {
   return o;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 int64_t line_count(const std::string& path) {
-  const std::string t = read_text(path);
+  const std::string t = read_bytes(path);
   return int64_t(std::count(t.begin(), t.end(), '\n'));
 }
 
@@ -114,10 +109,10 @@ TEST_CASE("train: N steps + resume + M steps equals N+M steps straight, bit for 
   check_same_tensors(a.optimizer().state_dict(), c.optimizer().state_dict());  // Adam m, v, t, step
   CHECK(a.data().state() == c.data().state());
   // The logs, validations and final checkpoints agree byte for byte too.
-  CHECK(read_text(straight + "/log.csv") == read_text(split + "/log.csv"));
-  CHECK(read_text(straight + "/val.csv") == read_text(split + "/val.csv"));
-  CHECK(read_text(straight + "/checkpoints/step-00000007.safetensors") ==
-        read_text(split + "/checkpoints/step-00000007.safetensors"));
+  CHECK(read_bytes(straight + "/log.csv") == read_bytes(split + "/log.csv"));
+  CHECK(read_bytes(straight + "/val.csv") == read_bytes(split + "/val.csv"));
+  CHECK(read_bytes(straight + "/checkpoints/step-00000007.safetensors") ==
+        read_bytes(split + "/checkpoints/step-00000007.safetensors"));
 }
 
 TEST_CASE("train: a run writes checkpoints (keeping the last K), logs, plots and samples") {
