@@ -1,13 +1,14 @@
 // inpaint-eval: compares inpainted results with their ground truths as the paper does — ℓ1
 // (%), PSNR and SSIM on the whole image after compositing the result with the ground truth
 // through the mask — grouped by hole ratio, and prints the markdown table (CSV optional).
-// Files are paired by name stem across the three folders. With --model CKPT --images DIR
-// --masks DIR it runs the model itself (apps/common/inference.h) on the images, which are the
+// Files are paired by name stem across the three folders. With --images DIR --masks DIR it runs
+// the model (--model CKPT, or the bundled one) (apps/common/inference.h) on the images, which are the
 // ground truth, and evaluates its composites directly.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
 
+#include "apps/common/bundled_model.h"
 #include "apps/common/cli.h"
 #include "apps/common/inference.h"
 #include "core/safetensors.h"  // write_file_atomic
@@ -23,10 +24,12 @@ int main(int argc, char** argv) {
   auto* results_opt = app.add_option("--results", results, "folder of inpainted images");
   auto* gt_opt = app.add_option("--gt", gt, "folder of ground-truth images (same names)");
   app.add_option("--masks", masks, "folder of masks (same names)")->required();
-  auto* model_opt = app.add_option("--model", model, "run this checkpoint on --images instead of reading --results");
-  auto* images_opt = app.add_option("--images", images, "with --model: folder of ground-truth images to inpaint");
-  model_opt->needs(images_opt)->excludes(results_opt)->excludes(gt_opt);
-  images_opt->needs(model_opt);
+  auto* model_opt = app.add_option("--model", model,
+                                   "with --images: this checkpoint instead of the bundled model");
+  auto* images_opt = app.add_option("--images", images,
+                                    "folder of ground-truth images to inpaint with the model (instead of --results)");
+  model_opt->needs(images_opt);
+  images_opt->excludes(results_opt)->excludes(gt_opt);
   results_opt->needs(gt_opt);
   gt_opt->needs(results_opt);
   app.add_option("--device", device_name, "with --model: cpu or cuda")
@@ -43,12 +46,14 @@ int main(int argc, char** argv) {
     const MaskHoles convention = parse_mask_holes(holes);
     if (!csv.empty()) cli::check_can_write(csv, force);
     if (!per_image_csv.empty()) cli::check_can_write(per_image_csv, force);
-    if (model.empty() && results.empty()) cli::fail("give --results and --gt, or --model and --images");
+    if (images.empty() && results.empty())
+      cli::fail("give --results and --gt, or --images (with the bundled model or --model)");
     const Device device = cli::parse_device(device_name);
     // With --model the images are their own ground truth; only the mask pairing matters.
-    const auto files = model.empty() ? match_eval_files(results, gt, masks) : match_eval_files(images, images, masks);
+    const auto files = images.empty() ? match_eval_files(results, gt, masks) : match_eval_files(images, images, masks);
     std::unique_ptr<PConvUNet> net;
-    if (!model.empty()) {
+    if (!images.empty()) {
+      model = bundled::resolve_model(model, "inpaint-eval");
       net = inference::load_model(model, device);
       cli::progress("inpaint-eval: " + net->config().describe() + " from " + model);
     }

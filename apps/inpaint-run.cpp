@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/common/bundled_model.h"
 #include "apps/common/cli.h"
 #include "apps/common/inference.h"
 #include "core/dataset.h"
@@ -102,7 +103,7 @@ int main(int argc, char** argv) {
   bool raw = false, force = false;
   int batch = 0;
   int64_t max_pixels = kMaxImagePixels;
-  app.add_option("--model", model, "checkpoint (.safetensors) written by inpaint-train")->required();
+  app.add_option("--model", model, "checkpoint (.safetensors) written by inpaint-train [the bundled model]");
   app.add_option("--image", image, "image file, or a folder of images")->required();
   app.add_option("--mask", mask, "mask file (same size as the image), or a folder of masks with the images' names")
       ->required();
@@ -188,6 +189,7 @@ int main(int argc, char** argv) {
       if (!net) {
         // Loaded once the first images are known to be good, so their errors come first.
         const auto t_load = std::chrono::steady_clock::now();
+        model = bundled::resolve_model(model, "inpaint-run");
         net = inference::load_model(model, device);
         cli::progress("inpaint-run: " + net->config().describe() + " from " + model + " (" +
                       fmt_seconds(seconds_since(t_load)) + "), " + std::to_string(jobs.size()) +
