@@ -10,6 +10,9 @@ class CpuBackend final : public Backend {
   Device device() const override { return Device::CPU; }
   void* allocate(size_t bytes) override;
   void deallocate(void* ptr, size_t bytes) override;
+  // Tensors of 4 MiB and more on transparent huge pages (madvise); on unless PCONV_HUGE_PAGES=0.
+  void set_huge_pages(bool on) { huge_pages_ = on; }
+  bool huge_pages() const { return huge_pages_; }
   void copy_from_host(void* dst, const void* src, size_t bytes) override;
   void copy_to_host(void* dst, const void* src, size_t bytes) override;
 
@@ -56,6 +59,8 @@ class CpuBackend final : public Backend {
 
   void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                  const AdamParams& p) override;
+ private:
+  bool huge_pages_ = true;
 };
 
 // Calls f(float-or-double tag) for the tensor's dtype; CPU math runs in f32 or f64 only.
