@@ -224,13 +224,13 @@ class Machine {
   }
   // Equal strings and integers are equal keys; anything else is itself.
   static std::string key_of(const Value* k) {
+    std::string key(1, char(k->kind));  // appended to, not `"x" + s`: GCC 12 warns falsely on that
     switch (k->kind) {
-      case Kind::String: return "s" + k->text;
-      case Kind::Bytes: return "b" + k->text;
-      case Kind::BigInt: return "n" + k->text;
-      case Kind::Int: return "i" + std::to_string(k->integer);
-      default: return "p" + std::to_string(reinterpret_cast<uintptr_t>(k));
+      case Kind::String: case Kind::Bytes: case Kind::BigInt: key += k->text; break;
+      case Kind::Int: key += std::to_string(k->integer); break;
+      default: key += std::to_string(reinterpret_cast<uintptr_t>(k));
     }
+    return key;
   }
 
   void step(uint8_t op) {

@@ -148,15 +148,24 @@ ImportedModel import_pconv(const TorchCheckpoint& file, const ImportOptions& opt
     NoGradGuard no_grad;
     const Found found = detect(file, options);
     const Layout& layout = *found.layout;
-    if (std::string(layout.name) == "nvidia" && !options.nvidia_multi_channel)
-      throw Error(
-          "NVIDIA PartialConv2d layout: the file does not record whether its layers were built with "
-          "multi_channel=True. If they were (a mask of C channels, sum(1) = C_in·k²), pass "
-          "--nvidia-multi-channel and it is imported exactly. Without multi_channel the mask has one "
-          "channel, sum(1) = k², and how the UNet merges the decoder's and the skip's masks at each "
-          "concatenation is not in the file; pconv cannot represent that");
     Mapper m(file, layout, found.prefix);
     const std::string enc1 = std::string("enc_1") + layout.weight;
+    if (std::string(layout.name) == "nvidia") {
+      // Only a saved weight_maskUpdater tells (C_out×C_in×k×k with multi_channel, 1×1×k×k without).
+      const std::string updater = std::string("enc_1") + layout.mask_weight;
+      const bool saved = m.has(updater);
+      const std::string single =
+          "Without multi_channel the mask has one channel, sum(1) = k², and how the UNet merges the "
+          "decoder's and the skip's masks at each concatenation is the model code's own, not in the file; "
+          "pconv cannot represent that";
+      if (saved && m.shape(updater).size() == 4 && m.shape(updater)[0] == 1 && m.shape(updater)[1] == 1)
+        throw Error("NVIDIA PartialConv2d layout built without multi_channel (" + found.prefix + updater + " is " +
+                    shape_str(m.shape(updater)) + "). " + single);
+      if (!saved && !options.nvidia_multi_channel)
+        throw Error("NVIDIA PartialConv2d layout: the file does not record whether its layers were built with "
+                    "multi_channel=True. If they were (a mask of C channels, sum(1) = C_in·k²), pass "
+                    "--nvidia-multi-channel and it is imported exactly. " + single);
+    }
     const Shape first = m.shape(enc1);
     if (first.size() != 4 || first[2] != 7 || first[3] != 7)
       throw Error(found.prefix + enc1 + " is " + shape_str(first) + ", not the 7×7 first layer of a PConv UNet");
@@ -194,11 +203,12 @@ ImportedModel import_pconv(const TorchCheckpoint& file, const ImportOptions& opt
       if (m.has(src + layout.mask_weight)) {
         const Shape ms = m.shape(src + layout.mask_weight);
         Tensor ones = m.take(src + layout.mask_weight, ms, "the mask kernel");
-        if (ms.size() != 4 || ms[2] != wshape[2] || ms[3] != wshape[3] || !all_equal(ones, 1.0f))
-          throw Error(m.prefix() + src + layout.mask_weight + " is not an all-ones " + std::to_string(wshape[2]) +
-                      "×" + std::to_string(wshape[3]) + " kernel, so sum(M) is not what partial convolution counts");
-        if (ms[0] != 1 && (ms[0] != wshape[0] || ms[1] != wshape[1]))
-          throw Error(m.prefix() + src + layout.mask_weight + " is " + shape_str(ms) + ", the layer " + shape_str(wshape));
+        if (ms != wshape)
+          throw Error(m.prefix() + src + layout.mask_weight + " is " + shape_str(ms) + ", its layer's weight " +
+                      shape_str(wshape));
+        if (!all_equal(ones, 1.0f))
+          throw Error(m.prefix() + src + layout.mask_weight +
+                      " is not all ones, so sum(M) is not what partial convolution counts");
         ++masks_checked;
       }
       if (layout.mask_bias && m.has(src + layout.mask_bias)) {

@@ -353,6 +353,14 @@ def generate(out):
     net = UNet(4, 2, 'nvidia')
     randomise(net, 6, size)
     torch.save(net.state_dict(), os.path.join(out, 'nvidia_zip.pth'))
+    # Forks that register weight_maskUpdater as a buffer save it, and its shape tells multi_channel.
+    with_updater = dict(net.state_dict())
+    for name, mod in net.named_modules():
+        if isinstance(mod, NvidiaPartialConv2d):
+            with_updater[name + '.weight_maskUpdater'] = mod.weight_maskUpdater
+    torch.save(with_updater, os.path.join(out, 'nvidia_updater_legacy.pth'), _use_new_zipfile_serialization=False)
+    torch.save({'enc_1.conv.weight': torch.zeros(2, 3, 7, 7), 'enc_1.conv.weight_maskUpdater': torch.ones(1, 1, 7, 7)},
+               os.path.join(out, 'nvidia_single.pth'))
     raw, comp = reference(net, img, mask)
     write_safetensors(os.path.join(out, 'nvidia_expected.safetensors'), {'output': raw})
     Image.fromarray(comp).save(os.path.join(out, 'nvidia_expected.png'))

@@ -47,6 +47,8 @@ const Case kCases[] = {
     {"naoto_legacy.pth", "naoto", "naoto", {5, 2, 3}, false},
     {"early_legacy.pth", "early", "naoto-early", {4, 2, 3}, false},
     {"nvidia_zip.pth", "nvidia", "nvidia", {4, 2, 3}, true},
+    // weight_maskUpdater saved (C_out×C_in×k×k): multi_channel is known without the flag.
+    {"nvidia_updater_legacy.pth", "nvidia", "nvidia", {4, 2, 3}, false},
 };
 
 ImportedModel import_case(const Case& c) {
@@ -175,6 +177,8 @@ TEST_CASE("import: layouts pconv cannot represent, or that are not PConv UNets, 
   std::string e = import_error(data("nvidia_zip.pth"));
   CHECK(e.find("multi_channel=True") != std::string::npos);
   CHECK(e.find("--nvidia-multi-channel") != std::string::npos);
+  e = import_error(data("nvidia_single.pth"));
+  CHECK(e.find("built without multi_channel (enc_1.conv.weight_maskUpdater is [1, 1, 7, 7])") != std::string::npos);
   e = import_error(data("bad_shape.pth"));
   CHECK(e.find("model.dec_3.conv.input_conv.weight is [5, 24, 3, 3]; layer pconv6 of a 4-level width-2 "
                "PConvUNet needs [4, 12, 3, 3]") != std::string::npos);
