@@ -447,6 +447,14 @@ Tensor TorchCheckpoint::load(const std::string& name) const {
   const StorageType* type = find_storage_type(t.storage_type);
   if (!type->has_dtype)
     throw Error(impl_->path + ": tensor '" + name + "' holds " + t.storage_type + " elements, which pconv does not read");
+  // Only a tensor that repeats elements (stride 0) can be larger than its storage; state dicts
+  // hold none, and refusing them keeps a hostile size from allocating terabytes.
+  const int64_t storage_numel = impl_->data.storages.at(t.storage_key).numel;
+  int64_t numel = 1;
+  for (int64_t d : t.shape) numel *= d;
+  if (numel > storage_numel)
+    throw Error(impl_->path + ": tensor '" + name + "' has " + std::to_string(numel) + " elements, its storage " +
+                std::to_string(storage_numel));
   std::string holder;
   std::string_view bytes;
   try {

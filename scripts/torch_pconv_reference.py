@@ -311,7 +311,7 @@ def keras_stand_in(path, width=1):
             g = f.create_group(name)
             g.attrs['weight_names'] = [f'{name}/{w}'.encode() for w in weights]
             for w, shape in weights.items():
-                g.create_dataset(f'{name}/{w}', data=rng.standard_normal(shape).astype(np.float32))
+                g.create_dataset(f'{name}/{w}', data=rng.standard_normal(shape).astype(np.float32), track_times=False)
 
 
 # ----------------------------------------------------------------------------- commands

@@ -254,6 +254,47 @@ TEST_CASE("torch checkpoint: truncated, corrupt and foreign files give an error,
   CHECK(import_error(dir + "/missing.pth").find("No such file") != std::string::npos);
 }
 
+namespace {
+
+// A legacy-format checkpoint made by hand: naoto_legacy.pth's three header pickles, an object
+// pickle {'w': _rebuild_tensor_v2(storage 'k' of 4 floats 0..3, offset, size, stride)}, the key
+// list and the storage.
+std::string legacy_with_tensor(const std::string& offset, const std::string& size, const std::string& stride) {
+  const std::string legacy = read_bytes(data("naoto_legacy.pth"));
+  size_t end = 0;
+  for (int i = 0; i < 3; ++i) end = pickle::parse(legacy, end, pickle::Policy{}).end;
+  const std::string object = "\x80\x02}(X\x01\x00\x00\x00" "w" "ctorch._utils\n_rebuild_tensor_v2\n(" "(X\x07\x00\x00\x00"
+                             "storage" "ctorch\nFloatStorage\n" "X\x01\x00\x00\x00" "k" "X\x03\x00\x00\x00" "cpu" "K\x04"
+                             "tQ"s + offset + size + stride + "\x89" "ccollections\nOrderedDict\n)R" "tRu."s;
+  const std::string keys = "\x80\x02]X\x01\x00\x00\x00" "ka."s;
+  std::string storage = "\x04\x00\x00\x00\x00\x00\x00\x00"s;
+  for (float v : {0.f, 1.f, 2.f, 3.f}) storage.append(reinterpret_cast<const char*>(&v), 4);
+  return legacy.substr(0, end) + object + keys + storage;
+}
+
+}  // namespace
+
+TEST_CASE("torch checkpoint: strided views are read element by element; views past their storage are refused") {
+  const std::string dir = testing::scratch_dir("import-views");
+  // Size (2, 2), stride (1, 2): the transpose of [[0, 1], [2, 3]].
+  write_bytes(dir + "/t.pth", legacy_with_tensor("K\x00"s, "K\x02K\x02\x86"s, "K\x01K\x02\x86"s));
+  {
+    TorchCheckpoint file(dir + "/t.pth");
+    const Tensor t = file.load("w");
+    CHECK(t.shape() == Shape{2, 2});
+    CHECK(t.to_float_vector() == std::vector<float>{0, 2, 1, 3});
+  }
+  write_bytes(dir + "/t.pth", legacy_with_tensor("K\x01"s, "K\x03\x85"s, "K\x01\x85"s));
+  CHECK(TorchCheckpoint(dir + "/t.pth").load("w").to_float_vector() == std::vector<float>{1, 2, 3});
+  // Past the end of the storage: 2×3 of 4 elements.
+  write_bytes(dir + "/t.pth", legacy_with_tensor("K\x00"s, "K\x02K\x03\x86"s, "K\x03K\x01\x86"s));
+  std::string e = import_error(dir + "/t.pth");
+  CHECK(e.find("tensor 'w': shape [2, 3] reaches element 5 of storage k, which holds 4") != std::string::npos);
+  // A stride-0 view as large as memory: refused before anything is allocated.
+  write_bytes(dir + "/t.pth", legacy_with_tensor("K\x00"s, "\x8a\x05\x00\x00\x00\x00\x01\x85"s, "K\x00\x85"s));
+  CHECK_THROWS_WITH_AS(TorchCheckpoint(dir + "/t.pth").load("w"), doctest::Contains("has 4294967296 elements"), Error);
+}
+
 TEST_CASE("inpaint-import + inpaint-run: the composite equals PyTorch's within 1 level") {
   const std::string dir = testing::scratch_dir("import-run");
   for (const Case& c : kCases) {
