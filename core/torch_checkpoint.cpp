@@ -6,13 +6,13 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zip.h>
 
 #include <cerrno>
 #include <cstring>
 #include <string_view>
 
 #include "core/pickle.h"
+#include "core/zip_archive.h"
 
 namespace pconv {
 
@@ -105,63 +105,6 @@ class MappedFile {
  private:
   const char* data_ = nullptr;
   size_t size_ = 0;
-};
-
-std::string zip_reason(int code) {
-  zip_error_t e;
-  zip_error_init_with_code(&e, code);
-  std::string s = zip_error_strerror(&e);
-  zip_error_fini(&e);
-  return s;
-}
-
-class ZipArchive {
- public:
-  explicit ZipArchive(const std::string& path) {
-    int code = 0;
-    zip_ = zip_open(path.c_str(), ZIP_RDONLY | ZIP_CHECKCONS, &code);
-    if (!zip_) throw Error("a zip archive that is truncated or corrupt (" + zip_reason(code) + ")");
-  }
-  ~ZipArchive() { zip_discard(zip_); }
-  ZipArchive(const ZipArchive&) = delete;
-  ZipArchive& operator=(const ZipArchive&) = delete;
-
-  std::vector<std::string> names() const {
-    std::vector<std::string> out;
-    const zip_int64_t n = zip_get_num_entries(zip_, 0);
-    for (zip_int64_t i = 0; i < n; ++i)
-      if (const char* name = zip_get_name(zip_, zip_uint64_t(i), 0)) out.emplace_back(name);
-    return out;
-  }
-  bool has(const std::string& name) const { return zip_name_locate(zip_, name.c_str(), 0) >= 0; }
-
-  // The whole entry; `expected` (when >= 0) must be its size.
-  std::string read(const std::string& name, int64_t expected = -1) const {
-    const zip_int64_t index = zip_name_locate(zip_, name.c_str(), 0);
-    if (index < 0) throw Error("the zip archive has no entry " + name);
-    zip_stat_t st;
-    if (zip_stat_index(zip_, zip_uint64_t(index), 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE))
-      throw Error("cannot read the size of zip entry " + name);
-    if (expected >= 0 && st.size != uint64_t(expected))
-      throw Error("zip entry " + name + " holds " + std::to_string(st.size) + " bytes, " +
-                  std::to_string(expected) + " expected");
-    if (st.size > (uint64_t(1) << 40)) throw Error("zip entry " + name + " is over 1 TiB");
-    zip_file_t* f = zip_fopen_index(zip_, zip_uint64_t(index), 0);
-    if (!f) throw Error("cannot open zip entry " + name + ": " + zip_strerror(zip_));
-    std::string out(size_t(st.size), '\0');
-    zip_int64_t got = zip_fread(f, out.data(), st.size);
-    // libzip checks the entry's CRC when a read reaches its end: one more read makes sure it did.
-    char past_end;
-    if (got >= 0 && zip_fread(f, &past_end, 1) != 0) got = -1;
-    std::string reason = got < 0 ? zip_file_strerror(f) : "";
-    zip_fclose(f);
-    if (got < 0 || uint64_t(got) != st.size)
-      throw Error("zip entry " + name + " is truncated or corrupt" + (reason.empty() ? "" : " (" + reason + ")"));
-    return out;
-  }
-
- private:
-  zip_t* zip_ = nullptr;
 };
 
 // ---------------------------------------------------------------- pickle values → tensors

@@ -18,6 +18,7 @@
 #include "core/pickle.h"
 #include "core/safetensors.h"
 #include "core/torch_checkpoint.h"
+#include "core/zip_archive.h"
 #include "models/pconv_import.h"
 #include "tests/test_util.h"
 
@@ -50,6 +51,15 @@ const Case kCases[] = {
     // weight_maskUpdater saved (C_out×C_in×k×k): multi_channel is known without the flag.
     {"nvidia_updater_legacy.pth", "nvidia", "nvidia", {4, 2, 3}, false},
 };
+
+// Files in torch.save's zip format need libzip; a build without it (a bare GPU machine)
+// refuses them, which is checked instead.
+bool is_zip(const std::string& file) { return file.find("legacy") == std::string::npos && file.find(".pth") != std::string::npos; }
+bool skip_zip(const std::string& file) {
+  if (!is_zip(file) || zip_supported()) return false;
+  MESSAGE("skipped " << file << ": pconv was built without libzip");
+  return true;
+}
 
 ImportedModel import_case(const Case& c) {
   ImportOptions options;
@@ -95,6 +105,7 @@ std::string import_error(const std::string& path, const ImportOptions& options =
 }  // namespace
 
 TEST_CASE("torch checkpoint: the zip and legacy formats hold the same tensors") {
+  if (skip_zip("naoto_zip.pth")) return;
   TorchCheckpoint zip(data("naoto_zip.pth")), legacy(data("naoto_legacy.pth"));
   CHECK(zip.format() == "zip (PyTorch >= 1.6)");
   CHECK(legacy.format() == "legacy (PyTorch < 1.6)");
@@ -128,6 +139,7 @@ TEST_CASE("torch checkpoint: the zip and legacy formats hold the same tensors") 
 
 TEST_CASE("import: pconv reproduces PyTorch's output of each known layout") {
   for (const Case& c : kCases) {
+    if (skip_zip(c.file)) continue;
     CAPTURE(c.file);
     const ImportedModel m = import_case(c);
     CHECK(m.config == c.config);
@@ -145,7 +157,7 @@ TEST_CASE("import: pconv reproduces PyTorch's output of each known layout") {
 TEST_CASE("import: the comparison notices a small change in any mapped tensor") {
   // 1 % on one layer's weights, or 0.01 on a bias or a BatchNorm mean, must show: the test
   // above could fail if the mapping were off.
-  const ImportedModel base = import_case(kCases[0]);
+  const ImportedModel base = import_case(kCases[1]);
   const Tensor want = pconv_output(base);
   for (const std::string name : {"pconv1.weight", "pconv3.bn.running_mean", "pconv7.weight", "pconv10.bias"}) {
     CAPTURE(name);
@@ -174,6 +186,10 @@ TEST_CASE("import: what the mapping says") {
 }
 
 TEST_CASE("import: layouts pconv cannot represent, or that are not PConv UNets, are refused") {
+  if (skip_zip("naoto_zip.pth")) {
+    CHECK(import_error(data("naoto_zip.pth")).find("built without libzip") != std::string::npos);
+    return;
+  }
   std::string e = import_error(data("nvidia_zip.pth"));
   CHECK(e.find("multi_channel=True") != std::string::npos);
   CHECK(e.find("--nvidia-multi-channel") != std::string::npos);
@@ -207,6 +223,7 @@ TEST_CASE("torch checkpoint: a pickle that would run code is refused, and nothin
   fs::remove(marker);
   for (const char* file : {"evil_zip.pth", "evil_legacy.pth"}) {
     CAPTURE(file);
+    if (skip_zip(file)) continue;
     const std::string e = import_error(data(file));
     CHECK(e.find("global 'posix.system' is not allowed") != std::string::npos);
     CHECK(e.find("at byte ") != std::string::npos);
@@ -224,7 +241,7 @@ TEST_CASE("torch checkpoint: truncated, corrupt and foreign files give an error,
     write_bytes(dir + "/cut.pth", legacy.substr(0, cut));
     CHECK(import_error(dir + "/cut.pth") != "(imported)");
   }
-  for (int i = 1; i < 10; ++i) {
+  for (int i = 1; i < 10 && !skip_zip("naoto_zip.pth"); ++i) {
     const size_t cut = zip.size() * size_t(i) / 10;
     CAPTURE(cut);
     write_bytes(dir + "/cut.pth", zip.substr(0, cut));
@@ -235,7 +252,7 @@ TEST_CASE("torch checkpoint: truncated, corrupt and foreign files give an error,
   const size_t at = zip.find("naoto_zip/data/0") + 200;
   flipped[at] = char(flipped[at] ^ 0x55);
   write_bytes(dir + "/flipped.pth", flipped);
-  CHECK(import_error(dir + "/flipped.pth").find("corrupt") != std::string::npos);
+  if (zip_supported()) CHECK(import_error(dir + "/flipped.pth").find("corrupt") != std::string::npos);
 
   // A legacy file whose object pickle uses an opcode a state dict never needs (INST).
   size_t end = 0;
@@ -299,6 +316,7 @@ TEST_CASE("inpaint-import + inpaint-run: the composite equals PyTorch's within 1
   const std::string dir = testing::scratch_dir("import-run");
   for (const Case& c : kCases) {
     CAPTURE(c.file);
+    if (skip_zip(c.file)) continue;
     const std::string model = dir + "/" + c.file + ".safetensors", out = dir + "/" + c.file + ".png";
     auto r = run_app("inpaint-import",
                      "--from " + quote(data(c.file)) + " --out " + quote(model) +
@@ -327,6 +345,7 @@ TEST_CASE("inpaint-import + inpaint-run: the composite equals PyTorch's within 1
 }
 
 TEST_CASE("inpaint-import: bad input is one line, exit 2, and no output file") {
+  if (skip_zip("naoto_zip.pth")) return;
   const std::string dir = testing::scratch_dir("import-app-bad");
   const std::string out = dir + "/out.safetensors";
   write_bytes(dir + "/truncated.pth", read_bytes(data("naoto_zip.pth")).substr(0, 5000));

@@ -494,7 +494,8 @@ TEST_CASE("run: inpaint-bench measures a tiny model and writes JSON; bf16 is ref
 
 TEST_CASE("run: usage errors exit with status 1 and --help with 0, for every app") {
   const std::string dir = testing::scratch_dir("run_usage");
-  for (const std::string app : {"inpaint-run", "inpaint-train", "inpaint-eval", "inpaint-masks", "inpaint-bench"}) {
+  for (const std::string app :
+       {"inpaint-run", "inpaint-train", "inpaint-eval", "inpaint-masks", "inpaint-bench", "inpaint-import"}) {
     CAPTURE(app);
     const AppRun bad = run_app(app, "--no-such-option", dir);
     CHECK(bad.status == 1);
