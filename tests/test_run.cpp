@@ -23,7 +23,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using testing::AppRun;
+using testing::check_one_line_error;
+using testing::quote;
 using testing::random_image;
+using testing::run_app;
 using testing::read_bytes;
 using testing::write_bytes;
 
@@ -47,42 +51,6 @@ std::string write_checkpoint(const std::string& dir, const PConvUNetConfig& conf
   const std::string path = dir + "/model.safetensors";
   net.save_checkpoint(path);
   return path;
-}
-
-std::string quote(const std::string& s) { return "'" + s + "'"; }
-
-struct AppRun {
-  int status = -1;
-  std::string out, err;
-};
-
-// Runs a built app with `args` (already quoted), capturing both streams.
-AppRun run_app(const std::string& app, const std::string& args, const std::string& dir) {
-  const std::string binary = std::string(PCONV_BINARY_DIR) + "/" + app;
-  REQUIRE_MESSAGE(fs::exists(binary), binary << " is not built");
-  const std::string out = dir + "/app.stdout", err = dir + "/app.stderr";
-  const int rc = std::system((quote(binary) + " " + args + " >" + quote(out) + " 2>" + quote(err)).c_str());
-  AppRun r;
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  r.out = read_bytes(out);
-  r.err = read_bytes(err);
-  return r;
-}
-
-// The app failed with exit status 2 and one error line, the last on stderr, holding `needle`
-// (progress lines may come before it).
-void check_one_line_error(const AppRun& r, const std::string& needle) {
-  CAPTURE(r.err);
-  CHECK(r.status == 2);
-  REQUIRE(!r.err.empty());
-  CHECK(r.err.back() == '\n');
-  const size_t start = r.err.rfind('\n', r.err.size() - 2);
-  const std::string last = r.err.substr(start == std::string::npos ? 0 : start + 1);
-  CHECK(last.find(": error: ") != std::string::npos);
-  CHECK(last.find(needle) != std::string::npos);
-  size_t errors = 0;
-  for (size_t p = r.err.find("error"); p != std::string::npos; p = r.err.find("error", p + 1)) ++errors;
-  CHECK(errors == 1);
 }
 
 // A run-ready folder: model, a 40×56 image (not a multiple of 2^3) and a box mask (white holes).
@@ -526,7 +494,8 @@ TEST_CASE("run: inpaint-bench measures a tiny model and writes JSON; bf16 is ref
 
 TEST_CASE("run: usage errors exit with status 1 and --help with 0, for every app") {
   const std::string dir = testing::scratch_dir("run_usage");
-  for (const std::string app : {"inpaint-run", "inpaint-train", "inpaint-eval", "inpaint-masks", "inpaint-bench"}) {
+  for (const std::string app :
+       {"inpaint-run", "inpaint-train", "inpaint-eval", "inpaint-masks", "inpaint-bench", "inpaint-import"}) {
     CAPTURE(app);
     const AppRun bad = run_app(app, "--no-such-option", dir);
     CHECK(bad.status == 1);

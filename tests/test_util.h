@@ -24,6 +24,17 @@ std::string scratch_dir(const std::string& name);
 std::string read_bytes(const std::string& path);
 void write_bytes(const std::string& path, const std::string& bytes);
 
+// A built app run with `args` (already shell-quoted, see quote), both streams captured.
+struct AppRun {
+  int status = -1;
+  std::string out, err;
+};
+std::string quote(const std::string& s);  // 'like this', for the shell
+AppRun run_app(const std::string& app, const std::string& args, const std::string& dir);
+// The app failed with exit status 2 and one error line, the last on stderr, holding `needle`
+// (progress lines may come before it).
+void check_one_line_error(const AppRun& r, const std::string& needle);
+
 // A w×h RGB image of pseudo-random bytes, the same for the same seed.
 ImageU8 random_image(int w, int h, uint64_t seed);
 
