@@ -1,15 +1,14 @@
 // The MPI communicator: MPI_COMM_WORLD of the processes mpirun started. The only file that
-// includes mpi.h (with cuda/nccl_communicator.cpp, which takes this one for its bootstrap
-// through the Communicator interface and never calls MPI itself).
+// includes mpi.h (cuda/nccl_communicator.cpp bootstraps NCCL through this one's Communicator
+// interface and never calls MPI itself).
 //
 // Errors: MPI's default handler (MPI_ERRORS_ARE_FATAL) ends the whole job on a failed call, and
 // mpirun ends the job when a rank dies; abort() is for our own errors on one rank.
 #include <mpi.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstdio>
-#include <cstring>
+#include <cstdlib>
 #include <vector>
 
 #include "core/backend.h"
