@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <map>
 
 #include "apps/common/cli.h"
@@ -284,6 +285,32 @@ TEST_CASE("distributed: ranks that drift apart stop at the next checkpoint witho
   const auto saved = list_checkpoints(out);
   REQUIRE(saved.size() == 1);  // step 2 only
   CHECK(std::filesystem::path(saved[0]).filename() == "step-00000002.safetensors");
+}
+
+TEST_CASE("distributed: a NaN on one rank stops every rank at that step, the step and term named") {
+  const std::string out = testing::scratch_dir("dist-nan");
+  std::vector<int64_t> reached(2);
+  ThreadRanks ranks(2);
+  const auto errors = ranks.run([&](Communicator& c) {
+    Trainer t(tiny(out, 8), c);
+    if (c.rank() == 1)
+      t.after_step = [](Trainer& tr) {
+        if (tr.step() == 3) parameter(tr, "pconv6.bias").set({0}, std::numeric_limits<double>::quiet_NaN());
+      };
+    try {
+      t.run();
+    } catch (...) {
+      reached[size_t(c.rank())] = t.step();
+      throw;
+    }
+  });
+  for (const auto& e : errors) {
+    INFO(message_of(e));
+    CHECK(is_collective(e));  // so rank 0 alone reports it
+    CHECK(message_of(e).find("step 4: the valid loss is nan") != std::string::npos);
+  }
+  CHECK(reached == std::vector<int64_t>{3, 3});
+  CHECK(list_checkpoints(out).empty());
 }
 
 TEST_CASE("distributed: set-up errors on any rank stop all ranks with one message") {

@@ -15,7 +15,8 @@
 // Trainer; each takes batch/N samples of every batch (the same batches as one process), the
 // BatchNorms use the statistics of all N shares together, the losses and gradients are
 // averaged over the ranks, and Adam makes the same update everywhere. Only rank 0 writes
-// (checkpoints, logs, plots, samples, validation); every public call is collective.
+// (checkpoints, logs, plots, samples, validation). The constructor, run(), train_step() and
+// save_checkpoint() are collective: every rank makes the same calls.
 #include <atomic>
 #include <cstdint>
 #include <functional>
