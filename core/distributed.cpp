@@ -56,6 +56,11 @@ int launched_local_rank() {
   return r < 0 ? 0 : r;
 }
 
+int launched_local_size() {
+  const int n = env_int({"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"});
+  return n < 1 ? 1 : n;
+}
+
 bool built_with_mpi() {
 #ifdef PCONV_HAS_MPI
   return true;

@@ -62,6 +62,8 @@ struct CollectiveError : Error {
 int launched_world_size();
 // This process's index among the ranks on its machine (0 when not launched): which GPU it uses.
 int launched_local_rank();
+// Ranks on this machine (1 when not launched or not said): they share its cores and memory.
+int launched_local_size();
 bool built_with_mpi();
 bool built_with_nccl();
 

@@ -255,12 +255,15 @@ void Trainer::setup() {
   DatasetOptions d;
   d.image_dir = opt_.data_dir, d.mask_dir = opt_.mask_dir, d.mask_holes = opt_.mask_holes;
   d.size = opt_.size, d.batch = opt_.batch, d.seed = *opt_.seed;
+  // The defaults are this machine's share: its ranks split its memory and cores.
+  const int64_t local_ranks = launched_local_size();
   d.cache_bytes = opt_.cache_gib >= 0
                       ? int64_t(opt_.cache_gib * double(int64_t(1) << 30))
-                      : std::clamp<int64_t>(inference::available_memory_bytes() / 4, 0, int64_t(8) << 30);
+                      : std::clamp<int64_t>(inference::available_memory_bytes() / 4, 0, int64_t(8) << 30) / local_ranks;
   d.workers = int(opt_.workers > 0 ? opt_.workers
-                                   : opt_.device == Device::CPU ? 1
-                                                                : std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 8));
+                  : opt_.device == Device::CPU
+                      ? 1
+                      : std::clamp<int64_t>(int64_t(std::thread::hardware_concurrency()) / local_ranks, 1, 8));
   d.shard = comm_.rank(), d.shards = comm_.size();
   if (!resuming) start = DatasetState{*opt_.seed, 0, 0};
   data_ = std::make_unique<TrainingData>(d, start);
