@@ -4,6 +4,9 @@
 //               backward and Adam; images/s at --batch
 //   latency     inference forward (eval, no graph) at batch 1; ms
 //   throughput  inference forward at --infer-batch; images/s
+//   allreduce   under mpirun -np N: what data parallelism adds to a step: the average of every
+//               parameter's gradient over the ranks (MPI, or NCCL for GPU tensors), and the
+//               synchronised BatchNorm's small all-reduces (2 per BatchNorm layer)
 // each after --warmup untimed iterations, as the median of --iters timed ones, with the peak
 // memory (CPU: the process's maximum RSS so far; CUDA: the allocator's peak bytes in use
 // during the measure). Prints a markdown table; --json writes the same numbers.
@@ -22,11 +25,13 @@
 #include "apps/common/cli.h"
 #include "core/autograd.h"
 #include "core/backend.h"
+#include "core/distributed.h"
 #include "core/imagenet.h"
 #include "core/masks.h"
 #include "core/ops.h"
 #include "core/optim.h"
 #include "core/safetensors.h"
+#include "layers/batchnorm.h"
 #include "losses/inpainting_loss.h"
 #include "models/pconv_unet.h"
 #include "models/vgg16.h"
@@ -39,11 +44,12 @@ using namespace pconv;
 namespace {
 
 struct Measure {
-  std::string name;  // train | latency | throughput
+  std::string name;  // train | latency | throughput | allreduce | bn-sync
   int64_t batch = 0;
   double median_s = 0, min_s = 0;
   double per_second = 0;  // images/s
   double peak_mib = 0;
+  double bytes = 0;  // all-reduce measures: bytes each rank contributes per step
 };
 
 double peak_mib(Device device) {
@@ -64,13 +70,17 @@ void reset_peak(Device device) {
 }
 
 // Runs `step` warmup + iters times, timing the last iters (synchronised with the device).
+// With several ranks, all start each iteration together and rank 0 reports.
 template <typename F>
-Measure time_it(const std::string& name, int64_t batch, Device device, int warmup, int iters, F&& step) {
+Measure time_it(const std::string& name, int64_t batch, Device device, int warmup, int iters, F&& step,
+                Communicator& ranks = single_process()) {
   reset_peak(device);
   std::vector<double> seconds;
   for (int i = 0; i < warmup + iters; ++i) {
     const bool timed = i >= warmup;
-    cli::progress("inpaint-bench: " + name + " " + (timed ? "iteration " + std::to_string(i - warmup + 1) + "/" +
+    if (ranks.size() > 1) any_rank(ranks, false);  // a barrier
+    if (ranks.rank() == 0)
+      cli::progress("inpaint-bench: " + name + " " + (timed ? "iteration " + std::to_string(i - warmup + 1) + "/" +
                                                                 std::to_string(iters)
                                                           : "warm-up " + std::to_string(i + 1) + "/" +
                                                                 std::to_string(warmup)));
@@ -105,10 +115,43 @@ Inputs make_inputs(int64_t batch, int64_t size, Device device, uint64_t seed) {
   return {x.to(device), mask.to(device)};
 }
 
+// The gradient all-reduce of one step (every parameter's shape, f32) and the synchronised
+// BatchNorm's all-reduces (forward: count, Σ n·mean, Σ n·(var + mean²); backward: Σ gy·x̂, Σ gy;
+// doubles), as core/ops/batchnorm.cpp makes them.
+std::vector<Measure> measure_allreduce(PConvUNet& net, Device device, int warmup, int iters, Communicator& ranks) {
+  std::vector<Tensor> grads;
+  double grad_bytes = 0;
+  for (Tensor* p : net.parameters()) {
+    grads.push_back(Tensor::ones(p->shape(), DType::F32, device));
+    grad_bytes += double(grads.back().nbytes());
+  }
+  std::vector<Tensor*> pointers;
+  for (Tensor& g : grads) pointers.push_back(&g);
+  std::vector<int64_t> channels;
+  for (const auto& [name, module] : net.named_modules())
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(module)) channels.push_back(bn->channels());
+  double bn_bytes = 0;
+  for (int64_t c : channels) bn_bytes += double(sizeof(double)) * double(1 + 2 * c + 2 * c);
+  std::vector<Measure> out;
+  out.push_back(time_it("allreduce", 0, device, warmup, iters, [&] { ranks.allreduce_mean(pointers); }, ranks));
+  out.back().bytes = grad_bytes;
+  out.push_back(time_it("bn-sync", 0, device, warmup, iters, [&] {
+    for (int64_t c : channels) {
+      std::vector<double> forward(size_t(1 + 2 * c), 1.0), backward(size_t(2 * c), 1.0);
+      ranks.allreduce_sum(forward.data(), forward.size());
+      ranks.allreduce_sum(backward.data(), backward.size());
+    }
+  }, ranks));
+  out.back().bytes = bn_bytes;
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Benchmark PConvUNet training and inference speed and memory.", "inpaint-bench"};
+  CLI::App app{"Benchmark PConvUNet training and inference speed and memory; under mpirun -np N, with --only "
+               "allreduce, the communication data-parallel training adds to a step.",
+               "inpaint-bench"};
   std::string device_name = "cpu", precision = "fp32", only = "train,latency,throughput", json_path,
               checkpoint_path;
   int64_t batch = 1, infer_batch = 16, size = 256, levels = 0, width = 64;
@@ -133,7 +176,8 @@ int main(int argc, char** argv) {
   app.add_option("--iters", iters, "timed iterations per measure (the median is reported)")
       ->check(cli::positive)
       ->capture_default_str();
-  app.add_option("--only", only, "comma-separated measures: train, latency, throughput")->capture_default_str();
+  app.add_option("--only", only, "comma-separated measures: train, latency, throughput; allreduce (under mpirun)")
+      ->capture_default_str();
   app.add_option("--seed", seed, "seed of the random weights and inputs")->capture_default_str();
   app.add_option("--json", json_path, "also write the results as JSON here");
   app.add_option("--write-checkpoint", checkpoint_path,
@@ -143,20 +187,28 @@ int main(int argc, char** argv) {
   return cli::run(app, argc, argv, [&] {
     if (precision == "bf16") cli::fail("--precision bf16 is not implemented yet (use fp32)");
     const Device device = cli::parse_device(device_name);
+    // One process, or one of mpirun's ranks (all run this).
+    const std::unique_ptr<Communicator> ranks = make_communicator(device);
+    const bool reports = ranks->rank() == 0;
     std::vector<std::string> measures;
-    std::stringstream ss(only);
-    for (std::string item; std::getline(ss, item, ',');) {
-      if (item != "train" && item != "latency" && item != "throughput")
-        cli::fail("--only: '" + item + "' is not one of train, latency, throughput");
-      measures.push_back(item);
-    }
-    if (measures.empty()) cli::fail("--only: no measure given");
+    agree_on(*ranks, [&] {  // the same usage errors on every rank: said once
+      std::stringstream ss(only);
+      for (std::string item; std::getline(ss, item, ',');) {
+        if (item != "train" && item != "latency" && item != "throughput" && item != "allreduce")
+          cli::fail("--only: '" + item + "' is not one of train, latency, throughput, allreduce");
+        if ((item == "allreduce") != (ranks->size() > 1))
+          cli::fail(ranks->size() > 1 ? "under mpirun, inpaint-bench measures the all-reduce only (--only allreduce)"
+                                      : "--only allreduce needs several ranks: mpirun -np 2 inpaint-bench --only allreduce");
+        measures.push_back(item);
+      }
+      if (measures.empty()) cli::fail("--only: no measure given");
+      if (reports && !json_path.empty()) cli::check_can_write(json_path, force);
+    });
     if (levels == 0) {
       // The paper's model halves down to a 2×2 bottleneck at 512 (8 levels); so 7 at 256.
       levels = 1;
       while (levels < 8 && (size >> (levels + 1)) >= 2) ++levels;
     }
-    if (!json_path.empty()) cli::check_can_write(json_path, force);
     if (!checkpoint_path.empty()) cli::check_can_write(checkpoint_path, force);
 
     PConvUNetConfig config;
@@ -164,14 +216,17 @@ int main(int argc, char** argv) {
     config.width = width;
     config.validate();
     PConvUNet net(config, seed, DType::F32, device);
-    cli::progress("inpaint-bench: " + config.describe() + " (" + std::to_string(net.parameter_count()) +
-                  " parameters), " + std::to_string(size) + "x" + std::to_string(size) + ", " + device_name +
-                  " fp32");
-    if (!checkpoint_path.empty()) net.save_checkpoint(checkpoint_path);
+    if (reports)
+      cli::progress("inpaint-bench: " + config.describe() + " (" + std::to_string(net.parameter_count()) +
+                    " parameters), " + std::to_string(size) + "x" + std::to_string(size) + ", " + device_name +
+                    " fp32" + (ranks->size() > 1 ? ", " + ranks->describe() : std::string()));
+    if (!checkpoint_path.empty() && reports) net.save_checkpoint(checkpoint_path);
 
     std::vector<Measure> results;
     for (const std::string& name : measures) {
-      if (name == "train") {
+      if (name == "allreduce") {
+        for (Measure& m : measure_allreduce(net, device, warmup, iters, *ranks)) results.push_back(m);
+      } else if (name == "train") {
         VGG16Options vgg_options;
         vgg_options.seed = seed + 1;
         vgg_options.device = device;
@@ -198,14 +253,28 @@ int main(int argc, char** argv) {
       }
     }
 
-    std::printf("| measure | batch | median (s) | min (s) | images/s | peak memory (MiB) |\n");
-    std::printf("|---|---:|---:|---:|---:|---:|\n");
-    for (const Measure& m : results)
-      std::printf("| %s | %lld | %.4f | %.4f | %.3f | %.0f |\n", m.name.c_str(), (long long)m.batch, m.median_s,
-                  m.min_s, m.per_second, m.peak_mib);
-    std::printf("\n%s, %lldx%lld, %s fp32, warm-up %d, median of %d; peak memory: %s\n", config.describe().c_str(),
-                (long long)size, (long long)size, device_name.c_str(), warmup, iters,
-                device == Device::CPU ? "process max RSS so far" : "CUDA allocator peak in the measure");
+    if (!reports) return;
+    if (ranks->size() > 1) {
+      // Bus bandwidth as nccl-tests defines it: a ring all-reduce moves 2(N−1)/N of the
+      // buffer through each rank's link, so this compares across rank counts.
+      const double n = double(ranks->size()), ring = 2.0 * (n - 1.0) / n;
+      std::printf("| measure | bytes per rank | median (ms) | min (ms) | algorithm GB/s | bus GB/s |\n");
+      std::printf("|---|---:|---:|---:|---:|---:|\n");
+      for (const Measure& m : results)
+        std::printf("| %s | %.0f | %.3f | %.3f | %.2f | %.2f |\n", m.name.c_str(), m.bytes, m.median_s * 1e3,
+                    m.min_s * 1e3, m.bytes / m.median_s / 1e9, ring * m.bytes / m.median_s / 1e9);
+      std::printf("\n%s, %s, %s, warm-up %d, median of %d\n", config.describe().c_str(), ranks->describe().c_str(),
+                  device_name.c_str(), warmup, iters);
+    } else {
+      std::printf("| measure | batch | median (s) | min (s) | images/s | peak memory (MiB) |\n");
+      std::printf("|---|---:|---:|---:|---:|---:|\n");
+      for (const Measure& m : results)
+        std::printf("| %s | %lld | %.4f | %.4f | %.3f | %.0f |\n", m.name.c_str(), (long long)m.batch, m.median_s,
+                    m.min_s, m.per_second, m.peak_mib);
+      std::printf("\n%s, %lldx%lld, %s fp32, warm-up %d, median of %d; peak memory: %s\n",
+                  config.describe().c_str(), (long long)size, (long long)size, device_name.c_str(), warmup, iters,
+                  device == Device::CPU ? "process max RSS so far" : "CUDA allocator peak in the measure");
+    }
 
     if (!json_path.empty()) {
       nlohmann::json j;
@@ -216,13 +285,15 @@ int main(int argc, char** argv) {
       j["warmup"] = warmup;
       j["iters"] = iters;
       j["peak_memory_kind"] = device == Device::CPU ? "max_rss" : "cuda_allocator_peak";
+      j["ranks"] = ranks->size();
       for (const Measure& m : results)
         j["results"].push_back({{"measure", m.name},
                                 {"batch", m.batch},
                                 {"median_s", m.median_s},
                                 {"min_s", m.min_s},
                                 {"images_per_s", m.per_second},
-                                {"peak_memory_mib", m.peak_mib}});
+                                {"peak_memory_mib", m.peak_mib},
+                                {"bytes_per_rank", m.bytes}});
       write_file_atomic(json_path, j.dump(2) + "\n");
     }
   });

@@ -1,10 +1,13 @@
 // inpaint-train: trains the PConv UNet on a folder of photos with the paper's loss and Adam
 // (PAPER.md "Training"), writing checkpoints, logs, loss curves, sample grids and validation
 // metrics below --out. Ctrl-C (or SIGTERM) finishes the current step, saves, and exits 0;
-// --resume continues bit for bit.
+// --resume continues bit for bit. Under mpirun, every rank trains on its share of each batch
+// (core/distributed.h, apps/common/trainer.h); SIGUSR1, which mpirun forwards to every rank,
+// stops the job like Ctrl-C does a single process.
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <csignal>
+#include <memory>
 #include <string>
 
 #include "apps/common/cli.h"
@@ -26,12 +29,14 @@ void install_stop_handlers() {
   sa.sa_flags = SA_RESETHAND;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGUSR1, &sa, nullptr);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Train the partial-convolution inpainting UNet (Liu et al. 2018) on a folder of photos.",
+  CLI::App app{"Train the partial-convolution inpainting UNet (Liu et al. 2018) on a folder of photos. "
+               "On several processes: mpirun -np N inpaint-train ... (each takes --batch/N of every batch).",
                "inpaint-train"};
   TrainOptions o;
   std::string holes = "white", device = "cpu", precision = "fp32";
@@ -79,8 +84,12 @@ int main(int argc, char** argv) {
     o.mask_holes = parse_mask_holes(holes);
     o.device = device == "cuda" ? Device::CUDA : Device::CPU;
     if (seed_option->count() > 0) o.seed = seed;
-    Trainer trainer(o);
-    install_stop_handlers();
-    trainer.run(&g_stop);
+    // One process, or one rank of mpirun's job (then every rank runs this same line).
+    const std::unique_ptr<Communicator> ranks = make_communicator(o.device);
+    cli::run_on_ranks(app.get_name(), *ranks, [&] {
+      Trainer trainer(o, *ranks);
+      install_stop_handlers();
+      trainer.run(&g_stop);
+    });
   });
 }

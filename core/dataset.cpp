@@ -148,6 +148,9 @@ TrainingData::TrainingData(DatasetOptions options, DatasetState start) : opt_(st
   if (opt_.size <= 0 || opt_.batch <= 0)
     throw Error("TrainingData: size " + std::to_string(opt_.size) + " and batch " + std::to_string(opt_.batch) +
                 " must be positive");
+  if (opt_.shards < 1 || opt_.shard < 0 || opt_.shard >= opt_.shards || opt_.batch % opt_.shards != 0)
+    throw Error("TrainingData: share " + std::to_string(opt_.shard) + " of " + std::to_string(opt_.shards) +
+                " of a batch of " + std::to_string(opt_.batch) + " (the batch must be a multiple of the shares)");
   files_ = list_images(opt_.image_dir);
   if (files_.empty()) throw Error(opt_.image_dir + ": no images (jpg, jpeg, png, bmp, tga) in this folder");
   if (!opt_.mask_dir.empty()) {
@@ -236,15 +239,18 @@ void TrainingData::sample(int64_t epoch, int64_t position, Tensor& image, MaskIm
 }
 
 Batch TrainingData::make_batch(DatasetState& cursor) {
-  const int64_t n = opt_.batch, s = opt_.size, per_epoch = samples_per_epoch();
+  const int64_t n = opt_.batch / opt_.shards, s = opt_.size, per_epoch = samples_per_epoch();
   Batch b;
   b.images = Tensor::empty({n, 3, s, s});
   std::vector<MaskImage> masks(static_cast<size_t>(n));
-  std::vector<std::pair<int64_t, int64_t>> where(static_cast<size_t>(n));  // (epoch, position) of sample i
-  for (int64_t i = 0; i < n; ++i) {
-    where[size_t(i)] = {cursor.epoch, cursor.position};
+  // (epoch, position) of every sample of the whole batch; this process makes its share.
+  std::vector<std::pair<int64_t, int64_t>> all(static_cast<size_t>(opt_.batch));
+  for (auto& w : all) {
+    w = {cursor.epoch, cursor.position};
     if (++cursor.position == per_epoch) cursor.position = 0, ++cursor.epoch;
   }
+  const std::vector<std::pair<int64_t, int64_t>> where(all.begin() + std::ptrdiff_t(opt_.shard * n),
+                                                       all.begin() + std::ptrdiff_t((opt_.shard + 1) * n));
   // Samples are pure functions of (seed, epoch, position), so any thread may make any of them.
   std::atomic<int64_t> next{0};
   std::exception_ptr error;

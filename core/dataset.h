@@ -60,6 +60,11 @@ struct DatasetOptions {
   // Bytes of decoded photos kept in memory (first come, first kept), so later epochs skip
   // decoding; 0 keeps none. The batches are the same either way.
   int64_t cache_bytes = 0;
+  // Data-parallel training: of every batch of `batch` samples (the stream's position counts
+  // whole batches), this process makes the share [shard·b, (shard+1)·b), b = batch/shards, so
+  // `shards` processes together see exactly the batches of one process. batch must be a
+  // multiple of shards.
+  int64_t shard = 0, shards = 1;
   MaskGeneratorOptions generator;
   MaskAugmentOptions augment;
 };
@@ -74,7 +79,7 @@ struct DatasetState {
 };
 
 struct Batch {
-  Tensor images;  // N×3×S×S in [0,1]
+  Tensor images;  // N×3×S×S in [0,1] (N = batch/shards: this process's share)
   Tensor masks;   // N×1×S×S, 1 known, 0 hole
   DatasetState next;  // the state after this batch
 };

@@ -10,6 +10,8 @@
 
 namespace pconv {
 
+class Communicator;  // core/distributed.h
+
 // ---- elementwise (core/ops/elementwise.cpp). Binary ops broadcast numpy-style (a dim of
 // size 1, or a missing leading dim, stretches): per-channel N,C,1,1 against N,C,H,W etc.
 Tensor add(const Tensor& a, const Tensor& b);
@@ -73,9 +75,12 @@ int64_t mask_channels(const Mask& mask);
 // ---- normalisation (core/ops/batchnorm.cpp)
 // Training (batch statistics; when update_running, running_* are updated in place with
 // momentum and the unbiased variance, as PyTorch) or evaluation (running statistics).
+// With `sync` of several ranks, the batch statistics are those of the batches of all ranks
+// together (synchronised BatchNorm: forward and backward as one batch_norm over the
+// concatenation, one small all-reduce each way); every rank must make the same calls.
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                   Tensor& running_var, bool use_batch_stats, bool update_running,
-                  double momentum = 0.1, double eps = 1e-5);
+                  double momentum = 0.1, double eps = 1e-5, Communicator* sync = nullptr);
 
 // ---- resampling and channels (core/ops/resample.cpp, core/ops/shape.cpp)
 Tensor max_pool2d(const Tensor& x);           // 2×2, stride 2

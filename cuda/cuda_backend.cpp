@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/distributed.h"
 #include "cuda/allocator.h"
 #include "cuda/check.h"
 
@@ -17,10 +18,29 @@ void throw_cuda_error(const char* library, const char* call, const char* message
               (base ? base + 1 : file) + ":" + std::to_string(line) + ")");
 }
 
+namespace {
+
+// PCONV_CUDA_DEVICE when set; otherwise, for a rank of mpirun, its index among the ranks on its
+// machine (one GPU per rank); otherwise GPU 0.
+int device_for_this_process(int count) {
+  if (const char* d = std::getenv("PCONV_CUDA_DEVICE"); d && *d) {
+    char* end = nullptr;
+    const long i = std::strtol(d, &end, 10);
+    if (*end != '\0' || i < 0 || i >= count)
+      throw Error("PCONV_CUDA_DEVICE=" + std::string(d) + ": not a device index below " + std::to_string(count));
+    return int(i);
+  }
+  return launched_local_rank() % count;
+}
+
+}  // namespace
+
 CudaBackend::CudaBackend() {
   const char* tf32 = std::getenv("PCONV_TF32");
   allow_tf32_ = tf32 && std::strcmp(tf32, "1") == 0;
-  CUDA_CHECK(cudaSetDevice(0));
+  int count = 0;
+  CUDA_CHECK(cudaGetDeviceCount(&count));
+  CUDA_CHECK(cudaSetDevice(device_for_this_process(count)));
   CUDA_CHECK(cudaStreamCreate(&stream_));
   cublas_ = create_cublas_handle(stream_, allow_tf32_);
   cudnn_ = create_cudnn_handle(stream_);

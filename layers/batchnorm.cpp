@@ -17,7 +17,7 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   check_rank("BatchNorm2d", "x", x, 4);
   const bool batch_stats = uses_batch_stats();
   return batch_norm(x, *weight_, *bias_, *running_mean_, *running_var_, batch_stats, batch_stats,
-                    momentum_, eps_);
+                    momentum_, eps_, sync_);
 }
 
 }  // namespace pconv

@@ -12,6 +12,10 @@
 // statistics and do not update them, while the affine parameters still learn, as in the
 // authors' code where only the BN layers are put in eval mode). It is separate from freeze()
 // because freezing also stops γ and β.
+//
+// set_sync(comm) with several ranks: batch statistics over the batches of all ranks together
+// (synchronised BatchNorm, core/ops.h batch_norm), so N ranks train exactly as one process
+// with their batches concatenated.
 #include "core/ops.h"
 #include "layers/module.h"
 
@@ -28,6 +32,9 @@ class BatchNorm2d : public Module {
   bool uses_running_stats() const { return use_running_stats_; }
   // True when the next forward normalises with batch statistics (and updates the running ones).
   bool uses_batch_stats() const { return is_training() && !is_frozen() && !use_running_stats_; }
+  // The ranks whose batches share the statistics (null: this process's batch alone). Not owned.
+  void set_sync(Communicator* ranks) { sync_ = ranks; }
+  Communicator* sync() const { return sync_; }
 
   const Tensor& weight() const { return *weight_; }
   const Tensor& bias() const { return *bias_; }
@@ -41,6 +48,7 @@ class BatchNorm2d : public Module {
   Tensor *weight_, *bias_, *running_mean_, *running_var_;
   double momentum_, eps_;
   bool use_running_stats_ = false;
+  Communicator* sync_ = nullptr;
 };
 
 }  // namespace pconv

@@ -1,10 +1,7 @@
 // End to end through the built programs: inpaint-train on the bundled photos (loss goes down,
 // resume, Ctrl-C, full disk, one-line errors), then inpaint-run and inpaint-eval on its model.
 #include <doctest/doctest.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,59 +43,11 @@ std::vector<std::vector<double>> read_csv(const std::string& path) {
   return rows;
 }
 
-struct Spawned {
-  pid_t pid = -1;
-  std::string out, err;  // files holding its stdout and stderr
-};
-
-// Starts PCONV_BINARY_DIR/<app> with `args`; `file_size_limit` > 0 sets RLIMIT_FSIZE in the
-// child with SIGXFSZ ignored, so writes past it fail with EFBIG (a full disk, per file).
-Spawned spawn(const std::string& app, const std::vector<std::string>& args, const std::string& dir,
-              rlim_t file_size_limit = 0) {
-  Spawned s;
-  s.out = dir + "/" + app + ".stdout", s.err = dir + "/" + app + ".stderr";
-  const std::string path = std::string(PCONV_BINARY_DIR) + "/" + app;
-  std::vector<std::string> all{path};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  s.pid = ::fork();
-  REQUIRE(s.pid >= 0);
-  if (s.pid == 0) {  // only async-signal-safe calls until exec
-    const int o = ::open(s.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int e = ::open(s.err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (o < 0 || e < 0) ::_exit(127);
-    ::dup2(o, 1), ::dup2(e, 2);
-    if (file_size_limit > 0) {
-      ::signal(SIGXFSZ, SIG_IGN);
-      const rlimit limit{file_size_limit, file_size_limit};
-      ::setrlimit(RLIMIT_FSIZE, &limit);
-    }
-    ::execv(path.c_str(), argv.data());
-    ::_exit(127);
-  }
-  return s;
-}
-
-int wait_exit(const Spawned& s) {
-  int status = 0;
-  ::waitpid(s.pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-struct Result {
-  int status = 0;
-  std::string out, err;
-};
-Result run(const std::string& app, const std::vector<std::string>& args, const std::string& dir,
-           rlim_t file_size_limit = 0) {
-  const Spawned s = spawn(app, args, dir, file_size_limit);
-  Result r;
-  r.status = wait_exit(s);
-  r.out = read_bytes(s.out), r.err = read_bytes(s.err);
-  return r;
-}
+using testing::run;
+using testing::Result;
+using testing::spawn;
+using testing::Spawned;
+using testing::wait_exit;
 
 // The tiny model of the CLI tests (3 levels, width 8, 32×32, batch 2).
 std::vector<std::string> tiny_args(const std::string& out, int64_t steps) {

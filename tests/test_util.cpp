@@ -1,12 +1,18 @@
 #include "tests/test_util.h"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 namespace pconv::testing {
 
@@ -84,6 +90,84 @@ ImageU8 random_image(int w, int h, uint64_t seed) {
     b = uint8_t(x >> 32);
   }
   return img;
+}
+
+Spawned spawn(const std::string& program, const std::vector<std::string>& args, const std::string& dir,
+              uint64_t file_size_limit) {
+  namespace fs = std::filesystem;
+  const std::string path =
+      program.find('/') == std::string::npos ? std::string(PCONV_BINARY_DIR) + "/" + program : program;
+  const std::string name = fs::path(path).filename().string();
+  Spawned s;
+  s.out = dir + "/" + name + ".stdout", s.err = dir + "/" + name + ".stderr";
+  std::vector<std::string> all{path};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  s.pid = ::fork();
+  if (s.pid < 0) throw Error("fork failed");
+  if (s.pid == 0) {  // only async-signal-safe calls until exec
+    const int o = ::open(s.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int e = ::open(s.err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (o < 0 || e < 0) ::_exit(127);
+    ::dup2(o, 1), ::dup2(e, 2);
+    if (file_size_limit > 0) {
+      ::signal(SIGXFSZ, SIG_IGN);
+      const rlimit limit{rlim_t(file_size_limit), rlim_t(file_size_limit)};
+      ::setrlimit(RLIMIT_FSIZE, &limit);
+    }
+    ::execv(path.c_str(), argv.data());
+    ::_exit(127);
+  }
+  return s;
+}
+
+std::vector<int> child_pids(int parent) {
+  std::vector<int> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so read after ')'.
+    const std::string stat = read_bytes(entry.path().string() + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 1));
+    std::string state;
+    int ppid = -1;
+    rest >> state >> ppid;
+    if (ppid == parent) out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+int wait_exit(const Spawned& s, double timeout_s) {
+  int status = 0;
+  if (timeout_s > 0) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (::waitpid(s.pid, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        for (int child : child_pids(s.pid)) ::kill(child, SIGKILL);
+        ::kill(s.pid, SIGKILL);
+        ::waitpid(s.pid, &status, 0);
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  } else {
+    ::waitpid(s.pid, &status, 0);
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+Result run(const std::string& program, const std::vector<std::string>& args, const std::string& dir,
+           uint64_t file_size_limit, double timeout_s) {
+  const Spawned s = spawn(program, args, dir, file_size_limit);
+  Result r;
+  r.status = wait_exit(s, timeout_s);
+  r.out = read_bytes(s.out), r.err = read_bytes(s.err);
+  return r;
 }
 
 }  // namespace pconv::testing

@@ -2,6 +2,7 @@
 // Small helpers shared by the test files.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/backend.h"
 #include "core/image.h"
@@ -37,5 +38,28 @@ void check_one_line_error(const AppRun& r, const std::string& needle);
 
 // A w×h RGB image of pseudo-random bytes, the same for the same seed.
 ImageU8 random_image(int w, int h, uint64_t seed);
+
+// ---- programs run by the tests
+struct Spawned {
+  int pid = -1;
+  std::string out, err;  // files holding its stdout and stderr
+};
+// Starts `program` (an app name, found in PCONV_BINARY_DIR, or a path) with `args`, its
+// stdout and stderr going to dir/<name>.stdout and .stderr. `file_size_limit` > 0 sets
+// RLIMIT_FSIZE in the child with SIGXFSZ ignored, so writes past it fail with EFBIG (a full
+// disk, per file); processes it starts inherit that.
+Spawned spawn(const std::string& program, const std::vector<std::string>& args, const std::string& dir,
+              uint64_t file_size_limit = 0);
+// Its exit status (128 + the signal when killed). With timeout_s > 0: −1 when it has not
+// ended by then, after killing it and its children (so a hung test leaves nothing behind).
+int wait_exit(const Spawned& s, double timeout_s = 0);
+struct Result {
+  int status = 0;
+  std::string out, err;
+};
+Result run(const std::string& program, const std::vector<std::string>& args, const std::string& dir,
+           uint64_t file_size_limit = 0, double timeout_s = 0);
+// The processes whose parent is `parent` (from /proc).
+std::vector<int> child_pids(int parent);
 
 }  // namespace pconv::testing

@@ -20,9 +20,25 @@ int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body)
   try {
     body();
     return 0;
+  } catch (const CollectiveError& e) {
+    if (e.rank == 0) std::cerr << app.get_name() << ": error: " << e.what() << std::endl;
+    return kExitFailure;
   } catch (const std::exception& e) {
     std::cerr << app.get_name() << ": error: " << e.what() << std::endl;
     return kExitFailure;
+  }
+}
+
+void run_on_ranks(const std::string& app_name, Communicator& ranks, const std::function<void()>& body) {
+  if (ranks.size() == 1) return body();
+  try {
+    body();
+  } catch (const CollectiveError&) {
+    throw;
+  } catch (const std::exception& e) {
+    std::cerr << app_name << ": error: rank " << ranks.rank() << " of " << ranks.size() << ": " << e.what()
+              << " (stopping every rank)" << std::endl;
+    ranks.abort(kExitFailure);
   }
 }
 

@@ -5,6 +5,7 @@
 #include <functional>
 #include <string>
 
+#include "core/distributed.h"
 #include "core/dtype.h"
 
 namespace pconv::cli {
@@ -15,8 +16,14 @@ constexpr int kExitFailure = 2;
 
 // Parses argv into `app`, then runs `body`. CLI11 errors print CLI11's message (and --help
 // prints help); a pconv::Error or other exception from `body` prints
-// "<app name>: error: <message>" on stderr and returns kExitFailure.
+// "<app name>: error: <message>" on stderr and returns kExitFailure. A CollectiveError (the
+// same error on every rank of a multi-process run) is printed by rank 0 only.
 int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body);
+
+// Runs `body` on one rank of `ranks`. A CollectiveError passes through (every rank has it and
+// returns normally); any other error on one rank of several is printed with the rank and ends
+// the whole job (Communicator::abort), since the other ranks would wait for this one forever.
+void run_on_ranks(const std::string& app_name, Communicator& ranks, const std::function<void()>& body);
 
 // Throws pconv::Error(message): for apps, so that run() reports it.
 [[noreturn]] void fail(const std::string& message);

@@ -18,6 +18,7 @@
 #include "core/imagenet.h"
 #include "core/metrics.h"
 #include "core/safetensors.h"
+#include "layers/batchnorm.h"
 
 namespace pconv {
 
@@ -157,7 +158,16 @@ std::string resolve_checkpoint(const std::string& path) {
   return all.back();
 }
 
-Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
+Trainer::Trainer(TrainOptions options, Communicator& ranks) : opt_(std::move(options)), comm_(ranks) {
+  // Every rank sets up alone (no communication inside), then they agree: one rank's error
+  // stops all of them with its message.
+  agree_on(comm_, [&] { setup(); });
+  check_ranks_agree("the start",
+                    "every rank must read the same --resume or --init checkpoint and the same --data photos "
+                    "(a shared file system, or identical copies at the same paths)");
+}
+
+void Trainer::setup() {
   if (opt_.data_dir.empty()) throw Error("--data is required");
   if (opt_.out_dir.empty()) throw Error("--out is required");
   if (opt_.vgg.empty()) throw Error(vgg_missing_message());
@@ -211,8 +221,11 @@ Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
   if (resuming && step_ >= opt_.steps)
     throw Error(checkpoint + " is at step " + std::to_string(step_) + ", --steps is " + std::to_string(opt_.steps) +
                 ": nothing to do (raise --steps)");
+  if (opt_.batch % comm_.size() != 0)
+    throw Error("--batch " + std::to_string(opt_.batch) + " is not a multiple of the " + std::to_string(comm_.size()) +
+                " ranks: every rank takes an equal share of each batch");
 
-  prepare_out_folder(resuming);
+  if (writes()) prepare_out_folder(resuming);
 
   PConvUNetConfig config;
   config.levels = opt_.levels, config.width = opt_.width;
@@ -222,6 +235,10 @@ Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
   if (!checkpoint.empty()) file = model_->load_checkpoint(checkpoint);
   model_->train();
   model_->set_finetune(opt_.finetune);
+  // Synchronised BatchNorm: N ranks normalise as one process with their batches together.
+  if (comm_.size() > 1)
+    for (const auto& [name, module] : model_->named_modules())
+      if (auto* bn = dynamic_cast<BatchNorm2d*>(module)) bn->set_sync(&comm_);
 
   adam_ = std::make_unique<Adam>(model_->named_parameters(), AdamOptions{opt_.lr});
   if (resuming) {
@@ -238,22 +255,28 @@ Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
   DatasetOptions d;
   d.image_dir = opt_.data_dir, d.mask_dir = opt_.mask_dir, d.mask_holes = opt_.mask_holes;
   d.size = opt_.size, d.batch = opt_.batch, d.seed = *opt_.seed;
+  // The defaults are this machine's share: its ranks split its memory and cores.
+  const int64_t local_ranks = launched_local_size();
   d.cache_bytes = opt_.cache_gib >= 0
                       ? int64_t(opt_.cache_gib * double(int64_t(1) << 30))
-                      : std::clamp<int64_t>(inference::available_memory_bytes() / 4, 0, int64_t(8) << 30);
+                      : std::clamp<int64_t>(inference::available_memory_bytes() / 4, 0, int64_t(8) << 30) / local_ranks;
   d.workers = int(opt_.workers > 0 ? opt_.workers
-                                   : opt_.device == Device::CPU ? 1
-                                                                : std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 8));
+                  : opt_.device == Device::CPU
+                      ? 1
+                      : std::clamp<int64_t>(int64_t(std::thread::hardware_concurrency()) / local_ranks, 1, 8));
+  d.shard = comm_.rank(), d.shards = comm_.size();
   if (!resuming) start = DatasetState{*opt_.seed, 0, 0};
   data_ = std::make_unique<TrainingData>(d, start);
-  if (resuming && saved.count(kDataCountKey) &&
+  if (writes() && resuming && saved.count(kDataCountKey) &&
       std::stoll(saved.at(kDataCountKey)) != data_->samples_per_epoch() && !opt_.quiet)
     cli::progress("inpaint-train: warning: the checkpoint was trained on " + saved.at(kDataCountKey) +
                   " photos, --data holds " + std::to_string(data_->samples_per_epoch()) +
                   ": the data order differs from the original run");
 
-  load_validation_set();
-  restore_logs();
+  if (writes()) {
+    load_validation_set();
+    restore_logs();
+  }
   if (resuming) last_checkpoint_ = checkpoint;
 }
 
@@ -331,20 +354,30 @@ StepLosses Trainer::train_step() {
       {"valid", &s.valid}, {"hole", &s.hole}, {"perceptual", &s.perceptual}, {"style_out", &s.style_out},
       {"style_comp", &s.style_comp}, {"tv", &s.tv}, {"total", &s.total}};
   const Tensor* tensors[] = {&t.valid, &t.hole, &t.perceptual, &t.style_out, &t.style_comp, &t.tv, &t.total};
+  double values[7];
+  for (size_t i = 0; i < 7; ++i) values[i] = tensors[i]->item();
+  if (comm_.size() > 1) {
+    // Each term is a mean over equal shares: their mean is the whole batch's loss (and a
+    // NaN on one rank reaches all, so all stop together).
+    comm_.allreduce_sum(values, 7);
+    for (double& v : values) v /= double(comm_.size());
+  }
   for (size_t i = 0; i < 7; ++i) {
-    *terms[i].second = tensors[i]->item();
+    *terms[i].second = values[i];
     if (!std::isfinite(*terms[i].second))
       throw DivergenceError("step " + std::to_string(s.step) + ": the " + terms[i].first + " loss is " +
-                            format("%g", *terms[i].second) + "; stopped without saving" +
-                            (last_checkpoint_.empty() ? std::string(" (no checkpoint yet)")
-                                                      : " (last good checkpoint: " + last_checkpoint_ + ")"));
+                                format("%g", *terms[i].second) + "; stopped without saving" +
+                                (last_checkpoint_.empty() ? std::string(" (no checkpoint yet)")
+                                                          : " (last good checkpoint: " + last_checkpoint_ + ")"),
+                            comm_.rank());
   }
   adam_->zero_grad();
   t.total.backward();
+  average_gradients();
   adam_->step();
   ++step_;
   history_.push_back(s);
-  append_log(s);
+  if (writes()) append_log(s);
   if (after_step) after_step(*this);
   return s;
 }
@@ -352,7 +385,7 @@ StepLosses Trainer::train_step() {
 ValidationResult Trainer::validate() {
   ValidationResult r;
   r.step = step_;
-  if (val_.empty()) return r;
+  if (!writes() || val_.empty()) return r;
   model_->eval();
   NoGradGuard no_grad;
   const size_t chunk = size_t(opt_.batch);
@@ -388,7 +421,7 @@ ValidationResult Trainer::validate() {
 }
 
 void Trainer::write_samples() {
-  if (val_.empty()) return;
+  if (!writes() || val_.empty()) return;
   model_->eval();
   NoGradGuard no_grad;
   std::vector<SampleRow> rows;
@@ -408,6 +441,7 @@ void Trainer::write_samples() {
 }
 
 void Trainer::write_loss_plot() {
+  if (!writes()) return;
   const char* names[] = {"total", "valid", "hole", "perceptual", "style_out", "style_comp", "tv"};
   std::vector<Curve> curves;
   for (size_t k = 0; k < 7; ++k) {
@@ -435,13 +469,22 @@ void Trainer::check_parameters_finite() const {
     for (float v : t.to_float_vector())
       if (!std::isfinite(v))
         throw DivergenceError("step " + std::to_string(step_) + ": " + name +
-                              " became non-finite in the update; stopped without saving" +
-                              (last_checkpoint_.empty() ? std::string()
-                                                        : " (last good checkpoint: " + last_checkpoint_ + ")"));
+                                  " became non-finite in the update; stopped without saving" +
+                                  (last_checkpoint_.empty() ? std::string()
+                                                            : " (last good checkpoint: " + last_checkpoint_ + ")"),
+                              comm_.rank());
 }
 
 std::string Trainer::save_checkpoint() {
+  check_ranks_agree("step " + std::to_string(step_),
+                    "their all-reductions gave them different values; stopped without saving" +
+                        (last_checkpoint_.empty() ? std::string() : " (last good checkpoint: " + last_checkpoint_ + ")"));
   check_parameters_finite();
+  const std::string path = (fs::path(opt_.out_dir) / "checkpoints" / step_file(step_, "safetensors")).string();
+  if (!writes()) {
+    last_checkpoint_ = path, saved_step_ = step_;  // rank 0 writes it
+    return path;
+  }
   nlohmann::json o = {{"data", opt_.data_dir},   {"val", opt_.val_dir},       {"masks", opt_.mask_dir},
                       {"vgg", opt_.vgg},         {"size", opt_.size},         {"batch", opt_.batch},
                       {"levels", opt_.levels},   {"width", opt_.width},       {"lr", opt_.lr},
@@ -455,7 +498,6 @@ std::string Trainer::save_checkpoint() {
       {kDataCountKey, std::to_string(data_->samples_per_epoch())},
       {kOptionsKey, o.dump()},
   };
-  const std::string path = (fs::path(opt_.out_dir) / "checkpoints" / step_file(step_, "safetensors")).string();
   model_->save_checkpoint(path, m, adam_->state_dict());
   last_checkpoint_ = path;
   saved_step_ = step_;
@@ -469,12 +511,17 @@ std::string Trainer::save_checkpoint() {
 
 int64_t Trainer::run(const std::atomic<bool>* stop) {
   using clock = std::chrono::steady_clock;
+  const bool talk = !opt_.quiet && writes();
   auto say = [&](const std::string& line) {
-    if (!opt_.quiet) cli::progress(line);
+    if (talk) cli::progress(line);
   };
   say("inpaint-train: " + model_->config().describe() + " (" + std::to_string(model_->parameter_count()) +
       " parameters), " + std::to_string(data_->samples_per_epoch()) + " photos, " + std::to_string(opt_.size) +
-      "×" + std::to_string(opt_.size) + " crops, batch " + std::to_string(opt_.batch) + ", lr " +
+      "×" + std::to_string(opt_.size) + " crops, batch " + std::to_string(opt_.batch) +
+      (comm_.size() > 1 ? " over " + comm_.describe() + " (" + std::to_string(opt_.batch / comm_.size()) +
+                              " each, synchronised BatchNorm)"
+                        : std::string()) +
+      ", lr " +
       format("%g", opt_.lr) + (opt_.finetune ? ", fine-tune phase" : "") +
       (vgg_ ? "" : ", no VGG (pixel and TV terms only)") + ", from step " + std::to_string(step_) + " to " +
       std::to_string(opt_.steps));
@@ -492,7 +539,13 @@ int64_t Trainer::run(const std::atomic<bool>* stop) {
   };
   int64_t window_steps = 0;
   bool timed_out = false;
-  while (step_ < opt_.steps && !(stop && stop->load()) && !(timed_out = out_of_time())) {
+  while (step_ < opt_.steps) {
+    // [stop requested, out of time]; with several ranks, on any of them: a signal may reach
+    // one rank only, or the ranks in different steps, and all must stop at the same step.
+    double flags[2] = {stop && stop->load() ? 1.0 : 0.0, out_of_time() ? 1.0 : 0.0};
+    comm_.allreduce_sum(flags, 2);
+    if (flags[0] > 0) break;
+    if ((timed_out = flags[1] > 0)) break;
     const StepLosses s = train_step();
     ++window_steps;
     if (step_ % opt_.log_every == 0 || step_ == opt_.steps) {
@@ -519,8 +572,9 @@ int64_t Trainer::run(const std::atomic<bool>* stop) {
     if (step_ % opt_.save_every == 0) say("saved " + save_checkpoint());
   }
   if (saved_step_ != step_) say("saved " + save_checkpoint());
-  say("inpaint-train: model " + resolve_checkpoint(opt_.out_dir) + "; losses " + opt_.out_dir + "/log.csv and " +
-      opt_.out_dir + "/loss.png; samples in " + opt_.out_dir + "/samples/");
+  if (talk)
+    say("inpaint-train: model " + resolve_checkpoint(opt_.out_dir) + "; losses " + opt_.out_dir + "/log.csv and " +
+        opt_.out_dir + "/loss.png; samples in " + opt_.out_dir + "/samples/");
   if (step_ < opt_.steps)
     say("stopped at step " + std::to_string(step_) +
         (timed_out ? " after the time limit (" + format("%g", opt_.time_limit) + " s)" : std::string(" on request")) +

@@ -10,6 +10,13 @@
 //   val.csv        validation loss, PSNR, SSIM, l1 % on a fixed set of (image, mask) pairs
 //   loss.png       the loss curves, redrawn at each checkpoint
 //   samples/step-<8 digits>.png   input | mask | output | composite | ground truth, one row each
+//
+// Data parallelism (core/distributed.h): with a communicator of N ranks, every rank runs one
+// Trainer; each takes batch/N samples of every batch (the same batches as one process), the
+// BatchNorms use the statistics of all N shares together, the losses and gradients are
+// averaged over the ranks, and Adam makes the same update everywhere. Only rank 0 writes
+// (checkpoints, logs, plots, samples, validation). The constructor, run(), train_step() and
+// save_checkpoint() are collective: every rank makes the same calls.
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -20,6 +27,7 @@
 #include <vector>
 
 #include "core/dataset.h"
+#include "core/distributed.h"
 #include "core/optim.h"
 #include "losses/inpainting_loss.h"
 #include "models/pconv_unet.h"
@@ -67,31 +75,37 @@ struct ValidationResult {
   double loss = 0, psnr = 0, ssim = 0, l1_percent = 0;  // means over the validation set
 };
 
-// Thrown when a loss term is NaN or Inf: nothing of the broken state was saved.
-struct DivergenceError : Error {
-  using Error::Error;
+// Thrown when a loss term is NaN or Inf: nothing of the broken state was saved. The losses
+// and parameters are the same on every rank, so every rank throws it at the same step.
+struct DivergenceError : CollectiveError {
+  DivergenceError(const std::string& message, int rank) : CollectiveError(message, rank) {}
 };
 
 class Trainer {
  public:
   // Checks the options, reads the data folders, builds (and loads) the model, VGG and Adam.
-  // Throws a one-line Error for anything wrong (missing data, bad checkpoint, unwritable out).
-  explicit Trainer(TrainOptions options);
+  // Throws a one-line Error for anything wrong (missing data, bad checkpoint, unwritable out);
+  // with several ranks, a CollectiveError on every rank when any rank fails, or when the
+  // ranks do not start from the same state (checkpoint, data, options).
+  explicit Trainer(TrainOptions options, Communicator& ranks = single_process());
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
   // Trains until options.steps, until *stop becomes true or until options.time_limit seconds
-  // have passed (both checked between steps), then saves a checkpoint and returns the step
-  // reached. Validates/samples/saves on the way.
+  // have passed (both checked between steps; with several ranks, on any rank stops all of
+  // them at the same step), then saves a checkpoint and returns the step reached.
+  // Validates/samples/saves on the way.
   int64_t run(const std::atomic<bool>* stop = nullptr);
 
   // One optimisation step on the next batch; throws DivergenceError on a non-finite loss.
   StepLosses train_step();
-  ValidationResult validate();          // eval mode, no graph; appends to val.csv
-  std::string save_checkpoint();        // returns the path; prunes to the last `keep`
-  void write_samples();                 // samples/step-N.png
-  void write_loss_plot();               // loss.png
+  ValidationResult validate();          // eval mode, no graph; appends to val.csv (rank 0)
+  // Returns the path; prunes to the last `keep`. With several ranks, first checks that they
+  // still hold the same weights (a CollectiveError if not); only rank 0 writes.
+  std::string save_checkpoint();
+  void write_samples();                 // samples/step-N.png (rank 0)
+  void write_loss_plot();               // loss.png (rank 0)
 
   int64_t step() const { return step_; }
   PConvUNet& model() { return *model_; }
@@ -100,6 +114,7 @@ class Trainer {
   const TrainOptions& options() const { return opt_; }  // resolved (no zeros left)
   const std::vector<StepLosses>& history() const { return history_; }
   const std::string& last_checkpoint() const { return last_checkpoint_; }
+  Communicator& ranks() { return comm_; }
   // Called after the optimiser update of each step, before any checkpoint (tests inject
   // faults here).
   std::function<void(Trainer&)> after_step;
@@ -112,8 +127,15 @@ class Trainer {
   void restore_logs();
   void append_log(const StepLosses& s);
   void check_parameters_finite() const;
+  void setup();
+  bool writes() const { return comm_.rank() == 0; }  // rank 0 writes every file
+  void average_gradients();
+  // A CollectiveError on every rank unless all ranks hold rank 0's state; `when` and `advice`
+  // go into the message.
+  void check_ranks_agree(const std::string& when, const std::string& advice);
 
   TrainOptions opt_;
+  Communicator& comm_;
   std::unique_ptr<PConvUNet> model_;
   std::shared_ptr<VGG16Features> vgg_;
   std::unique_ptr<InpaintingLoss> loss_;
