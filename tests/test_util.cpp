@@ -1,5 +1,9 @@
 #include "tests/test_util.h"
 
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -52,6 +56,34 @@ ImageU8 random_image(int w, int h, uint64_t seed) {
     b = uint8_t(x >> 32);
   }
   return img;
+}
+
+std::string quote(const std::string& s) { return "'" + s + "'"; }
+
+AppRun run_app(const std::string& app, const std::string& args, const std::string& dir) {
+  const std::string binary = std::string(PCONV_BINARY_DIR) + "/" + app;
+  REQUIRE_MESSAGE(std::filesystem::exists(binary), binary << " is not built");
+  const std::string out = dir + "/app.stdout", err = dir + "/app.stderr";
+  const int rc = std::system((quote(binary) + " " + args + " >" + quote(out) + " 2>" + quote(err)).c_str());
+  AppRun r;
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  r.out = read_bytes(out);
+  r.err = read_bytes(err);
+  return r;
+}
+
+void check_one_line_error(const AppRun& r, const std::string& needle) {
+  CAPTURE(r.err);
+  CHECK(r.status == 2);
+  REQUIRE(!r.err.empty());
+  CHECK(r.err.back() == '\n');
+  const size_t start = r.err.rfind('\n', r.err.size() - 2);
+  const std::string last = r.err.substr(start == std::string::npos ? 0 : start + 1);
+  CHECK(last.find(": error: ") != std::string::npos);
+  CHECK(last.find(needle) != std::string::npos);
+  size_t errors = 0;
+  for (size_t p = r.err.find("error"); p != std::string::npos; p = r.err.find("error", p + 1)) ++errors;
+  CHECK(errors == 1);
 }
 
 }  // namespace pconv::testing
