@@ -2,7 +2,8 @@
 // --mask FILE --out FILE) or folders (--image DIR --mask DIR --out DIR, paired by file stem,
 // written as DIR/<stem>.png). The output is the composite: known pixels are the input's bytes,
 // holes come from the network; --raw also writes the network's output everywhere
-// (<out stem>_raw). Any image size; grey and RGBA inputs become RGB.
+// (<out stem>_raw). Any image size, through IOPaint's HD strategies (--hd-strategy); grey
+// inputs become RGB, RGBA inputs keep their alpha in PNG outputs.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -14,6 +15,7 @@
 
 #include "apps/common/bundled_model.h"
 #include "apps/common/cli.h"
+#include "apps/common/hd_strategy.h"
 #include "apps/common/inference.h"
 #include "core/dataset.h"
 #include "core/metrics.h"
@@ -94,6 +96,29 @@ std::string fmt_gib(int64_t bytes) {
   return buf;
 }
 
+// What happens to an image that is not plain RGB.
+std::string channels_note(int channels, const std::string& out) {
+  const std::string ext = lower_extension(out);
+  const bool png = ext == ".png";
+  switch (channels) {
+    case 1: return "grey; converted to RGB";
+    case 2: return png ? "grey with alpha; converted to RGB, the alpha kept in the output"
+                       : "grey with alpha; converted to RGB (alpha dropped: JPEG has none)";
+    default: return png ? "RGBA; the alpha channel is kept in the output"
+                        : "RGBA; alpha dropped (JPEG has none)";
+  }
+}
+
+// "1 pass of 1024×512", "2 passes (1024×512, 512×512)".
+std::string describe_passes(const std::vector<inference::Pass>& passes) {
+  auto size = [](const inference::Pass& p) { return std::to_string(p.pass_width) + "×" + std::to_string(p.pass_height); };
+  if (passes.empty()) return "no pass (no hole)";
+  if (passes.size() == 1) return "1 pass of " + size(passes[0]);
+  std::string s = std::to_string(passes.size()) + " passes (";
+  for (size_t i = 0; i < passes.size() && i < 8; ++i) s += (i ? ", " : "") + size(passes[i]);
+  return s + (passes.size() > 8 ? ", …)" : ")");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,7 +128,7 @@ int main(int argc, char** argv) {
   bool raw = false, force = false;
   int batch = 0;
   int64_t max_pixels = kMaxImagePixels;
-  app.add_option("--model", model, "checkpoint (.safetensors) written by inpaint-train [the bundled model]");
+  app.add_option("--model", model, "checkpoint (.safetensors) written by inpaint-train [default: the bundled model]");
   app.add_option("--image", image, "image file, or a folder of images")->required();
   app.add_option("--mask", mask, "mask file (same size as the image), or a folder of masks with the images' names")
       ->required();
@@ -117,6 +142,22 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "images of one size per forward pass (default: 1 on cpu, 8 on cuda)")
       ->check(cli::positive);
   app.add_option("--max-pixels", max_pixels, "refuse larger images")->check(cli::positive)->capture_default_str();
+  inference::HdOptions hd;
+  std::string hd_strategy = "crop";
+  app.add_option("--hd-strategy", hd_strategy,
+                 "large photos: crop (each hole's box plus a margin at full size), resize (scale down, "
+                 "paste the holes back) or original (the whole photo at once)")
+      ->check(CLI::IsMember({"crop", "resize", "original"}, CLI::ignore_case))
+      ->capture_default_str();
+  app.add_option("--hd-crop-trigger", hd.crop_trigger_size, "crop only photos whose long side is larger")
+      ->check(cli::positive)
+      ->capture_default_str();
+  app.add_option("--hd-crop-margin", hd.crop_margin, "pixels of context around each hole's box")
+      ->check(cli::non_negative)
+      ->capture_default_str();
+  app.add_option("--hd-resize-limit", hd.resize_limit, "resize: scale the long side down to this")
+      ->check(cli::positive)
+      ->capture_default_str();
   double memory_limit = 0;
   app.add_option("--memory-limit", memory_limit,
                  "GiB a forward pass may use on the cpu [0: the memory the system has available]")
@@ -146,17 +187,22 @@ int main(int argc, char** argv) {
       if (raw) check_output(job.raw, job, force);
     }
 
+    hd.strategy = inference::parse_hd_strategy(hd_strategy);
+    model = bundled::resolve_model(model, "inpaint-run");
     std::unique_ptr<PConvUNet> net;
     int64_t grey_masks = 0, converted = 0, done = 0;
     for (size_t start = 0; start < jobs.size();) {
-      // A batch is consecutive images of one size.
+      // A batch is consecutive images of one size that each run as one whole-image pass; an
+      // image that its HD strategy crops or resizes runs alone.
       std::vector<ImageU8> images;
       std::vector<MaskImage> masks;
+      bool whole_pass = true;
       size_t end = start;
-      while (end < jobs.size() && end - start < size_t(batch)) {
+      while (end < jobs.size() && end - start < size_t(batch) && whole_pass) {
         const Job& job = jobs[end];
         ImageU8 img = read_image_u8(job.image, max_pixels);
-        if (!images.empty() && (img.width != images[0].width || img.height != images[0].height)) break;
+        const bool whole = inference::whole_image_pass(hd, img.width, img.height);
+        if (!images.empty() && (!whole || img.width != images[0].width || img.height != images[0].height)) break;
         LoadedMask lm = load_mask(job.mask, convention);
         if (lm.mask.width != img.width || lm.mask.height != img.height)
           cli::fail(job.mask + ": the mask is " + std::to_string(lm.mask.width) + "×" +
@@ -165,11 +211,7 @@ int main(int argc, char** argv) {
         if (lm.had_grey_levels && grey_masks++ == 0)
           cli::progress("inpaint-run: note: " + job.mask + " has grey levels; masks are thresholded at 50 %");
         if (img.channels_in_file != 3 && converted++ == 0)
-          cli::progress("inpaint-run: note: " + job.image + " is " +
-                        (img.channels_in_file == 1   ? "grey"
-                         : img.channels_in_file == 2 ? "grey with alpha"
-                                                     : "RGBA") +
-                        "; converted to RGB (alpha dropped)");
+          cli::progress("inpaint-run: note: " + job.image + " is " + channels_note(img.channels_in_file, job.out));
         const double ratio = hole_ratio(lm.mask);
         if (ratio == 1.0)
           cli::progress("inpaint-run: note: " + job.mask +
@@ -178,40 +220,57 @@ int main(int argc, char** argv) {
           cli::progress("inpaint-run: note: " + job.mask + " has no hole: the output equals the input");
         images.push_back(std::move(img));
         masks.push_back(std::move(lm.mask));
+        whole_pass = whole;
         ++end;
-      }
-      std::vector<const ImageU8*> image_ptrs;
-      std::vector<const MaskImage*> mask_ptrs;
-      for (size_t i = 0; i < images.size(); ++i) {
-        image_ptrs.push_back(&images[i]);
-        mask_ptrs.push_back(&masks[i]);
       }
       if (!net) {
         // Loaded once the first images are known to be good, so their errors come first.
         const auto t_load = std::chrono::steady_clock::now();
-        model = bundled::resolve_model(model, "inpaint-run");
         net = inference::load_model(model, device);
         cli::progress("inpaint-run: " + net->config().describe() + " from " + model + " (" +
                       fmt_seconds(seconds_since(t_load)) + "), " + std::to_string(jobs.size()) +
                       " image(s), mask holes are " + holes + ", on " + device_name);
       }
+      // The network's passes: the whole batch at once, or the strategy's crops or resized photo.
+      const int64_t unit = int64_t(1) << net->config().levels;
+      std::vector<inference::Pass> passes;
+      if (whole_pass) {
+        passes.push_back({{0, 0, images[0].width, images[0].height}, images[0].width, images[0].height});
+      } else {
+        passes = inference::plan_passes(masks[0], hd, unit);
+        cli::progress("inpaint-run: " + jobs[start].name + " is " + std::to_string(images[0].width) + "×" +
+                      std::to_string(images[0].height) + ": " + inference::hd_strategy_name(hd.strategy) +
+                      " strategy, " + describe_passes(passes));
+      }
       if (device == Device::CPU) {
         // Refused up front: running out of memory mid-pass would get the process killed.
-        const int64_t need = inference::forward_memory_bytes(net->config(), int64_t(images.size()),
-                                                             images[0].height, images[0].width);
+        int64_t need = 0;
+        for (const inference::Pass& p : passes)
+          need = std::max(need, inference::forward_memory_bytes(net->config(), int64_t(images.size()),
+                                                                p.pass_height, p.pass_width));
         const int64_t have = memory_limit > 0 ? int64_t(memory_limit * double(int64_t(1) << 30))
                                               : inference::available_memory_bytes();
         if (have >= 0 && need > have)
           cli::fail(jobs[start].image + ": " + std::to_string(images.size()) + " image(s) of " +
                     std::to_string(images[0].width) + "×" + std::to_string(images[0].height) + " need about " +
                     fmt_gib(need) + " for the " + net->config().describe() + ", " + fmt_gib(have) +
-                    (memory_limit > 0 ? " allowed by --memory-limit" : " are available") +
-                    " (use a smaller image" + (images.size() > 1 ? ", --batch 1" : "") +
-                    " or a machine with more memory)");
+                    (memory_limit > 0 ? " allowed by --memory-limit" : " are available") + " (use " +
+                    (hd.strategy == inference::HdStrategy::Original ? "--hd-strategy crop or resize, " : "") +
+                    "a smaller image" + (images.size() > 1 ? ", --batch 1" : "") + " or a machine with more memory)");
       }
       std::vector<inference::Inpainted> results;
       try {
-        results = inference::inpaint_batch(*net, image_ptrs, mask_ptrs, raw);
+        if (whole_pass) {
+          std::vector<const ImageU8*> image_ptrs;
+          std::vector<const MaskImage*> mask_ptrs;
+          for (size_t i = 0; i < images.size(); ++i) {
+            image_ptrs.push_back(&images[i]);
+            mask_ptrs.push_back(&masks[i]);
+          }
+          results = inference::inpaint_batch(*net, image_ptrs, mask_ptrs, raw);
+        } else {
+          results.push_back(inference::inpaint_any_size(*net, images[0], masks[0], hd, raw));
+        }
       } catch (const Error& e) {
         cli::fail(jobs[start].image + ": " + e.what());
       }
@@ -229,7 +288,7 @@ int main(int argc, char** argv) {
     if (grey_masks > 1)
       cli::progress("inpaint-run: " + std::to_string(grey_masks) + " masks had grey levels (thresholded at 50 %)");
     if (converted > 1)
-      cli::progress("inpaint-run: " + std::to_string(converted) + " images were converted to RGB");
+      cli::progress("inpaint-run: " + std::to_string(converted) + " images were grey or had alpha");
     cli::progress("inpaint-run: wrote " + std::to_string(done) + " image(s) to " + out +
                   " in " + fmt_seconds(seconds_since(t_start)));
   });

@@ -15,6 +15,11 @@ bool grad_mode_enabled() { return g_grad_mode; }
 NoGradGuard::NoGradGuard() : previous_(g_grad_mode) { g_grad_mode = false; }
 NoGradGuard::~NoGradGuard() { g_grad_mode = previous_; }
 
+void check_grad_mode_off(const char* op) {
+  if (g_grad_mode)
+    throw Error(std::string(op) + ": overwrites its input, so it runs only with grad mode off (NoGradGuard)");
+}
+
 bool any_requires_grad(const std::vector<Tensor>& inputs) {
   if (!g_grad_mode) return false;
   for (const auto& t : inputs)

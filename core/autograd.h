@@ -44,6 +44,10 @@ class NoGradGuard {
   bool previous_;
 };
 
+// For ops that overwrite their input (inference only): throws "<op>: ... grad mode" when grad
+// mode is on, because an overwritten tensor could be one a recorded graph still needs.
+void check_grad_mode_off(const char* op);
+
 // True when grad mode is on and any input requires grad.
 bool any_requires_grad(const std::vector<Tensor>& inputs);
 

@@ -74,6 +74,10 @@ class Backend {
   virtual void copy_from_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void synchronize() {}
+  // Gives the memory that freed tensors left behind back to the system, for a pass whose next
+  // tensors are larger than the freed ones and cannot reuse them (the CPU keeps freed memory
+  // in its heap, see core/cpu/cpu_backend.cpp). The default does nothing.
+  virtual void release_free_memory() {}
 
   // dst = src converted to dst's dtype (same numel, both on this device).
   virtual void copy(const Tensor& src, Tensor& dst) = 0;

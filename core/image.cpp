@@ -1,8 +1,17 @@
 // Image I/O through stb. The stb implementations are compiled here and only here (GPU
 // machines have the headers from the source tree's include path but no libstb to link).
+#include <zlib.h>
+
+#include <cstdlib>
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_FAILURE_USERMSG
+namespace pconv {
+namespace {
+unsigned char* zlib_compress(unsigned char* data, int length, int* out_length, int quality);
+}
+}  // namespace pconv
+#define STBIW_ZLIB_COMPRESS pconv::zlib_compress
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -59,11 +68,27 @@ void append_bytes(void* context, void* data, int size) {
 }
 
 void check_image(const char* op, const ImageU8& img) {
-  if (img.width <= 0 || img.height <= 0 ||
-      img.rgb.size() != size_t(img.width) * size_t(img.height) * 3)
+  const size_t n = size_t(std::max(img.width, 0)) * size_t(std::max(img.height, 0));
+  if (img.width <= 0 || img.height <= 0 || img.rgb.size() != n * 3 || (!img.alpha.empty() && img.alpha.size() != n))
     throw Error(std::string(op) + ": image is " + std::to_string(img.width) + "×" +
-                std::to_string(img.height) + " with " + std::to_string(img.rgb.size()) +
-                " bytes, expected a non-empty RGB image of width·height·3 bytes");
+                std::to_string(img.height) + " with " + std::to_string(img.rgb.size()) + " RGB and " +
+                std::to_string(img.alpha.size()) +
+                " alpha bytes, expected a non-empty RGB image of width·height·3 bytes (alpha: none or width·height)");
+}
+
+// A 20-megapixel PNG is an everyday answer of the server. zlib at its fastest level encodes a
+// noisy 20-megapixel photo in a third of the time of stb's own deflate (1.6 vs 5.5 s of CPU
+// on the CI machine) and a third smaller (25 vs 37 MB). stb's requested level is ignored.
+unsigned char* zlib_compress(unsigned char* data, int length, int* out_length, int) {
+  uLongf bound = compressBound(uLong(length));
+  auto* out = static_cast<unsigned char*>(STBIW_MALLOC(bound));
+  if (!out) return nullptr;
+  if (compress2(out, &bound, data, uLong(length), Z_BEST_SPEED) != Z_OK) {
+    STBIW_FREE(out);
+    return nullptr;
+  }
+  *out_length = int(bound);
+  return out;
 }
 
 std::string lower_extension(const std::string& path) {
@@ -77,31 +102,48 @@ std::string lower_extension(const std::string& path) {
 
 }  // namespace
 
-ImageU8 read_image_u8(const std::string& path, int64_t max_pixels) {
-  const std::string bytes = read_file_bytes(path);
+ImageU8 decode_image_u8(const std::string& bytes, const std::string& name, int64_t max_pixels) {
+  if (bytes.size() > size_t(INT_MAX))
+    fail(name, std::to_string(bytes.size()) + " bytes is too large for an image");
   const auto* buffer = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int length = int(bytes.size());
   // Header only first, so an oversized image is refused before gigabytes are allocated.
   int width = 0, height = 0, channels = 0;
   if (!stbi_info_from_memory(buffer, length, &width, &height, &channels))
-    fail(path, std::string("not a readable image (stb: ") + stbi_failure_reason() + ")");
+    fail(name, std::string("not a readable image (stb: ") + stbi_failure_reason() + ")");
   const int64_t pixels = int64_t(width) * int64_t(height);
   if (pixels > max_pixels)
-    fail(path, "image is " + std::to_string(width) + "×" + std::to_string(height) + " (" +
+    fail(name, "image is " + std::to_string(width) + "×" + std::to_string(height) + " (" +
                    std::to_string(pixels) + " pixels), over the limit of " +
                    std::to_string(max_pixels) + " pixels");
 
+  // Asking for 3 channels makes stb replicate grey and drop alpha (no compositing); with
+  // alpha, 4 channels (grey replicated) split into RGB and alpha.
+  const bool has_alpha = channels == 2 || channels == 4;
   int w = 0, h = 0, c = 0;
-  // Asking for 3 channels makes stb replicate grey and drop alpha (no compositing).
-  stbi_uc* pixels_rgb = stbi_load_from_memory(buffer, length, &w, &h, &c, 3);
-  if (!pixels_rgb) fail(path, std::string("not a readable image (stb: ") + stbi_failure_reason() + ")");
+  stbi_uc* decoded = stbi_load_from_memory(buffer, length, &w, &h, &c, has_alpha ? 4 : 3);
+  if (!decoded) fail(name, std::string("not a readable image (stb: ") + stbi_failure_reason() + ")");
   ImageU8 img;
   img.width = w;
   img.height = h;
   img.channels_in_file = c;
-  img.rgb.assign(pixels_rgb, pixels_rgb + size_t(w) * size_t(h) * 3);
-  stbi_image_free(pixels_rgb);
+  const size_t n = size_t(w) * size_t(h);
+  if (has_alpha) {
+    img.rgb.resize(n * 3);
+    img.alpha.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t k = 0; k < 3; ++k) img.rgb[i * 3 + k] = decoded[i * 4 + k];
+      img.alpha[i] = decoded[i * 4 + 3];
+    }
+  } else {
+    img.rgb.assign(decoded, decoded + n * 3);
+  }
+  stbi_image_free(decoded);
   return img;
+}
+
+ImageU8 read_image_u8(const std::string& path, int64_t max_pixels) {
+  return decode_image_u8(read_file_bytes(path), path, max_pixels);
 }
 
 Tensor image_to_tensor(const ImageU8& img) {
@@ -144,8 +186,18 @@ ImageU8 tensor_to_image(const Tensor& chw) {
 std::string encode_png(const ImageU8& img) {
   check_image("encode_png", img);
   std::string out;
-  if (!stbi_write_png_to_func(append_bytes, &out, img.width, img.height, 3, img.rgb.data(),
-                              img.width * 3))
+  std::vector<uint8_t> rgba;
+  if (!img.alpha.empty()) {
+    const size_t n = img.alpha.size();
+    rgba.resize(n * 4);
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t k = 0; k < 3; ++k) rgba[i * 4 + k] = img.rgb[i * 3 + k];
+      rgba[i * 4 + 3] = img.alpha[i];
+    }
+  }
+  const int channels = rgba.empty() ? 3 : 4;
+  if (!stbi_write_png_to_func(append_bytes, &out, img.width, img.height, channels,
+                              rgba.empty() ? img.rgb.data() : rgba.data(), img.width * channels))
     throw Error("encode_png: stb could not encode a " + std::to_string(img.width) + "×" +
                 std::to_string(img.height) + " image");
   return out;

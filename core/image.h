@@ -1,6 +1,7 @@
 #pragma once
 // Image files via stb: PNG, JPEG, BMP, TGA in; PNG and JPEG out. In memory an image is a
-// 3×H×W f32 tensor in [0,1] (RGB; grey is replicated, alpha dropped) or 8-bit RGB.
+// 3×H×W f32 tensor in [0,1] (RGB; grey is replicated, alpha dropped) or 8-bit RGB with the
+// file's alpha channel kept beside it (the network sees RGB; PNGs get the alpha back).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -16,11 +17,15 @@ struct ImageU8 {
   int width = 0, height = 0;
   int channels_in_file = 0;     // 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA: lets apps say what they did
   std::vector<uint8_t> rgb;     // height × width × 3, row-major, interleaved
+  std::vector<uint8_t> alpha;   // height × width when the file had alpha (channels 2 or 4), else empty
 };
 
 // Throws Error("<path>: <reason>") for a missing, unreadable, corrupt or truncated file, or
 // one over `max_pixels`.
 ImageU8 read_image_u8(const std::string& path, int64_t max_pixels = kMaxImagePixels);
+// The same from a file's bytes in memory; errors read "<name>: <reason>".
+ImageU8 decode_image_u8(const std::string& bytes, const std::string& name,
+                        int64_t max_pixels = kMaxImagePixels);
 // 3×H×W f32 in [0,1].
 Tensor image_to_tensor(const ImageU8& img);
 Tensor load_image(const std::string& path, int64_t max_pixels = kMaxImagePixels);
@@ -28,11 +33,12 @@ Tensor load_image(const std::string& path, int64_t max_pixels = kMaxImagePixels)
 // From a 3×H×W (or 1×H×W, replicated) tensor, values clamped to [0,1], rounded to 8 bits.
 ImageU8 tensor_to_image(const Tensor& chw);
 // PNG or JPEG by the extension (.png, .jpg, .jpeg), written atomically. Throws on an unknown
-// extension or a failed write, naming the path.
+// extension or a failed write, naming the path. PNGs keep the alpha channel; JPEG has none.
 void save_image(const std::string& path, const ImageU8& img, int jpeg_quality = 95);
 void save_image(const std::string& path, const Tensor& chw, int jpeg_quality = 95);
 
-// Encodes to PNG bytes in memory (for atomic writes and tests).
+// Encodes to PNG bytes in memory (for atomic writes, the server and tests): RGBA when the
+// image has alpha, else RGB; zlib's fastest level.
 std::string encode_png(const ImageU8& img);
 
 }  // namespace pconv

@@ -314,7 +314,10 @@ MaskHoles parse_mask_holes(const std::string& s) {
 const char* mask_holes_name(MaskHoles h) { return h == MaskHoles::White ? "white" : "black"; }
 
 LoadedMask load_mask(const std::string& path, MaskHoles holes) {
-  const ImageU8 img = read_image_u8(path);
+  return mask_from_image(read_image_u8(path), holes);
+}
+
+LoadedMask mask_from_image(const ImageU8& img, MaskHoles holes) {
   LoadedMask out;
   out.channels_in_file = img.channels_in_file;
   out.mask = MaskImage(img.height, img.width);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/image.h"
 #include "core/tensor.h"
 
 namespace pconv {
@@ -86,8 +87,10 @@ struct LoadedMask {
   bool had_grey_levels = false;  // some pixels were neither black nor white (thresholded at 50 %)
   int channels_in_file = 0;
 };
-// A pixel is white when its mean RGB value is at least 128 (50 %).
+// A pixel is white when its mean RGB value is at least 128 (50 %); alpha is ignored.
 LoadedMask load_mask(const std::string& path, MaskHoles holes = MaskHoles::White);
+// The same from an image already decoded (the server's masks come in requests).
+LoadedMask mask_from_image(const ImageU8& img, MaskHoles holes = MaskHoles::White);
 // PNG with holes white (the default on-disk convention), known pixels black.
 void save_mask(const std::string& path, const MaskImage& mask, MaskHoles holes = MaskHoles::White);
 

@@ -93,4 +93,19 @@ Tensor pad2d(const Tensor& x, int64_t top, int64_t bottom, int64_t left, int64_t
              double value = 0);               // constant padding of the last two dims
 Tensor crop2d(const Tensor& x, int64_t top, int64_t left, int64_t h, int64_t w);
 
+// ---- inference only: in place or fused, no graph (each throws when grad mode is on). They let
+// a forward pass free an activation as soon as it is consumed instead of keeping the input and
+// the output of every step (models/pconv_unet.cpp, PConvUNet::forward without grad).
+void relu_(Tensor& x);                          // x = relu(x)            (core/ops/elementwise.cpp)
+void leaky_relu_(Tensor& x, double slope = 0.2);
+// x = batch_norm(x) with the running statistics                         (core/ops/batchnorm.cpp)
+void batch_norm_eval_(Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                      const Tensor& running_var, double eps = 1e-5);
+// partial_conv2d, with x ⊙ m written over x instead of into a copy      (core/ops/pconv.cpp)
+PConvResult partial_conv2d_(Tensor& x, const Mask& mask, const Tensor& w, const Tensor& bias,
+                            int64_t stride, int64_t pad);
+// concat({upsample_nearest2x(low), skip}, 1) in one allocation, without the ×2 intermediate
+// (core/ops/resample.cpp)
+Tensor upsample_concat(const Tensor& low, const Tensor& skip);
+
 }  // namespace pconv

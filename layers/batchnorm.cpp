@@ -20,4 +20,12 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
                     momentum_, eps_, sync_);
 }
 
+void BatchNorm2d::forward_(Tensor& x) {
+  check_grad_mode_off("BatchNorm2d::forward_");
+  if (uses_batch_stats())
+    x = forward(x);
+  else
+    batch_norm_eval_(x, *weight_, *bias_, *running_mean_, *running_var_, eps_);
+}
+
 }  // namespace pconv

@@ -27,6 +27,9 @@ class BatchNorm2d : public Module {
                        double momentum = 0.1, double eps = 1e-5);
 
   Tensor forward(const Tensor& x);
+  // Inference (grad mode off): normalises x in place with the running statistics; with batch
+  // statistics (training mode) x is replaced by forward(x), as those need the whole batch first.
+  void forward_(Tensor& x);
 
   void set_use_running_stats(bool on) { use_running_stats_ = on; }
   bool uses_running_stats() const { return use_running_stats_; }

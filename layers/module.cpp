@@ -92,7 +92,7 @@ std::map<std::string, Tensor> Module::state_dict() {
   return out;
 }
 
-void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict) {
+void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict, bool adopt) {
   std::vector<std::pair<std::string, Tensor*>> targets = named_parameters();
   for (auto& b : named_buffers()) targets.push_back(b);
 
@@ -123,6 +123,12 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
   // Copy into the existing storage, so pointers held elsewhere (an optimiser) stay valid.
   NoGradGuard no_grad;
   for (auto& [target, value] : plan) {
+    if (adopt && value->dtype() == target->dtype() && value->device() == target->device()) {
+      const bool requires_grad = target->requires_grad();
+      *target = value->detach();
+      target->set_requires_grad(requires_grad);
+      continue;
+    }
     Tensor src = value->detach().to(target->device());
     Tensor dst = target->detach();
     backend_of(dst).copy(src, dst);

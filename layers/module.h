@@ -39,7 +39,10 @@ class Module {
   std::map<std::string, Tensor> state_dict();
   // Copies values in (converting dtype and device to the module's). strict: every name must
   // be present and no unknown name given. Shape mismatches throw naming the tensor and both shapes.
-  void load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
+  // adopt: the module takes the given tensors over where their dtype and device already match
+  // (no copy: loading a model then holds one copy of the weights, not two); only for a module
+  // nothing else refers to yet (an optimiser would keep the old tensors).
+  void load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true, bool adopt = false);
   void save(const std::string& path, const std::map<std::string, std::string>& metadata = {});
   void load(const std::string& path, bool strict = true);
 

@@ -52,6 +52,41 @@ std::string PConvUNetConfig::describe() const {
   return s.append(" PConvUNet");
 }
 
+int64_t PConvUNetConfig::inference_bytes(int64_t n, int64_t h, int64_t w) const {
+  const int64_t L = levels, unit = int64_t(1) << L;
+  const int64_t H = (h + unit - 1) / unit * unit, W = (w + unit - 1) / unit * unit;
+  auto pixels = [&](int64_t level) { return (H >> level) * (W >> level); };  // at 1/2^level
+  auto width_at = [&](int64_t level) { return level == 0 ? in_channels : channels(level); };
+  // Kept all along: the input and its one-channel mask (and, when padded, the caller's
+  // unpadded ones beside them). Then each encoder output with its mask, until its decoder
+  // level has read it.
+  const bool padded = H != h || W != w;
+  int64_t kept = (in_channels + 1) * (pixels(0) + (padded ? h * w : 0));
+  // Layer 1 masks a copy of the input (freed after its convolution); its ReLU makes a new tensor.
+  int64_t peak = kept + std::max(in_channels * pixels(0) + (channels(1) + 2) * pixels(1),
+                                 (2 * channels(1) + 2) * pixels(1));
+  for (int64_t l = 1; l < L; ++l) {
+    kept += (channels(l) + 1) * pixels(l);
+    // Layer l+1 masks its input in place; output, count and new mask are new.
+    peak = std::max(peak, kept + (channels(l + 1) + 2) * pixels(l + 1));
+  }
+  int64_t current = (channels(L) + 1) * pixels(L);
+  for (int64_t s = L - 1; s >= 0; --s) {
+    // Decoder level s: the upsampled input and the skip joined in one buffer, plus the
+    // upsampled mask; then the skip (not the input) and the previous output are freed, and
+    // the output, its count and its new mask are made.
+    const int64_t joined = (channels(s + 1) + width_at(s) + 1) * pixels(s);
+    peak = std::max(peak, kept + current + joined);
+    if (s > 0) kept -= (width_at(s) + 1) * pixels(s);
+    peak = std::max(peak, kept + joined + (width_at(s) + 2) * pixels(s));
+    current = (width_at(s) + 1) * pixels(s);
+  }
+  // The output cropped back to h×w beside the padded one.
+  if (padded) peak = std::max(peak, kept + current + in_channels * h * w);
+  // And 64 KiB for the small tensors beside those (per-channel vectors, scalars).
+  return (peak * int64_t(sizeof(float)) + (int64_t(64) << 10)) * n;
+}
+
 namespace {
 
 // "an 8-level ...", "a 4-level ...": English articles before numbers spoken with a vowel.
@@ -80,6 +115,17 @@ PConvResult PConvUNetLayer::forward(const Tensor& x, const Mask& mask) {
     case Activation::None: break;
     case Activation::Relu: r.out = relu(r.out); break;
     case Activation::LeakyRelu: r.out = leaky_relu(r.out, 0.2); break;
+  }
+  return r;
+}
+
+PConvResult PConvUNetLayer::forward_(Tensor& x, const Mask& mask) {
+  PConvResult r = partial_conv2d_(x, mask, weight(), bias(), stride(), padding());
+  if (bn_) bn_->forward_(r.out);
+  switch (activation_) {
+    case Activation::None: break;
+    case Activation::Relu: relu_(r.out); break;
+    case Activation::LeakyRelu: leaky_relu_(r.out, 0.2); break;
   }
   return r;
 }
@@ -148,6 +194,10 @@ Tensor PConvUNet::forward(const Tensor& image, const Mask& mask) {
     x = pad2d(image, 0, pad_h, 0, pad_w, 0.0);
     for (MaskGroup& g : m) g.mask = pad2d(g.mask, 0, pad_h, 0, pad_w, 0.0);
   }
+  if (!grad_mode_enabled()) {
+    Tensor out = forward_no_grad(x, m);
+    return pad_h || pad_w ? crop2d(out, 0, 0, H, W) : out;
+  }
 
   std::vector<MaskedFeatures> encoded{{x, m}};
   for (int64_t n = 1; n <= L; ++n) {
@@ -163,6 +213,43 @@ Tensor PConvUNet::forward(const Tensor& image, const Mask& mask) {
     current = {r.out, r.mask};
   }
   return pad_h || pad_w ? crop2d(current.x, 0, 0, H, W) : current.x;
+}
+
+// Inference keeps only what is still to be read: the weights, the encoder outputs until their
+// decoder level has used them as skips, and one layer's input and output. The decoder's input
+// (upsampled features and skip) is built in one buffer, masked in place, and freed after its
+// convolution; BatchNorm and the activation work in place. Same kernels in the same order as
+// the graph-recording pass, so the values are identical (tests/test_unet.cpp). For the paper's
+// model the peak is the last decoder layer: its 67-channel input at full size.
+Tensor PConvUNet::forward_no_grad(const Tensor& x, const Mask& m) {
+  const int64_t L = config_.levels;
+  std::vector<MaskedFeatures> skips(size_t(L) + 1);
+  skips[0] = {x, m};
+  // Layer 1 reads the caller's image, which must stay as it is; deeper layers read our own
+  // activations and mask them in place (the decoder masks its skip channels again with the
+  // same mask, which changes nothing).
+  PConvResult r = layers_[0]->forward(x, m);
+  for (int64_t n = 2; n <= L; ++n) {
+    MaskedFeatures& input = skips[size_t(n - 1)];
+    input = {r.out, r.mask};
+    r = layers_[size_t(n - 1)]->forward_(input.x, input.mask);
+  }
+  MaskedFeatures current{r.out, r.mask};
+  for (int64_t n = L + 1; n <= 2 * L; ++n) {
+    MaskedFeatures& skip = skips[size_t(2 * L - n)];
+    Tensor joined = upsample_concat(current.x, skip.x);
+    const Mask joined_mask = concat(upsample_nearest2x(current.mask), skip.mask);
+    current = {};
+    skip = {};
+    PConvResult out = layers_[size_t(n - 1)]->forward_(joined, joined_mask);
+    joined = {};
+    current = {out.out, out.mask};
+    // Each level's input is 2–4× the last one's, so the heap cannot place it where the last
+    // was freed, and would keep every level's pages at once (2048²: peak RSS 3.4 GiB before
+    // this and the one-copy load in inference::load_model, 1.6 GiB after; README "Performance").
+    backend(device()).release_free_memory();
+  }
+  return current.x;
 }
 
 void PConvUNet::set_finetune(bool on) {

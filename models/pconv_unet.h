@@ -37,6 +37,11 @@ struct PConvUNetConfig {
   // Throws Error naming the text when it is not such an object or a value is out of range.
   static PConvUNetConfig from_json(const std::string& text);
   std::string describe() const;       // "8-level width-64 PConvUNet" (+ channels when not 3)
+  // The most bytes of activations (f32 tensors beyond the weights) that PConvUNet::forward
+  // holds at once with grad mode off, for n images of h×w (padded to a multiple of 2^L):
+  // step by step what forward_no_grad keeps. Kernels' own scratch memory is not included.
+  // The paper's model needs about 0.28 GiB per megapixel, mostly the last layer's input.
+  int64_t inference_bytes(int64_t n, int64_t h, int64_t w) const;
   void validate() const;
   bool operator==(const PConvUNetConfig&) const = default;
 };
@@ -50,6 +55,9 @@ class PConvUNetLayer : public PartialConv2d {
                  bool batch_norm, Activation activation, Generator& gen, DType dtype,
                  Device device, bool initialize = true);
   PConvResult forward(const Tensor& x, const Mask& mask);
+  // Inference (grad mode off): the same result, but x is overwritten with x ⊙ m and BatchNorm
+  // and the activation work in place on the output.
+  PConvResult forward_(Tensor& x, const Mask& mask);
   BatchNorm2d* bn() const { return bn_.get(); }  // null without BatchNorm
 
  private:
@@ -74,6 +82,8 @@ class PConvUNet : public Module {
   // image N×C×H×W (ImageNet-normalised, any H×W), mask N×1×H×W (1 = known, 0 = hole).
   // Returns I_out, N×C×H×W. Sizes that are not a multiple of 2^L are padded at the bottom and
   // right with hole (features 0, mask 0) and the output is cropped back.
+  // With grad mode off (inference) the same values come from a pass that frees every
+  // activation once consumed (see forward_no_grad); the image and mask are not modified.
   Tensor forward(const Tensor& image, const Tensor& mask);
   // The same with the input mask given as groups covering C channels.
   Tensor forward(const Tensor& image, const Mask& mask);
@@ -106,6 +116,7 @@ class PConvUNet : public Module {
 
  private:
   PConvUNet(const PConvUNetConfig& config, uint64_t seed, DType dtype, Device device, bool initialize);
+  Tensor forward_no_grad(const Tensor& x, const Mask& m);
 
   PConvUNetConfig config_;
   std::vector<std::shared_ptr<PConvUNetLayer>> layers_;

@@ -3,6 +3,7 @@
 // and checkpoints of the wrong architecture.
 #include <doctest/doctest.h>
 
+#include "core/cpu/cpu_backend.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
 #include "models/pconv_unet.h"
@@ -179,6 +180,106 @@ TEST_CASE("unet: eval is deterministic and keeps statistics; fine-tune freezes o
   net.set_finetune(false);
   net.forward(x, m);
   CHECK(stats(2) != old[0]);
+}
+
+namespace {
+
+// Random running statistics, so that BatchNorm in evaluation mode is not the identity.
+void randomise_running_stats(PConvUNet& net, uint64_t seed) {
+  Generator gen(seed);
+  auto state = net.state_dict();
+  for (auto& [name, t] : state) {
+    if (name.find("running_mean") != std::string::npos)
+      t = Tensor::randn(t.shape(), gen, t.dtype(), t.device(), 0.0, 0.5);
+    else if (name.find("running_var") != std::string::npos)
+      t = Tensor::rand(t.shape(), gen, t.dtype(), t.device(), 0.5, 2.0);
+  }
+  net.load_state_dict(state, true);
+}
+
+}  // namespace
+
+TEST_CASE("unet: inference (grad mode off) gives the graph pass's values bit for bit") {
+  for (bool training : {false, true}) {
+    for (auto [h, w] : {std::pair{16, 24}, std::pair{13, 19}}) {
+      CAPTURE(training);
+      CAPTURE(h);
+      CAPTURE(w);
+      // Two identical models: in training mode each pass moves the running statistics.
+      PConvUNet graph_net(tiny(3, 4), 31), no_grad_net(tiny(3, 4), 31);
+      randomise_running_stats(graph_net, 32);
+      randomise_running_stats(no_grad_net, 32);
+      graph_net.train(training);
+      no_grad_net.train(training);
+      Generator gen(33);
+      Tensor x = Tensor::randn({2, 3, h, w}, gen);
+      Tensor m = hole_mask(2, h, w, 34, DType::F32);
+      const auto x_before = x.to_float_vector(), m_before = m.to_float_vector();
+      Tensor y_graph = graph_net.forward(x, m);
+      REQUIRE(y_graph.grad_fn());  // the recording pass
+      Tensor y;
+      {
+        NoGradGuard no_grad;
+        y = no_grad_net.forward(x, m);
+      }
+      CHECK(!y.grad_fn());
+      CHECK(y.shape() == y_graph.shape());
+      CHECK(y.to_float_vector() == y_graph.to_float_vector());
+      // The in-place steps never touch the caller's tensors.
+      CHECK(x.to_float_vector() == x_before);
+      CHECK(m.to_float_vector() == m_before);
+      for (int n = 2; n <= 5; ++n)
+        CHECK(no_grad_net.layer(n).bn()->running_mean().to_float_vector() ==
+              graph_net.layer(n).bn()->running_mean().to_float_vector());
+    }
+  }
+}
+
+TEST_CASE("unet: in-place inference ops refuse to run with grad mode on") {
+  Tensor x = Tensor::ones({1, 2, 4, 4});
+  CHECK_THROWS_WITH_AS(relu_(x), doctest::Contains("grad mode off"), Error);
+  CHECK_THROWS_WITH_AS(upsample_concat(x, Tensor::ones({1, 1, 8, 8})), doctest::Contains("grad mode off"), Error);
+  NoGradGuard no_grad;
+  CHECK_THROWS_WITH_AS(upsample_concat(x, Tensor::ones({1, 1, 8, 7})), doctest::Contains("not twice the size"),
+                       Error);
+  // upsample_concat against its two-step definition, batch 2 (channel blocks per image).
+  Generator gen(5);
+  Tensor low = Tensor::randn({2, 3, 4, 5}, gen), skip = Tensor::randn({2, 2, 8, 10}, gen);
+  CHECK(upsample_concat(low, skip).to_float_vector() ==
+        concat({upsample_nearest2x(low), skip}, 1).to_float_vector());
+}
+
+TEST_CASE("unet: inference holds no more activations than estimated, and far fewer than the graph") {
+  // The peak of tensor bytes beyond the weights during one forward pass, against
+  // PConvUNetConfig::inference_bytes (which inpaint-run uses to refuse passes that would not
+  // fit): the estimate must hold and be close, i.e. it describes what the pass keeps.
+  for (auto [config, size] : {std::pair{tiny(8, 16), int64_t(256)}, std::pair{tiny(5, 8), int64_t(100)}}) {
+    CAPTURE(config.describe());
+    PConvUNet net(config, 41);
+    net.eval();
+    // The input image and mask count too (the estimate includes them).
+    auto peak_of_forward = [&](bool grad) {
+      cpu_reset_peak_memory();
+      const size_t base = cpu_memory_stats().in_use;
+      Generator gen(42);
+      Tensor x = Tensor::randn({1, 3, size, size}, gen);
+      Tensor m = hole_mask(1, size, size, 43, DType::F32);
+      if (grad) {
+        Tensor y = net.forward(x, m);
+      } else {
+        NoGradGuard no_grad;
+        Tensor y = net.forward(x, m);
+      }
+      return double(cpu_memory_stats().peak_in_use - base);
+    };
+    const double measured = peak_of_forward(false), graph = peak_of_forward(true);
+    const double estimate = double(config.inference_bytes(1, size, size));
+    MESSAGE(config.describe() << " at " << size << "²: inference peak " << measured / 1048576 << " MiB, estimate "
+                              << estimate / 1048576 << " MiB, graph-recording pass " << graph / 1048576 << " MiB");
+    CHECK(measured <= estimate);
+    CHECK(measured >= 0.9 * estimate);
+    CHECK(measured < 0.5 * graph);
+  }
 }
 
 TEST_CASE("unet: checkpoints carry the configuration; the wrong architecture is a clear error") {

@@ -26,7 +26,7 @@ std::unique_ptr<PConvUNet> load_model(const std::string& path, Device device) {
     for (auto& [name, t] : file.tensors)
       if (name.rfind("optim.", 0) != 0) weights.emplace(name, std::move(t));
     file.tensors.clear();
-    net->load_state_dict(weights, true);
+    net->load_state_dict(weights, true, /*adopt=*/true);
     net->eval();
     if (device != Device::CPU) net->to(device);
     return net;
@@ -36,18 +36,12 @@ std::unique_ptr<PConvUNet> load_model(const std::string& path, Device device) {
 }
 
 int64_t forward_memory_bytes(const PConvUNetConfig& config, int64_t n, int64_t h, int64_t w) {
-  const int64_t L = config.levels, unit = int64_t(1) << L;
-  const int64_t H = (h + unit - 1) / unit * unit, W = (w + unit - 1) / unit * unit;
-  auto pixels = [&](int64_t level) { return (H >> level) * (W >> level); };  // at 1/2^level
-  // Encoder: the input and every layer's output (kept for the skips), one mask channel each.
-  int64_t floats = (config.in_channels + 1) * pixels(0);
-  for (int64_t l = 1; l <= L; ++l) floats += (config.channels(l) + 1) * pixels(l);
-  // Decoder at level s: the upsampled input, the concat, the convolution, BN and activation.
-  for (int64_t s = L - 1; s >= 0; --s) {
-    const int64_t up = config.channels(s + 1), skip = s == 0 ? config.in_channels : config.channels(s);
-    floats += (up + (up + skip) + 3 * skip + 2) * pixels(s);
-  }
-  return floats * int64_t(sizeof(float)) * n * 5 / 4;
+  // The pass's activations, the input and output images around it (8-bit and f32 copies, about
+  // 12 floats a pixel), and the kernels' scratch memory and the heap's slack: together 16
+  // floats a pixel and 64 MiB, which keeps the estimate a few percent above the measured peak
+  // RSS minus the loaded model's (README "Performance").
+  const int64_t io = 16 * int64_t(sizeof(float)) * n * h * w;
+  return config.inference_bytes(n, h, w) + io + (int64_t(64) << 20);
 }
 
 int64_t available_memory_bytes() {
@@ -67,7 +61,8 @@ ImageU8 compose_u8(const ImageU8& input, const ImageU8& output, const MaskImage&
                 " and mask " + std::to_string(mask.width) + "×" + std::to_string(mask.height) +
                 " differ in size");
   ImageU8 out = output;
-  out.channels_in_file = 3;
+  out.channels_in_file = input.channels_in_file;
+  out.alpha = input.alpha;
   const size_t n = mask.known.size();
   for (size_t i = 0; i < n; ++i)
     if (mask.known[i] >= 0.5f)
@@ -99,9 +94,10 @@ std::vector<Inpainted> inpaint_batch(PConvUNet& net, const std::vector<const Ima
   NoGradGuard no_grad;
   const Device device = net.device();
   Tensor mask = ms.size() == 1 ? ms[0] : concat(ms, 0);
-  Tensor rgb = xs.size() == 1 ? xs[0] : concat(xs, 0);
+  ms.clear();
   // Holes are 0 in normalised space (DESIGN.md); partial convolution ignores them anyway.
-  Tensor x = mul(imagenet_normalize(rgb), mask);
+  Tensor x = mul(imagenet_normalize(xs.size() == 1 ? xs[0] : concat(xs, 0)), mask);
+  xs.clear();
   if (device != Device::CPU) {
     x = x.to(device);
     mask = mask.to(device);

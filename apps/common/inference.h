@@ -20,7 +20,7 @@ namespace pconv::inference {
 std::unique_ptr<PConvUNet> load_model(const std::string& path, Device device = Device::CPU);
 
 struct Inpainted {
-  ImageU8 composite;  // known pixels: the input's bytes; holes: the network's output
+  ImageU8 composite;  // known pixels: the input's bytes; holes: the network's output; input's alpha
   ImageU8 raw;        // the network's output everywhere (empty unless asked for)
 };
 
@@ -32,16 +32,16 @@ std::vector<Inpainted> inpaint_batch(PConvUNet& net, const std::vector<const Ima
                                      const std::vector<const MaskImage*>& masks, bool want_raw);
 Inpainted inpaint(PConvUNet& net, const ImageU8& image, const MaskImage& mask, bool want_raw = false);
 
-// A generous estimate, in bytes, of the CPU memory a forward pass over n images of h×w needs
-// beyond the weights: every layer's output, upsampled and concatenated input at once (f32, at
-// the size padded to a multiple of 2^levels), plus a quarter for temporaries. For the 8-level
-// width-64 model and one image it says 2.0 GiB at 1024² and 4.6 GiB at 1536², where the
-// measured peaks above the weights were 1.5 and 2.7 GiB.
+// An estimate, in bytes, of the CPU memory inpainting n images of h×w needs beyond the loaded
+// weights: the forward pass's activations (PConvUNetConfig::inference_bytes), the images
+// around it, and the kernels' scratch memory. It follows the measured peak RSS (README
+// "Performance"): about 0.3 GiB per megapixel for the paper's model.
 int64_t forward_memory_bytes(const PConvUNetConfig& config, int64_t n, int64_t h, int64_t w);
 // MemAvailable of /proc/meminfo in bytes; -1 when it cannot be read.
 int64_t available_memory_bytes();
 
-// I_comp in 8-bit space: the network's output where the mask has a hole, the input elsewhere.
+// I_comp in 8-bit space: the network's output where the mask has a hole, the input elsewhere;
+// the input's alpha channel, if any, unchanged.
 ImageU8 compose_u8(const ImageU8& input, const ImageU8& output, const MaskImage& mask);
 
 }  // namespace pconv::inference

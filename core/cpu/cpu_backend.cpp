@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <new>
@@ -35,6 +36,13 @@ Backend& cpu_backend() {
   return instance;
 }
 
+namespace {
+std::atomic<size_t> g_in_use{0}, g_peak_in_use{0};
+}  // namespace
+
+CpuMemoryStats cpu_memory_stats() { return {g_in_use.load(), g_peak_in_use.load()}; }
+void cpu_reset_peak_memory() { g_peak_in_use.store(g_in_use.load()); }
+
 void* CpuBackend::allocate(size_t bytes) {
   // Big tensors go on transparent huge pages: a 4 KiB page fault (and its clearing) per 4 KiB of
   // every fresh activation was about half of a 512² inpaint-run process here. Where THP is in
@@ -52,9 +60,17 @@ void* CpuBackend::allocate(size_t bytes) {
   void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
   if (!p)
     throw Error("cpu: out of memory allocating " + std::to_string(bytes >> 20) + " MiB");
+  const size_t now = g_in_use.fetch_add(bytes) + bytes;
+  size_t peak = g_peak_in_use.load();
+  while (now > peak && !g_peak_in_use.compare_exchange_weak(peak, now)) {
+  }
   return p;
 }
-void CpuBackend::deallocate(void* ptr, size_t) { std::free(ptr); }
+void CpuBackend::deallocate(void* ptr, size_t bytes) {
+  std::free(ptr);
+  g_in_use.fetch_sub(bytes);
+}
+void CpuBackend::release_free_memory() { malloc_trim(0); }
 void CpuBackend::copy_from_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 void CpuBackend::copy_to_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 

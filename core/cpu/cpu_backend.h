@@ -15,6 +15,7 @@ class CpuBackend final : public Backend {
   bool huge_pages() const { return huge_pages_; }
   void copy_from_host(void* dst, const void* src, size_t bytes) override;
   void copy_to_host(void* dst, const void* src, size_t bytes) override;
+  void release_free_memory() override;  // malloc_trim: free pages anywhere in the heap
 
   void copy(const Tensor& src, Tensor& dst) override;
   void fill(Tensor& t, double value) override;
@@ -74,6 +75,16 @@ void dispatch_float(const char* op, DType dt, F&& f) {
     throw Error(std::string(op) + ": the CPU backend computes in f32 or f64, got " + dtype_name(dt));
   }
 }
+
+// Bytes of tensor storage on the CPU: held now, and the most held at once since the start or
+// the last reset (for tests and measurements of a pass's activations; scratch buffers inside
+// kernels are not counted).
+struct CpuMemoryStats {
+  size_t in_use = 0;
+  size_t peak_in_use = 0;
+};
+CpuMemoryStats cpu_memory_stats();
+void cpu_reset_peak_memory();
 
 // splitmix64: the counter-based hash behind fill_uniform / fill_normal on every device.
 inline uint64_t splitmix64(uint64_t x) {

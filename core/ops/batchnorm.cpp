@@ -165,4 +165,23 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
                 });
 }
 
+void batch_norm_eval_(Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                      const Tensor& running_var, double eps) {
+  check_grad_mode_off("batch_norm_eval_");
+  check_defined("batch_norm_eval_", "x", x);
+  if (x.dim() < 2)
+    throw Error("batch_norm_eval_: x must have rank >= 2 (N×C×...), got shape " + shape_str(x.shape()));
+  for (auto [v, name] : {std::pair{&running_mean, "running_mean"}, std::pair{&running_var, "running_var"}})
+    if (!v->defined()) throw Error(std::string("batch_norm_eval_: ") + name + " is required");
+  check_channel_vector(x, gamma, "gamma");
+  check_channel_vector(x, beta, "beta");
+  check_channel_vector(x, running_mean, "running_mean");
+  check_channel_vector(x, running_var, "running_var");
+  const Shape cshape{x.size(1)};
+  const Tensor g = gamma.defined() ? gamma : Tensor::ones(cshape, x.dtype(), x.device());
+  const Tensor b = beta.defined() ? beta : Tensor::zeros(cshape, x.dtype(), x.device());
+  // Each element is read before it is written, so the output may be the input.
+  backend_of(x).batch_norm_apply(x, running_mean, running_var, g, b, eps, x);
+}
+
 }  // namespace pconv

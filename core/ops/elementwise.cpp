@@ -139,6 +139,18 @@ Tensor leaky_relu(const Tensor& a, double slope) {
   return pointwise(PointwiseGrad::LeakyRelu, "leaky_relu", UnaryOp::LeakyRelu, a, slope);
 }
 
+// In place: the backend's elementwise kernels read each element before writing it.
+void relu_(Tensor& x) {
+  check_grad_mode_off("relu_");
+  check_defined("relu_", "x", x);
+  backend_of(x).unary(UnaryOp::Relu, x, x, 0);
+}
+void leaky_relu_(Tensor& x, double slope) {
+  check_grad_mode_off("leaky_relu_");
+  check_defined("leaky_relu_", "x", x);
+  backend_of(x).unary(UnaryOp::LeakyRelu, x, x, slope);
+}
+
 Tensor exp(const Tensor& a) {
   check_defined("exp", "a", a);
   Tensor y = unary_raw(UnaryOp::Exp, a, 0);

@@ -59,25 +59,59 @@ Tensor mask_expand(const Mask& mask) {
   return y;
 }
 
+namespace {
+
+// The forward after masking: y = conv(xm, w) scaled by window/count plus bias where count > 0,
+// else 0; new_mask = [count > 0].
+struct PConvForward {
+  Tensor y, count, new_mask;
+  double window;
+  Conv2dParams p;
+};
+PConvForward pconv_forward(const char* op, const Tensor& xm, const Mask& mask, const Tensor& w,
+                           const Tensor& bias, int64_t stride, int64_t pad) {
+  const Shape out_shape = conv2d_output_shape(op, xm, w, stride, pad);
+  PConvForward f;
+  f.p = Conv2dParams{stride, pad};
+  f.window = double(w.size(1) * w.size(2) * w.size(3));  // sum(1) = C_in·kh·kw
+  const Shape mask_shape{out_shape[0], 1, out_shape[2], out_shape[3]};
+  Backend& be = backend_of(xm);
+  f.y = Tensor::empty(out_shape, xm.dtype(), xm.device());
+  be.conv2d_forward(xm, w, f.y, f.p);
+  f.count = Tensor::empty(mask_shape, xm.dtype(), xm.device());
+  be.pconv_count(mask, w.size(2), w.size(3), f.p, f.count);
+  f.new_mask = Tensor::empty(mask_shape, xm.dtype(), xm.device());
+  be.pconv_epilogue(f.y, f.count, bias, f.window, f.new_mask);
+  return f;
+}
+
+}  // namespace
+
+PConvResult partial_conv2d_(Tensor& x, const Mask& mask, const Tensor& w, const Tensor& bias,
+                            int64_t stride, int64_t pad) {
+  const char* op = "partial_conv2d_";
+  check_grad_mode_off(op);
+  check_conv_args(op, x, w, bias);
+  check_mask(op, mask, x);
+  conv2d_output_shape(op, x, w, stride, pad);  // before x is overwritten
+  backend_of(x).mask_apply(x, mask, x);        // elementwise: in place is safe
+  PConvForward f = pconv_forward(op, x, mask, w, bias, stride, pad);
+  return PConvResult{f.y, Mask{{f.y.size(1), f.new_mask}}};
+}
+
 PConvResult partial_conv2d(const Tensor& x, const Mask& mask, const Tensor& w, const Tensor& bias,
                            int64_t stride, int64_t pad) {
   const char* op = "partial_conv2d";
   check_conv_args(op, x, w, bias);
   check_mask(op, mask, x);
-  const Shape out_shape = conv2d_output_shape(op, x, w, stride, pad);
-  const Conv2dParams p{stride, pad};
-  const double window = double(w.size(1) * w.size(2) * w.size(3));  // sum(1) = C_in·kh·kw
-  const Shape mask_shape{out_shape[0], 1, out_shape[2], out_shape[3]};
-  Backend& be = backend_of(x);
-
+  conv2d_output_shape(op, x, w, stride, pad);
   Tensor xm = Tensor::empty(x.shape(), x.dtype(), x.device());
-  be.mask_apply(x, mask, xm);
-  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
-  be.conv2d_forward(xm, w, y, p);
-  Tensor count = Tensor::empty(mask_shape, x.dtype(), x.device());
-  be.pconv_count(mask, w.size(2), w.size(3), p, count);
-  Tensor new_mask = Tensor::empty(mask_shape, x.dtype(), x.device());
-  be.pconv_epilogue(y, count, bias, window, new_mask);
+  backend_of(x).mask_apply(x, mask, xm);
+  PConvForward f = pconv_forward(op, xm, mask, w, bias, stride, pad);
+  const Tensor y = f.y, count = f.count, new_mask = f.new_mask;
+  const double window = f.window;
+  const Conv2dParams p = f.p;
+  const Shape out_shape = y.shape();
 
   // Keep only what the needed gradients use: w and the mask for x's, x ⊙ m for w's, the new
   // mask for the bias's.

@@ -1,5 +1,6 @@
 // Nearest ×2 upsampling (features and masks, PAPER.md: "Upsampling is nearest-neighbour,
 // for features and masks") and 2×2 max pooling (VGG-16 in the perceptual loss).
+#include <memory>
 #include <string>
 
 #include "core/ops.h"
@@ -55,6 +56,48 @@ Tensor max_pool2d(const Tensor& x) {
     backend_of(xd).max_pool2x2_backward(xd, gy, gx);
     return std::vector<Tensor>{gx};
   });
+}
+
+namespace {
+
+// Channels [c0, c0 + count) of image n of a contiguous N×C×H×W tensor, as a 1×count×H×W view
+// of the same storage (contiguous, so any kernel can write it). No graph.
+Tensor channel_view(const Tensor& t, int64_t n, int64_t c0, int64_t count) {
+  auto impl = std::make_shared<TensorImpl>();
+  const TensorImpl& src = *t.impl();
+  impl->shape = {1, count, src.shape[2], src.shape[3]};
+  impl->dtype = src.dtype;
+  impl->device = src.device;
+  impl->storage = src.storage;
+  impl->offset = src.offset + (n * src.shape[1] + c0) * src.shape[2] * src.shape[3];
+  return Tensor(impl);
+}
+
+}  // namespace
+
+Tensor upsample_concat(const Tensor& low, const Tensor& skip) {
+  const char* op = "upsample_concat";
+  check_grad_mode_off(op);
+  check_nchw(op, low);
+  check_defined(op, "skip", skip);
+  if (skip.dim() != 4)
+    throw Error(std::string(op) + ": skip must be N×C×H×W, got shape " + shape_str(skip.shape()));
+  check_same_device(op, low, "low", skip, "skip");
+  check_same_dtype(op, low, "low", skip, "skip");
+  const int64_t N = low.size(0), C_low = low.size(1), C_skip = skip.size(1);
+  const int64_t H = skip.size(2), W = skip.size(3);
+  if (skip.size(0) != N || H != 2 * low.size(2) || W != 2 * low.size(3))
+    throw Error(std::string(op) + ": skip " + shape_str(skip.shape()) + " is not twice the size of low " +
+                shape_str(low.shape()));
+  Tensor y = Tensor::empty({N, C_low + C_skip, H, W}, low.dtype(), low.device());
+  Backend& be = backend_of(low);
+  // Image by image, the upsampled channels are one contiguous block of y.
+  for (int64_t n = 0; n < N; ++n) {
+    Tensor part = channel_view(y, n, 0, C_low);
+    be.upsample_nearest2x(channel_view(low, n, 0, C_low), part);
+  }
+  be.copy_into_slice(skip, y, 1, C_low);
+  return y;
 }
 
 }  // namespace pconv
