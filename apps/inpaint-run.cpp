@@ -146,7 +146,7 @@ int main(int argc, char** argv) {
     }
 
     std::unique_ptr<PConvUNet> net;
-    int64_t grey_masks = 0, converted = 0, done = 0;
+    int64_t grey_masks = 0, alpha_masks = 0, converted = 0, done = 0;
     for (size_t start = 0; start < jobs.size();) {
       // A batch is consecutive images of one size.
       std::vector<ImageU8> images;
@@ -161,6 +161,7 @@ int main(int argc, char** argv) {
           cli::fail(job.mask + ": the mask is " + std::to_string(lm.mask.width) + "×" +
                     std::to_string(lm.mask.height) + ", the image " + job.image + " is " +
                     std::to_string(img.width) + "×" + std::to_string(img.height));
+        if (lm.read_by_alpha && alpha_masks++ == 0) cli::progress("inpaint-run: note: " + alpha_mask_note(job.mask));
         if (lm.had_grey_levels && grey_masks++ == 0)
           cli::progress("inpaint-run: note: " + job.mask + " has grey levels; masks are thresholded at 50 %");
         if (img.channels_in_file != 3 && converted++ == 0)
