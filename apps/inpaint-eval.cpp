@@ -59,13 +59,14 @@ int main(int argc, char** argv) {
     }
     cli::progress("inpaint-eval: " + std::to_string(files.size()) + " images, mask holes are " + holes);
     MetricsTable table;
-    int64_t grey = 0, done = 0;
+    int64_t grey = 0, alpha = 0, done = 0;
     for (const EvalFiles& f : files) {
-      bool had_grey = false;
+      bool had_grey = false, by_alpha = false;
       if (net) {
         const ImageU8 image = read_image_u8(f.gt);
         const LoadedMask lm = load_mask(f.mask, convention);
         had_grey = lm.had_grey_levels;
+        by_alpha = lm.read_by_alpha;
         if (lm.mask.width != image.width || lm.mask.height != image.height)
           cli::fail(f.mask + ": the mask is " + std::to_string(lm.mask.width) + "×" + std::to_string(lm.mask.height) +
                     ", the image " + f.gt + " is " + std::to_string(image.width) + "×" + std::to_string(image.height));
@@ -74,8 +75,9 @@ int main(int argc, char** argv) {
         if (++done % 10 == 0 || done == int64_t(files.size()))
           cli::progress("inpaint-eval: " + std::to_string(done) + "/" + std::to_string(files.size()));
       } else {
-        table.add(evaluate_files(f, convention, &had_grey));
+        table.add(evaluate_files(f, convention, &had_grey, &by_alpha));
       }
+      if (by_alpha && alpha++ == 0) cli::progress("inpaint-eval: note: " + alpha_mask_note(f.mask));
       grey += had_grey;
     }
     if (grey > 0)

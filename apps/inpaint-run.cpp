@@ -190,7 +190,7 @@ int main(int argc, char** argv) {
     hd.strategy = inference::parse_hd_strategy(hd_strategy);
     model = bundled::resolve_model(model, "inpaint-run");
     std::unique_ptr<PConvUNet> net;
-    int64_t grey_masks = 0, converted = 0, done = 0;
+    int64_t grey_masks = 0, alpha_masks = 0, converted = 0, done = 0;
     for (size_t start = 0; start < jobs.size();) {
       // A batch is consecutive images of one size that each run as one whole-image pass; an
       // image that its HD strategy crops or resizes runs alone.
@@ -200,7 +200,7 @@ int main(int argc, char** argv) {
       size_t end = start;
       while (end < jobs.size() && end - start < size_t(batch) && whole_pass) {
         const Job& job = jobs[end];
-        ImageU8 img = read_image_u8(job.image, max_pixels);
+        ImageU8 img = read_image_u8(job.image, max_pixels, ImageAlpha::Keep);
         const bool whole = inference::whole_image_pass(hd, img.width, img.height);
         if (!images.empty() && (!whole || img.width != images[0].width || img.height != images[0].height)) break;
         LoadedMask lm = load_mask(job.mask, convention);
@@ -208,6 +208,7 @@ int main(int argc, char** argv) {
           cli::fail(job.mask + ": the mask is " + std::to_string(lm.mask.width) + "×" +
                     std::to_string(lm.mask.height) + ", the image " + job.image + " is " +
                     std::to_string(img.width) + "×" + std::to_string(img.height));
+        if (lm.read_by_alpha && alpha_masks++ == 0) cli::progress("inpaint-run: note: " + alpha_mask_note(job.mask));
         if (lm.had_grey_levels && grey_masks++ == 0)
           cli::progress("inpaint-run: note: " + job.mask + " has grey levels; masks are thresholded at 50 %");
         if (img.channels_in_file != 3 && converted++ == 0)

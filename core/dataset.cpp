@@ -96,6 +96,49 @@ ImageU8 resize_image(const ImageU8& img, int width, int height) {
   return out;
 }
 
+ImageU8 cut_image(const ImageU8& img, int x0, int y0, int width, int height) {
+  if (x0 < 0 || y0 < 0 || width <= 0 || height <= 0 || x0 + width > img.width || y0 + height > img.height)
+    throw Error("cut_image: " + std::to_string(width) + "×" + std::to_string(height) + " at (" +
+                std::to_string(x0) + ", " + std::to_string(y0) + ") does not fit a " + std::to_string(img.width) +
+                "×" + std::to_string(img.height) + " image");
+  ImageU8 out;
+  out.width = width, out.height = height, out.channels_in_file = img.channels_in_file;
+  out.rgb.resize(size_t(width) * size_t(height) * 3);
+  for (int y = 0; y < height; ++y)
+    std::copy_n(&img.rgb[(size_t(y0 + y) * size_t(img.width) + size_t(x0)) * 3], size_t(width) * 3,
+                &out.rgb[size_t(y) * size_t(width) * 3]);
+  return out;
+}
+
+const ImageU8& fit_for_crop(const ImageU8& photo, int size, int64_t max_short_side, std::mt19937_64& rng,
+                            ImageU8& storage) {
+  const ImageU8* src = &photo;
+  // An extreme aspect ratio is cut to a window of at most kMaxAspectRatio : 1 first, so an
+  // 8192×2 photo becomes an 8×2 window enlarged to the crop, not a million-pixel-wide strip.
+  if (std::max(src->width, src->height) > kMaxAspectRatio * std::min(src->width, src->height)) {
+    const int w = std::min(src->width, kMaxAspectRatio * src->height);
+    const int h = std::min(src->height, kMaxAspectRatio * src->width);
+    storage = cut_image(*src, std::uniform_int_distribution<int>(0, src->width - w)(rng),
+                        std::uniform_int_distribution<int>(0, src->height - h)(rng), w, h);
+    src = &storage;
+  }
+  const int short_side = std::min(src->width, src->height);
+  double target_short = short_side;
+  if (short_side < size)
+    target_short = size;  // enlarge small photos so a crop fits
+  else if (max_short_side > 0 && short_side > size)
+    target_short = std::uniform_real_distribution<double>(
+        double(size), double(std::max<int64_t>(size, std::min<int64_t>(short_side, max_short_side))))(rng);
+  if (int(std::lround(target_short)) != short_side) {
+    const double f = target_short / short_side;
+    ImageU8 resized = resize_image(*src, std::max(size, int(std::lround(src->width * f))),
+                                   std::max(size, int(std::lround(src->height * f))));
+    storage = std::move(resized);
+    src = &storage;
+  }
+  return *src;
+}
+
 Tensor crop_to_tensor(const ImageU8& img, int x0, int y0, int size, bool flip) {
   if (x0 < 0 || y0 < 0 || size <= 0 || x0 + size > img.width || y0 + size > img.height)
     throw Error("crop_to_tensor: crop of " + std::to_string(size) + " at (" + std::to_string(x0) + ", " +
@@ -180,6 +223,11 @@ std::vector<int64_t> TrainingData::epoch_order(int64_t epoch) const {
   return order;
 }
 
+int64_t TrainingData::unreadable_count() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return int64_t(bad_files_.size());
+}
+
 std::shared_ptr<const ImageU8> TrainingData::try_read(int64_t file) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -194,7 +242,14 @@ std::shared_ptr<const ImageU8> TrainingData::try_read(int64_t file) {
     return img;
   } catch (const Error& e) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (bad_files_.insert(file).second) std::cerr << "warning: skipping unreadable training image: " << e.what() << '\n';
+    if (!bad_files_.insert(file).second) return nullptr;
+    const size_t bad = bad_files_.size(), all = files_.size();
+    const std::string count = std::to_string(bad) + " of " + std::to_string(all);
+    // A few broken downloads should not stop a week-long run; a folder of them should.
+    if (2 * bad > all)
+      throw Error(opt_.image_dir + ": " + count + " training photos could not be read, more than half: stopping (the last: " +
+                  e.what() + ")");
+    std::cerr << "warning: skipping unreadable training photo (" << count << " so far): " << e.what() << '\n';
     return nullptr;
   }
 }
@@ -207,23 +262,9 @@ void TrainingData::sample(int64_t epoch, int64_t position, Tensor& image, MaskIm
   for (int64_t k = 0; k < n && !photo; ++k) photo = try_read(order[size_t((position + k) % n)]);
   if (!photo)
     throw Error(opt_.image_dir + ": none of the " + std::to_string(n) + " images could be read");
-  ImageU8 resized;
-  const ImageU8* src = photo.get();  // the photo itself unless it is rescaled below
-
   const int size = int(opt_.size);
-  const int short_side = std::min(src->width, src->height);
-  double target_short = short_side;
-  if (short_side < size)
-    target_short = size;  // enlarge small photos so a crop fits
-  else if (opt_.max_short_side > 0 && short_side > size)
-    target_short = std::uniform_real_distribution<double>(
-        double(size), double(std::max<int64_t>(size, std::min<int64_t>(short_side, opt_.max_short_side))))(rng);
-  if (int(std::lround(target_short)) != short_side) {
-    const double f = target_short / short_side;
-    resized = resize_image(*src, std::max(size, int(std::lround(src->width * f))),
-                           std::max(size, int(std::lround(src->height * f))));
-    src = &resized;
-  }
+  ImageU8 storage;
+  const ImageU8* src = &fit_for_crop(*photo, size, opt_.max_short_side, rng, storage);
   const int x = std::uniform_int_distribution<int>(0, src->width - size)(rng);
   const int y = std::uniform_int_distribution<int>(0, src->height - size)(rng);
   const bool flip = std::uniform_int_distribution<int>(0, 1)(rng) == 1;
@@ -353,6 +394,11 @@ std::vector<ValidationSample> make_validation_set(const std::string& image_dir, 
   std::vector<ValidationSample> out;
   for (size_t i = 0; i < files.size(); ++i) {
     ImageU8 img = read_image_u8(files[i]);
+    if (std::max(img.width, img.height) > kMaxAspectRatio * std::min(img.width, img.height)) {
+      const int w = std::min(img.width, kMaxAspectRatio * img.height);
+      const int h = std::min(img.height, kMaxAspectRatio * img.width);
+      img = cut_image(img, (img.width - w) / 2, (img.height - h) / 2, w, h);
+    }
     const double f = double(size) / std::min(img.width, img.height);
     img = resize_image(img, std::max(int(size), int(std::lround(img.width * f))),
                        std::max(int(size), int(std::lround(img.height * f))));

@@ -4,9 +4,10 @@
 // bounded queue. Every sample is a pure function of (seed, epoch, position), so the whole
 // state is three integers and a resumed run sees exactly the same data.
 //
-// Unreadable files: a file that fails to decode is reported once on stderr and skipped (the
-// sample takes the next file of the epoch's order); only when no file can be read does next()
-// throw. Empty folders throw at construction.
+// Unreadable files: a file that fails to decode is reported once on stderr (naming it and the
+// count so far), counted and skipped (the sample takes the next file of the epoch's order);
+// once more than half of the files have failed, next() throws. Empty folders throw at
+// construction.
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -14,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -36,6 +38,21 @@ std::string file_stem(const std::string& path);
 // Bilinear (pixel centres, edges clamped) for enlarging; area averaging for shrinking, so
 // large photos are not aliased. Both directions are handled per axis.
 ImageU8 resize_image(const ImageU8& img, int width, int height);
+
+// Photos whose long side is more than this many times the short one are cut to a window of
+// that aspect ratio (random in training, centred for validation) before scaling.
+constexpr int kMaxAspectRatio = 4;
+
+// The width×height part of `img` at (x, y).
+ImageU8 cut_image(const ImageU8& img, int x, int y, int width, int height);
+
+// The image a training crop of size×size is taken from: `photo` cut to a random window of
+// aspect ratio at most kMaxAspectRatio, then scaled so its short side is at least `size`
+// (and, with max_short_side > 0, uniform in [size, min(short side, max_short_side)]). Returns
+// `photo` itself or `storage`, which holds the cut or scaled copy. Either side is at most
+// kMaxAspectRatio times the other (or `size`).
+const ImageU8& fit_for_crop(const ImageU8& photo, int size, int64_t max_short_side, std::mt19937_64& rng,
+                            ImageU8& storage);
 
 // A crop of size×size at (x, y), optionally mirrored, as 3×size×size floats in [0,1].
 Tensor crop_to_tensor(const ImageU8& img, int x, int y, int size, bool flip);
@@ -101,6 +118,8 @@ class TrainingData {
   const std::vector<std::string>& files() const { return files_; }
   const std::vector<std::string>& mask_files() const { return mask_files_; }
   int64_t samples_per_epoch() const { return int64_t(files_.size()); }
+  // Photos found unreadable so far (each warned about once and skipped).
+  int64_t unreadable_count();
 
   // The sample at (epoch, position), computed on the calling thread: what the queue delivers.
   void sample(int64_t epoch, int64_t position, Tensor& image, MaskImage& mask);

@@ -1,11 +1,32 @@
 // Image I/O through stb. The stb implementations are compiled here and only here (GPU
 // machines have the headers from the source tree's include path but no libstb to link).
-#include <zlib.h>
-
-#include <cstdlib>
+// Only the formats README documents are compiled in: less code that a hostile file can reach.
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_FAILURE_USERMSG
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_ONLY_TGA
+// Every allocation stb makes goes through a per-thread cap (see decode() below).
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+namespace pconv::stb_cap {
+thread_local size_t limit = SIZE_MAX;  // bytes one stb allocation may take on this thread
+thread_local bool refused = false;     // an allocation was over the limit
+inline bool allowed(size_t n) {
+  if (n <= limit) return true;
+  refused = true;
+  return false;
+}
+inline void* malloc_capped(size_t n) { return allowed(n) ? std::malloc(n) : nullptr; }
+inline void* realloc_capped(void* p, size_t n) { return allowed(n) ? std::realloc(p, n) : nullptr; }
+}  // namespace pconv::stb_cap
+#define STBI_MALLOC(n) pconv::stb_cap::malloc_capped(n)
+#define STBI_REALLOC(p, n) pconv::stb_cap::realloc_capped(p, n)
+#define STBI_FREE(p) std::free(p)
+#include <zlib.h>
 namespace pconv {
 namespace {
 unsigned char* zlib_compress(unsigned char* data, int length, int* out_length, int quality);
@@ -34,7 +55,7 @@ unsigned char* zlib_compress(unsigned char* data, int length, int* out_length, i
 #include <climits>
 #include <cmath>
 #include <cstring>
-#include <fstream>
+#include <cstdio>
 #include <sys/stat.h>
 
 #include "core/safetensors.h"
@@ -47,20 +68,92 @@ namespace {
   throw Error(path + ": " + reason);
 }
 
-std::string read_file_bytes(const std::string& path) {
+// Opens a regular file for streaming to stb; the messages the tools have always given.
+struct File {
+  std::FILE* f = nullptr;
+  ~File() {
+    if (f) std::fclose(f);
+  }
+};
+
+void open_image_file(const std::string& path, File& file) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) fail(path, "no such file");
     fail(path, std::string("cannot open (") + std::strerror(errno) + ")");
   }
   if (!S_ISREG(st.st_mode)) fail(path, "not a regular file");
-  if (st.st_size > INT_MAX) fail(path, "file of " + std::to_string(st.st_size) + " bytes is too large for an image");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, std::string("cannot open (") + std::strerror(errno) + ")");
-  std::string bytes(size_t(st.st_size), '\0');
-  in.read(bytes.data(), std::streamsize(bytes.size()));
-  if (in.gcount() != std::streamsize(bytes.size())) fail(path, "cannot read the whole file");
-  return bytes;
+  file.f = std::fopen(path.c_str(), "rbe");
+  if (!file.f) fail(path, std::string("cannot open (") + std::strerror(errno) + ")");
+}
+
+// Sets the per-thread cap on stb's allocations for one call, and clears it after.
+struct StbCap {
+  explicit StbCap(size_t bytes) {
+    stb_cap::limit = bytes;
+    stb_cap::refused = false;
+  }
+  ~StbCap() { stb_cap::limit = SIZE_MAX; }
+};
+
+// Reading the header needs no pixel buffers; JPEG's decoder state is the largest thing.
+constexpr size_t kHeaderAllocationCap = size_t(4) << 20;
+
+// Header first (`info`), then the pixels (`load`), with stb's allocations capped by the
+// header's size: 8 bytes per pixel covers 16-bit RGBA PNG rows and JPEG's coefficient
+// planes, +16 per side JPEG's padding to whole MCUs.
+template <typename Info, typename Load>
+ImageU8 decode(const std::string& name, int64_t max_pixels, ImageAlpha alpha, Info info, Load load) {
+  int width = 0, height = 0, channels = 0;
+  {
+    StbCap cap(kHeaderAllocationCap);
+    if (!info(&width, &height, &channels))
+      fail(name, std::string("not a readable image (stb: ") + stbi_failure_reason() + ")");
+  }
+  const int64_t pixels = int64_t(width) * int64_t(height);
+  if (pixels > max_pixels)
+    fail(name, "image is " + std::to_string(width) + "×" + std::to_string(height) + " (" +
+                   std::to_string(pixels) + " pixels), over the limit of " +
+                   std::to_string(max_pixels) + " pixels");
+
+  const bool keep_alpha = alpha == ImageAlpha::Keep && (channels == 2 || channels == 4);
+  const int wanted = keep_alpha ? 4 : 3;  // stb replicates grey; 3 drops alpha (no compositing)
+  int w = 0, h = 0, c = 0;
+  stbi_uc* data = nullptr;
+  bool refused = false;
+  {
+    StbCap cap(size_t(8) * size_t(width + 16) * size_t(height + 16) + (size_t(1) << 20));
+    data = load(&w, &h, &c, wanted);
+    refused = stb_cap::refused;
+  }
+  if (!data) {
+    if (refused)
+      fail(name, "corrupt image: decoding its data would need more memory than a " + std::to_string(width) +
+                     "×" + std::to_string(height) + " image");
+    fail(name, std::string("not a readable image (stb: ") + stbi_failure_reason() + ")");
+  }
+  if (w != width || h != height) {
+    stbi_image_free(data);
+    fail(name, "corrupt image: its header says " + std::to_string(width) + "×" + std::to_string(height) +
+                   ", its data " + std::to_string(w) + "×" + std::to_string(h));
+  }
+  ImageU8 img;
+  img.width = w;
+  img.height = h;
+  img.channels_in_file = c;
+  const size_t n = size_t(w) * size_t(h);
+  if (wanted == 3) {
+    img.rgb.assign(data, data + n * 3);
+  } else {
+    img.rgb.resize(n * 3);
+    img.alpha.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t k = 0; k < 3; ++k) img.rgb[i * 3 + k] = data[i * 4 + k];
+      img.alpha[i] = data[i * 4 + 3];
+    }
+  }
+  stbi_image_free(data);
+  return img;
 }
 
 void append_bytes(void* context, void* data, int size) {
@@ -102,48 +195,23 @@ std::string lower_extension(const std::string& path) {
 
 }  // namespace
 
-ImageU8 decode_image_u8(const std::string& bytes, const std::string& name, int64_t max_pixels) {
+ImageU8 read_image_u8(const std::string& path, int64_t max_pixels, ImageAlpha alpha) {
+  File file;
+  open_image_file(path, file);
+  // stbi_info_from_file puts the file position back, so the load starts at the header again.
+  return decode(
+      path, max_pixels, alpha, [&](int* w, int* h, int* c) { return stbi_info_from_file(file.f, w, h, c); },
+      [&](int* w, int* h, int* c, int wanted) { return stbi_load_from_file(file.f, w, h, c, wanted); });
+}
+
+ImageU8 decode_image_u8(const std::string& bytes, const std::string& name, int64_t max_pixels, ImageAlpha alpha) {
   if (bytes.size() > size_t(INT_MAX))
     fail(name, std::to_string(bytes.size()) + " bytes is too large for an image");
   const auto* buffer = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int length = int(bytes.size());
-  // Header only first, so an oversized image is refused before gigabytes are allocated.
-  int width = 0, height = 0, channels = 0;
-  if (!stbi_info_from_memory(buffer, length, &width, &height, &channels))
-    fail(name, std::string("not a readable image (stb: ") + stbi_failure_reason() + ")");
-  const int64_t pixels = int64_t(width) * int64_t(height);
-  if (pixels > max_pixels)
-    fail(name, "image is " + std::to_string(width) + "×" + std::to_string(height) + " (" +
-                   std::to_string(pixels) + " pixels), over the limit of " +
-                   std::to_string(max_pixels) + " pixels");
-
-  // Asking for 3 channels makes stb replicate grey and drop alpha (no compositing); with
-  // alpha, 4 channels (grey replicated) split into RGB and alpha.
-  const bool has_alpha = channels == 2 || channels == 4;
-  int w = 0, h = 0, c = 0;
-  stbi_uc* decoded = stbi_load_from_memory(buffer, length, &w, &h, &c, has_alpha ? 4 : 3);
-  if (!decoded) fail(name, std::string("not a readable image (stb: ") + stbi_failure_reason() + ")");
-  ImageU8 img;
-  img.width = w;
-  img.height = h;
-  img.channels_in_file = c;
-  const size_t n = size_t(w) * size_t(h);
-  if (has_alpha) {
-    img.rgb.resize(n * 3);
-    img.alpha.resize(n);
-    for (size_t i = 0; i < n; ++i) {
-      for (size_t k = 0; k < 3; ++k) img.rgb[i * 3 + k] = decoded[i * 4 + k];
-      img.alpha[i] = decoded[i * 4 + 3];
-    }
-  } else {
-    img.rgb.assign(decoded, decoded + n * 3);
-  }
-  stbi_image_free(decoded);
-  return img;
-}
-
-ImageU8 read_image_u8(const std::string& path, int64_t max_pixels) {
-  return decode_image_u8(read_file_bytes(path), path, max_pixels);
+  return decode(
+      name, max_pixels, alpha, [&](int* w, int* h, int* c) { return stbi_info_from_memory(buffer, length, w, h, c); },
+      [&](int* w, int* h, int* c, int wanted) { return stbi_load_from_memory(buffer, length, w, h, c, wanted); });
 }
 
 Tensor image_to_tensor(const ImageU8& img) {

@@ -1,7 +1,13 @@
 #pragma once
-// Image files via stb: PNG, JPEG, BMP, TGA in; PNG and JPEG out. In memory an image is a
-// 3×H×W f32 tensor in [0,1] (RGB; grey is replicated, alpha dropped) or 8-bit RGB with the
-// file's alpha channel kept beside it (the network sees RGB; PNGs get the alpha back).
+// Image files via stb: PNG, JPEG, BMP, TGA in (stb is compiled for these four only); PNG and
+// JPEG out. In memory an image is a 3×H×W f32 tensor in [0,1] (RGB; grey is replicated, alpha
+// dropped unless asked for) or 8-bit RGB.
+//
+// Hostile files: the dimensions come from the header before any pixel is decoded, and before
+// the file is read (files are streamed, never read whole); an image over `max_pixels` is
+// refused. Every allocation stb makes while decoding is capped at 8 bytes per pixel of the
+// header's size (+1 MiB), so a compressed bomb (a PNG whose data inflates past its size, a
+// chunk length of 2 GB) fails as a corrupt file instead of allocating gigabytes.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -17,15 +23,18 @@ struct ImageU8 {
   int width = 0, height = 0;
   int channels_in_file = 0;     // 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA: lets apps say what they did
   std::vector<uint8_t> rgb;     // height × width × 3, row-major, interleaved
-  std::vector<uint8_t> alpha;   // height × width when the file had alpha (channels 2 or 4), else empty
+  std::vector<uint8_t> alpha;   // height × width; only with ImageAlpha::Keep and a file that has alpha
 };
+
+enum class ImageAlpha { Drop, Keep };
 
 // Throws Error("<path>: <reason>") for a missing, unreadable, corrupt or truncated file, or
 // one over `max_pixels`.
-ImageU8 read_image_u8(const std::string& path, int64_t max_pixels = kMaxImagePixels);
-// The same from a file's bytes in memory; errors read "<name>: <reason>".
+ImageU8 read_image_u8(const std::string& path, int64_t max_pixels = kMaxImagePixels,
+                      ImageAlpha alpha = ImageAlpha::Drop);
+// The same from bytes in memory (an upload, a fuzzer's input); `name` starts the messages.
 ImageU8 decode_image_u8(const std::string& bytes, const std::string& name,
-                        int64_t max_pixels = kMaxImagePixels);
+                        int64_t max_pixels = kMaxImagePixels, ImageAlpha alpha = ImageAlpha::Drop);
 // 3×H×W f32 in [0,1].
 Tensor image_to_tensor(const ImageU8& img);
 Tensor load_image(const std::string& path, int64_t max_pixels = kMaxImagePixels);

@@ -6,7 +6,6 @@
 #include <limits>
 #include <numbers>
 
-#include "core/image.h"
 
 namespace pconv {
 
@@ -313,24 +312,38 @@ MaskHoles parse_mask_holes(const std::string& s) {
 
 const char* mask_holes_name(MaskHoles h) { return h == MaskHoles::White ? "white" : "black"; }
 
-LoadedMask load_mask(const std::string& path, MaskHoles holes) {
-  return mask_from_image(read_image_u8(path), holes);
-}
-
 LoadedMask mask_from_image(const ImageU8& img, MaskHoles holes) {
   LoadedMask out;
   out.channels_in_file = img.channels_in_file;
   out.mask = MaskImage(img.height, img.width);
   const size_t n = size_t(img.width) * size_t(img.height);
+  out.read_by_alpha = img.alpha.size() == n && std::any_of(img.alpha.begin(), img.alpha.end(),
+                                                           [](uint8_t a) { return a != 255; });
   for (size_t i = 0; i < n; ++i) {
-    const uint8_t* p = &img.rgb[i * 3];
-    const int sum = int(p[0]) + int(p[1]) + int(p[2]);
-    for (int c = 0; c < 3; ++c) out.had_grey_levels |= (p[c] != 0 && p[c] != 255);
-    const bool white = sum >= 3 * 128;
-    const bool hole = (holes == MaskHoles::White) == white;
+    bool hole;
+    if (out.read_by_alpha) {
+      const uint8_t a = img.alpha[i];
+      out.had_grey_levels |= (a != 0 && a != 255);
+      hole = a >= 128;  // painted
+    } else {
+      const uint8_t* p = &img.rgb[i * 3];
+      const int sum = int(p[0]) + int(p[1]) + int(p[2]);
+      for (int c = 0; c < 3; ++c) out.had_grey_levels |= (p[c] != 0 && p[c] != 255);
+      const bool white = sum >= 3 * 128;
+      hole = (holes == MaskHoles::White) == white;
+    }
     out.mask.known[i] = hole ? 0.0f : 1.0f;
   }
   return out;
+}
+
+LoadedMask load_mask(const std::string& path, MaskHoles holes) {
+  return mask_from_image(read_image_u8(path, kMaxImagePixels, ImageAlpha::Keep), holes);
+}
+
+std::string alpha_mask_note(const std::string& path) {
+  return path + " has transparency: masks with alpha are read by it (painted = hole, transparent = known; "
+                "--mask-holes applies to opaque masks only)";
 }
 
 void save_mask(const std::string& path, const MaskImage& mask, MaskHoles holes) {

@@ -85,12 +85,17 @@ const char* mask_holes_name(MaskHoles h);
 struct LoadedMask {
   MaskImage mask;
   bool had_grey_levels = false;  // some pixels were neither black nor white (thresholded at 50 %)
+  bool read_by_alpha = false;    // the file has transparency: holes are where it is painted
   int channels_in_file = 0;
 };
-// A pixel is white when its mean RGB value is at least 128 (50 %); alpha is ignored.
+// A pixel is white when its mean RGB value is at least 128 (50 %). A mask with transparency
+// (an alpha channel not entirely opaque: holes painted on a transparent layer) is read by its
+// alpha instead, whatever `holes` says: alpha >= 128 (painted) is hole, the rest known.
 LoadedMask load_mask(const std::string& path, MaskHoles holes = MaskHoles::White);
-// The same from an image already decoded (the server's masks come in requests).
+// The same from an image already decoded with ImageAlpha::Keep (an upload, a fuzzer's input).
 LoadedMask mask_from_image(const ImageU8& img, MaskHoles holes = MaskHoles::White);
+// What the tools print once when a mask was read by its alpha.
+std::string alpha_mask_note(const std::string& path);
 // PNG with holes white (the default on-disk convention), known pixels black.
 void save_mask(const std::string& path, const MaskImage& mask, MaskHoles holes = MaskHoles::White);
 

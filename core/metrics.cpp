@@ -168,10 +168,11 @@ std::vector<EvalFiles> match_eval_files(const std::string& results_dir, const st
   return out;
 }
 
-ImageMetrics evaluate_files(const EvalFiles& files, MaskHoles holes, bool* mask_had_grey) {
+ImageMetrics evaluate_files(const EvalFiles& files, MaskHoles holes, bool* mask_had_grey, bool* mask_by_alpha) {
   const Tensor result = load_image(files.result), gt = load_image(files.gt);
   const LoadedMask mask = load_mask(files.mask, holes);
   if (mask_had_grey) *mask_had_grey = mask.had_grey_levels;
+  if (mask_by_alpha) *mask_by_alpha = mask.read_by_alpha;
   auto size = [](const Tensor& t) { return std::to_string(t.size(2)) + "×" + std::to_string(t.size(1)); };
   if (result.shape() != gt.shape())
     throw Error(files.result + " is " + size(result) + " but its ground truth " + files.gt + " is " + size(gt));

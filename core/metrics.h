@@ -43,8 +43,10 @@ struct EvalFiles {
 std::vector<EvalFiles> match_eval_files(const std::string& results_dir, const std::string& gt_dir,
                                         const std::string& masks_dir);
 // Loads the three files and evaluates them; throws when their sizes differ. Sets
-// `mask_had_grey` when the mask file held grey levels (thresholded at 50 %).
-ImageMetrics evaluate_files(const EvalFiles& files, MaskHoles holes, bool* mask_had_grey = nullptr);
+// `mask_had_grey` when the mask file held grey levels (thresholded at 50 %), `mask_by_alpha`
+// when it had transparency and was read by its alpha (core/masks.h).
+ImageMetrics evaluate_files(const EvalFiles& files, MaskHoles holes, bool* mask_had_grey = nullptr,
+                            bool* mask_by_alpha = nullptr);
 
 // ---- hole-ratio buckets
 constexpr int kNumBuckets = 6;

@@ -32,6 +32,32 @@ using json = nlohmann::json;
   throw Error(path + ": " + reason);
 }
 
+// Text and JSON values quoted in messages, cut short (they come from the file).
+std::string shown(const std::string& s, size_t most = 60) { return s.size() <= most ? s : s.substr(0, most - 3) + "..."; }
+std::string shown(const json& j) { return shown(j.dump()); }
+
+// A header nests three deep at most: {"name": {"shape": [...]}}. Checked before parsing, so a
+// hostile "[[[[..." cannot make the parser build (or a message dump) a million-deep value.
+constexpr int kMaxHeaderDepth = 3;
+bool nesting_within(const std::string& text, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;  // the escaped character cannot end the string
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > max_depth) return false;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return true;
+}
+
 std::string system_reason(int err) { return std::strerror(err); }
 
 const char* safetensors_dtype(DType d) {
@@ -108,7 +134,7 @@ struct Entry {
 
 Entry parse_entry(const std::string& path, const std::string& name, const json& j,
                   uint64_t data_bytes) {
-  const std::string who = "tensor '" + name + "'";
+  const std::string who = "tensor '" + shown(name) + "'";
   if (!j.is_object()) fail(path, who + " is not a JSON object");
   for (const char* key : {"dtype", "shape", "data_offsets"})
     if (!j.contains(key)) fail(path, who + " has no \"" + key + "\"");
@@ -117,7 +143,7 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
   const json& jd = j["dtype"];
   if (!jd.is_string()) fail(path, who + " has a dtype that is not a string");
   if (!parse_dtype(jd.get<std::string>(), e.dtype))
-    fail(path, who + " has unsupported dtype '" + jd.get<std::string>() +
+    fail(path, who + " has unsupported dtype '" + shown(jd.get<std::string>()) +
                    "' (pconv reads F32, F64, BF16, F16, I64)");
 
   const json& js = j["shape"];
@@ -126,16 +152,16 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
   for (const json& d : js) {
     uint64_t n;
     if (!as_count(d, n) || n > uint64_t(std::numeric_limits<int64_t>::max()))
-      fail(path, who + " has shape " + js.dump() + ": dimensions must be non-negative integers");
+      fail(path, who + " has shape " + shown(js) + ": dimensions must be non-negative integers");
     if (n != 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / n)
-      fail(path, who + " has shape " + js.dump() + " whose size overflows");
+      fail(path, who + " has shape " + shown(js) + " whose size overflows");
     numel *= n;
     e.shape.push_back(int64_t(n));
   }
 
   const json& jo = j["data_offsets"];
   if (!jo.is_array() || jo.size() != 2 || !as_count(jo[0], e.begin) || !as_count(jo[1], e.end))
-    fail(path, who + " has data_offsets " + jo.dump() + ": expected [begin, end] of non-negative integers");
+    fail(path, who + " has data_offsets " + shown(jo) + ": expected [begin, end] of non-negative integers");
   const std::string offsets = "[" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "]";
   if (e.begin > e.end) fail(path, who + " has data_offsets " + offsets + " with begin after end");
   if (e.end > data_bytes)
@@ -158,7 +184,7 @@ void check_layout(const std::string& path, std::vector<Entry> entries, uint64_t 
   for (size_t i = 0; i < entries.size(); ++i) {
     const Entry& e = entries[i];
     if (e.begin < covered)
-      fail(path, "tensors '" + entries[i - 1].name + "' and '" + e.name + "' overlap (bytes " +
+      fail(path, "tensors '" + shown(entries[i - 1].name) + "' and '" + shown(e.name) + "' overlap (bytes " +
                      std::to_string(e.begin) + " to " + std::to_string(covered) + ")");
     if (e.begin > covered)
       fail(path, "data bytes " + std::to_string(covered) + " to " + std::to_string(e.begin) +
@@ -198,11 +224,13 @@ SafetensorsFile load_safetensors(const std::string& path) {
   if (!read_at(file.fd, text.data(), header_bytes, 8, err))
     fail(path, "cannot read the header (" + (err ? system_reason(err) : "file shrank") + ")");
 
+  if (!nesting_within(text, kMaxHeaderDepth))
+    fail(path, "header nests deeper than a safetensors header does (" + std::to_string(kMaxHeaderDepth) + " levels)");
   json header;
   try {
     header = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail(path, std::string("header is not valid JSON (") + e.what() + ")");
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e999
+    fail(path, "header is not valid JSON (" + shown(e.what(), 200) + ")");
   }
   if (!header.is_object()) fail(path, "header is not a JSON object");
 
@@ -215,7 +243,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
       if (!value.is_object()) fail(path, "__metadata__ is not a JSON object");
       for (const auto& [mk, mv] : value.items()) {
         if (!mv.is_string())
-          fail(path, "__metadata__ value of '" + mk + "' is not a string (" + mv.dump() + ")");
+          fail(path, "__metadata__ value of '" + shown(mk) + "' is not a string (" + shown(mv) + ")");
         out.metadata[mk] = mv.get<std::string>();
       }
       continue;

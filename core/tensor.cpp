@@ -78,13 +78,18 @@ Storage::~Storage() {
 
 // ---------------------------------------------------------------- creation
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  for (auto d : shape)
+  // Checked products: a shape from a file must not wrap around to a small allocation.
+  int64_t bytes = int64_t(dtype_size(dtype));
+  for (auto d : shape) {
     if (d < 0) throw Error("empty: negative dimension in shape " + shape_str(shape));
+    if (__builtin_mul_overflow(bytes, d, &bytes))
+      throw Error("empty: shape " + shape_str(shape) + " has more elements than memory can hold");
+  }
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;
   impl->device = device;
-  impl->storage = std::make_shared<Storage>(size_t(shape_numel(shape)) * dtype_size(dtype), device);
+  impl->storage = std::make_shared<Storage>(size_t(bytes), device);
   return Tensor(impl);
 }
 

@@ -91,9 +91,11 @@ Tensor total_variation_in_region(const Tensor& image, const Tensor& region) {
 InpaintingLoss::InpaintingLoss(std::shared_ptr<const VGG16Features> vgg, LossWeights weights)
     : vgg_(std::move(vgg)), weights_(weights) {}
 
-LossTerms InpaintingLoss::compute(const Tensor& out, const Tensor& gt, const Tensor& mask) const {
-  check_inputs(out, gt, mask);
+LossTerms InpaintingLoss::compute(const Tensor& out, const Tensor& gt_in, const Tensor& mask) const {
+  check_inputs(out, gt_in, mask);
   const Tensor m = prepared_mask(mask, out);
+  // The ground truth is a target, never trained: no gradient flows into it (tested).
+  const Tensor gt = gt_in.detach();
   LossTerms t;
 
   // Pixel terms: size-averaged over N·C·H·W, the mask broadcast over channels.
@@ -111,7 +113,7 @@ LossTerms InpaintingLoss::compute(const Tensor& out, const Tensor& gt, const Ten
     std::vector<Tensor> gt_feats, gt_grams;
     {
       NoGradGuard no_grad;
-      gt_feats = vgg_->forward(gt.detach());
+      gt_feats = vgg_->forward(gt);
       for (const Tensor& f : gt_feats) gt_grams.push_back(gram_matrix(f));
     }
     t.perceptual = scalar_zero(out);

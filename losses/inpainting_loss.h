@@ -34,6 +34,7 @@ class InpaintingLoss {
   // (training with `--vgg none`).
   explicit InpaintingLoss(std::shared_ptr<const VGG16Features> vgg, LossWeights weights = {});
 
+  // The gradient reaches `out` only: `gt` is detached, and the mask never carries one.
   LossTerms compute(const Tensor& out, const Tensor& gt, const Tensor& mask) const;
 
   const LossWeights& weights() const { return weights_; }

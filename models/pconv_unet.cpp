@@ -16,11 +16,75 @@ int64_t PConvUNetConfig::channels(int64_t n) const {
   return width * std::min<int64_t>(int64_t(1) << std::min<int64_t>(n - 1, 3), 8);
 }
 
+namespace {
+
+// a·b, or an Error when it does not fit in int64 (shapes from files are checked before use).
+int64_t checked_mul(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) throw Error("PConvUNetConfig: a shape's size overflows");
+  return r;
+}
+
+void check_ranges(const PConvUNetConfig& c) {
+  using C = PConvUNetConfig;
+  if (c.levels < 1 || c.levels > C::kMaxLevels || c.width < 1 || c.width > C::kMaxWidth || c.in_channels < 1 ||
+      c.in_channels > C::kMaxInChannels)
+    throw Error("PConvUNetConfig: levels " + std::to_string(c.levels) + " (1.." + std::to_string(C::kMaxLevels) +
+                "), width " + std::to_string(c.width) + " (1.." + std::to_string(C::kMaxWidth) + "), in_channels " +
+                std::to_string(c.in_channels) + " (1.." + std::to_string(C::kMaxInChannels) + ") out of range");
+}
+
+}  // namespace
+
+std::vector<PConvUNetLayerSpec> PConvUNetConfig::layers() const {
+  check_ranges(*this);
+  const int64_t L = levels;
+  std::vector<PConvUNetLayerSpec> out;
+  for (int64_t n = 1; n <= L; ++n) {
+    const int64_t in = n == 1 ? in_channels : channels(n - 1);
+    const int64_t kernel = n == 1 ? 7 : n <= 3 ? 5 : 3;
+    out.push_back({in, channels(n), kernel, 2, n > 1, false});
+  }
+  for (int64_t n = L + 1; n <= 2 * L; ++n) {
+    // Decoder layer n sees the previous layer's c_{s+1} channels upsampled and skip s = 2L - n
+    // (s = 0: the input image), and maps them to the skip's width.
+    const int64_t s = 2 * L - n;
+    const int64_t skip = s == 0 ? in_channels : channels(s);
+    out.push_back({channels(s + 1) + skip, skip, 3, 1, s != 0, true});
+  }
+  return out;
+}
+
+std::map<std::string, Shape> PConvUNetConfig::state_shapes() const {
+  std::map<std::string, Shape> shapes;
+  int64_t n = 0;
+  for (const PConvUNetLayerSpec& l : layers()) {
+    const std::string name = "pconv" + std::to_string(++n);
+    shapes[name + ".weight"] = {l.out_channels, l.in_channels, l.kernel, l.kernel};
+    if (l.batch_norm)
+      for (const char* b : {"weight", "bias", "running_mean", "running_var"}) shapes[name + ".bn." + b] = {l.out_channels};
+    else
+      shapes[name + ".bias"] = {l.out_channels};
+  }
+  return shapes;
+}
+
+int64_t PConvUNetConfig::state_elements() const {
+  int64_t total = 0;
+  for (const auto& [name, shape] : state_shapes()) {
+    int64_t numel = 1;
+    for (int64_t d : shape) numel = checked_mul(numel, d);
+    if (__builtin_add_overflow(total, numel, &total)) throw Error("PConvUNetConfig: the model's size overflows");
+  }
+  return total;
+}
+
 void PConvUNetConfig::validate() const {
-  if (levels < 1 || levels > 16 || width < 1 || in_channels < 1)
-    throw Error("PConvUNetConfig: levels " + std::to_string(levels) + " (1..16), width " +
-                std::to_string(width) + " (>= 1), in_channels " + std::to_string(in_channels) +
-                " (>= 1) out of range");
+  check_ranges(*this);
+  const int64_t elements = state_elements();
+  if (elements > kMaxStateElements)
+    throw Error("PConvUNetConfig: " + describe() + " has " + std::to_string(elements) +
+                " parameters and statistics, over the limit of " + std::to_string(kMaxStateElements));
 }
 
 std::string PConvUNetConfig::to_json() const {
@@ -31,14 +95,16 @@ std::string PConvUNetConfig::to_json() const {
 PConvUNetConfig PConvUNetConfig::from_json(const std::string& text) {
   PConvUNetConfig c;
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  // Quoted in messages, cut short: the text may come from a hostile file.
+  const std::string quoted = text.size() <= 80 ? text : text.substr(0, 77) + "...";
   if (!j.is_object())
-    throw Error("PConvUNetConfig: '" + text + "' is not a JSON object");
+    throw Error("PConvUNetConfig: '" + quoted + "' is not a JSON object");
   // Missing fields keep the paper's defaults; unknown fields are ignored (newer writers).
   for (auto [key, field] : {std::pair{"levels", &c.levels}, std::pair{"width", &c.width},
                             std::pair{"in_channels", &c.in_channels}}) {
     if (!j.contains(key)) continue;
     if (!j[key].is_number_integer())
-      throw Error("PConvUNetConfig: '" + std::string(key) + "' in '" + text + "' is not an integer");
+      throw Error("PConvUNetConfig: '" + std::string(key) + "' in '" + quoted + "' is not an integer");
     *field = j[key].get<int64_t>();
   }
   c.validate();
@@ -142,25 +208,14 @@ PConvUNet::PConvUNet(const PConvUNetConfig& config, uint64_t seed, DType dtype, 
     : config_(config) {
   config_.validate();
   Generator gen(seed);
-  const int64_t L = config_.levels;
   using Act = PConvUNetLayer::Activation;
-  auto add = [&](int64_t in, int64_t out, int64_t kernel, int64_t stride, bool bn, Act act) {
+  const std::vector<PConvUNetLayerSpec> specs = config_.layers();
+  for (const PConvUNetLayerSpec& l : specs) {
     const std::string name = "pconv" + std::to_string(layers_.size() + 1);
+    const Act act = !l.decoder ? Act::Relu : &l == &specs.back() ? Act::None : Act::LeakyRelu;
     layers_.push_back(register_module(
-        name, std::make_shared<PConvUNetLayer>(in, out, kernel, stride, bn, act, gen, dtype, device, initialize)));
-  };
-  for (int64_t n = 1; n <= L; ++n) {
-    const int64_t in = n == 1 ? config_.in_channels : config_.channels(n - 1);
-    const int64_t kernel = n == 1 ? 7 : n <= 3 ? 5 : 3;
-    add(in, config_.channels(n), kernel, 2, n > 1, Act::Relu);
-  }
-  for (int64_t n = L + 1; n <= 2 * L; ++n) {
-    // Decoder layer n sees the previous layer's c_{s+1} channels upsampled and skip s = 2L - n
-    // (s = 0: the input image), and maps them to the skip's width.
-    const int64_t s = 2 * L - n;
-    const int64_t skip = s == 0 ? config_.in_channels : config_.channels(s);
-    const bool last = s == 0;
-    add(config_.channels(s + 1) + skip, skip, 3, 1, !last, last ? Act::None : Act::LeakyRelu);
+        name, std::make_shared<PConvUNetLayer>(l.in_channels, l.out_channels, l.kernel, l.stride, l.batch_norm, act,
+                                               gen, dtype, device, initialize)));
   }
 }
 
@@ -284,6 +339,17 @@ void PConvUNet::save_checkpoint(const std::string& path,
 PConvUNetConfig PConvUNet::checkpoint_config(const std::map<std::string, std::string>& metadata) {
   auto it = metadata.find(kConfigKey);
   return it == metadata.end() ? PConvUNetConfig{} : PConvUNetConfig::from_json(it->second);
+}
+
+void PConvUNet::check_state_shapes(const PConvUNetConfig& config, const std::map<std::string, Tensor>& tensors) {
+  for (const auto& [name, shape] : config.state_shapes()) {
+    auto it = tensors.find(name);
+    if (it == tensors.end())
+      throw Error("missing " + name + " (" + with_article(config) + " has it)");
+    if (it->second.shape() != shape)
+      throw Error(name + " has shape " + shape_str(it->second.shape()) + " in the file, " + with_article(config) +
+                  " expects " + shape_str(shape));
+  }
 }
 
 SafetensorsFile PConvUNet::load_checkpoint(const std::string& path) {

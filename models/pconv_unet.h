@@ -27,12 +27,30 @@
 
 namespace pconv {
 
+// One layer of the table above: a partial convolution and what follows it.
+struct PConvUNetLayerSpec {
+  int64_t in_channels, out_channels, kernel, stride;
+  bool batch_norm;  // else a bias
+  bool decoder;     // LeakyReLU(0.2) (none for the last layer), else ReLU
+};
+
 struct PConvUNetConfig {
   int64_t levels = 8;        // encoder depth L; inputs are padded to a multiple of 2^L
   int64_t width = 64;        // channels of pconv1; deeper layers double up to 8·width
   int64_t in_channels = 3;   // image channels in and out
 
+  // Upper bounds, so a crafted checkpoint's pconv.config cannot ask for any allocation:
+  // 16× the paper's width, 64 channels, and at most 1e9 parameters and statistics in all
+  // (4 GB in f32; the paper's model has 33 M).
+  static constexpr int64_t kMaxLevels = 16, kMaxWidth = 1024, kMaxInChannels = 64;
+  static constexpr int64_t kMaxStateElements = 1'000'000'000;
+
   int64_t channels(int64_t n) const;  // output channels c_n of encoder layer n (1..L)
+  std::vector<PConvUNetLayerSpec> layers() const;  // pconv1 .. pconv2L
+  // Names and shapes of the state dict (parameters and BatchNorm statistics) of a model of
+  // this configuration, computed without building it; and their total number of elements.
+  std::map<std::string, Shape> state_shapes() const;
+  int64_t state_elements() const;
   std::string to_json() const;        // {"in_channels":3,"levels":8,"width":64}
   // Throws Error naming the text when it is not such an object or a value is out of range.
   static PConvUNetConfig from_json(const std::string& text);
@@ -42,6 +60,7 @@ struct PConvUNetConfig {
   // step by step what forward_no_grad keeps. Kernels' own scratch memory is not included.
   // The paper's model needs about 0.28 GiB per megapixel, mostly the last layer's input.
   int64_t inference_bytes(int64_t n, int64_t h, int64_t w) const;
+  // Throws when a value is out of its range or the model would be over kMaxStateElements.
   void validate() const;
   bool operator==(const PConvUNetConfig&) const = default;
 };
@@ -107,6 +126,10 @@ class PConvUNet : public Module {
   SafetensorsFile load_checkpoint(const std::string& path);
   // The configuration a checkpoint was saved with (the default when it has no kConfigKey).
   static PConvUNetConfig checkpoint_config(const std::map<std::string, std::string>& metadata);
+  // Checks, before a model is built, that `tensors` hold every state tensor of `config` with
+  // its shape, so building the model allocates no more than the file holds. Throws
+  // "pconv3.weight has shape [..] in the file, a 3-level width-4 PConvUNet expects [..]".
+  static void check_state_shapes(const PConvUNetConfig& config, const std::map<std::string, Tensor>& tensors);
 
   const PConvUNetConfig& config() const { return config_; }
   int64_t layer_count() const { return int64_t(layers_.size()); }  // 2L

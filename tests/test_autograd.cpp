@@ -55,7 +55,7 @@ TEST_CASE("autograd: shared subexpressions accumulate, graph is freed, NoGradGua
   Tensor z = sum(add(y, x));     // Σ x² + x
   z.backward();
   auto gx = x.grad().to_double_vector(), xv = x.to_double_vector();
-  for (size_t i = 0; i < 3; ++i) CHECK(gx[i] == doctest::Approx(2 * xv[i] + 1));
+  for (size_t i = 0; i < 3; ++i) CHECK(gx[i] == doctest::Approx(2 * xv[i] + 1).epsilon(1e-15));
   CHECK_THROWS_AS(z.backward(), Error);  // freed
   {
     NoGradGuard ng;
@@ -70,4 +70,13 @@ TEST_CASE("autograd: shared subexpressions accumulate, graph is freed, NoGradGua
   CHECK(x2.grad().at({0}) == 2.0);
   x2.zero_grad();
   CHECK(!x2.grad().defined());
+}
+
+TEST_CASE("tensor: a shape whose size overflows is refused, not wrapped to a small allocation") {
+  // 2^32 · 2^32 elements wraps to 0 in 64 bits; 2^62 f32 elements is 2^64 bytes.
+  CHECK_THROWS_WITH_AS(Tensor::empty({int64_t(1) << 32, int64_t(1) << 32}),
+                       "empty: shape [4294967296, 4294967296] has more elements than memory can hold", Error);
+  CHECK_THROWS_AS(Tensor::empty({int64_t(1) << 62}), Error);
+  CHECK_THROWS_AS(Tensor::zeros({3, -1}), Error);
+  CHECK(Tensor::empty({0, int64_t(1) << 62}).numel() == 0);
 }

@@ -4,6 +4,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <random>
+#include <sstream>
 
 #include "core/dataset.h"
 #include "core/metrics.h"
@@ -97,7 +100,7 @@ TEST_CASE("dataset: crops and flips") {
   for (int ch = 0; ch < 3; ++ch)
     for (int y = 0; y < 3; ++y)
       for (int x = 0; x < 3; ++x) {
-        CHECK(c.at({ch, y, x}) == doctest::Approx(img.rgb[size_t(((1 + y) * 6 + 2 + x) * 3 + ch)] / 255.0));
+        CHECK(c.at({ch, y, x}) == doctest::Approx(img.rgb[size_t(((1 + y) * 6 + 2 + x) * 3 + ch)] / 255.0).epsilon(1e-7));
         CHECK(f.at({ch, y, x}) == c.at({ch, y, 2 - x}));
       }
   CHECK_THROWS_AS(crop_to_tensor(img, 4, 0, 3, false), Error);
@@ -224,17 +227,85 @@ TEST_CASE("dataset: small photos are enlarged, large ones optionally rescaled, m
   }
 }
 
-TEST_CASE("dataset: empty folders fail at once, unreadable files are skipped, all unreadable fails") {
+TEST_CASE("dataset: extreme aspect ratios are cut to 4:1 before scaling, so crops stay cheap") {
+  std::mt19937_64 rng(5);
+  for (auto [w, h] : {std::pair{8192, 2}, std::pair{2, 8192}, std::pair{4000, 7}}) {
+    CAPTURE(w);
+    CAPTURE(h);
+    const ImageU8 photo = pattern(w, h, 3);
+    ImageU8 storage;
+    const ImageU8& fit = fit_for_crop(photo, 64, 0, rng, storage);
+    // Without the cut an 8192×2 photo would be enlarged to 262144×64.
+    CHECK(std::min(fit.width, fit.height) == 64);
+    CHECK(std::max(fit.width, fit.height) <= kMaxAspectRatio * 64);
+  }
+  // The window is a part of the photo, at full resolution when no scaling is needed.
+  const ImageU8 strip = pattern(100, 10, 4);
+  ImageU8 storage;
+  const ImageU8& fit = fit_for_crop(strip, 8, 0, rng, storage);
+  REQUIRE(fit.width == 40);
+  REQUIRE(fit.height == 10);
+  bool found = false;
+  for (int x = 0; x + 40 <= 100 && !found; ++x) found = cut_image(strip, x, 0, 40, 10).rgb == fit.rgb;
+  CHECK(found);
+  // Ordinary photos pass through untouched (no copy).
+  const ImageU8 ordinary = pattern(30, 20, 5);
+  CHECK(&fit_for_crop(ordinary, 16, 0, rng, storage) == &ordinary);
+  CHECK_THROWS_AS(cut_image(strip, 70, 0, 40, 10), Error);
+
+  // Through the training stream: a 2000×3 photo gives 16×16 crops.
+  DatasetOptions opt;
+  opt.size = 16, opt.batch = 2;
+  opt.image_dir = make_folder("dataset_strip", {{"strip.png", pattern(2000, 3, 6)}});
+  TrainingData t(opt);
+  CHECK(t.next().images.shape() == Shape{2, 3, 16, 16});
+}
+
+TEST_CASE("dataset: empty folders fail at once, unreadable files are skipped and counted, mostly unreadable fails") {
   DatasetOptions opt;
   opt.size = 8, opt.batch = 2;
   opt.image_dir = testing::scratch_dir("dataset_empty");
   CHECK_THROWS_WITH_AS(TrainingData{opt}, (opt.image_dir + ": no images (jpg, jpeg, png, bmp, tga) in this folder").c_str(),
                        Error);
 
-  opt.image_dir = make_folder("dataset_bad", {{"good.png", pattern(12, 12, 0)}});
+  // 2 unreadable photos of 5 (garbage, a truncated PNG): each warned about by name, counted,
+  // skipped; the run goes on.
+  const std::string png = encode_png(pattern(12, 12, 9));
+  opt.image_dir = make_folder("dataset_bad", {{"a.png", pattern(12, 12, 0)}, {"b.png", pattern(12, 12, 1)},
+                                              {"c.png", pattern(12, 12, 2)}});
   std::ofstream(opt.image_dir + "/bad.png") << "garbage";
-  TrainingData t(opt);
-  for (int i = 0; i < 3; ++i) CHECK(t.next().images.shape() == Shape{2, 3, 8, 8});
+  testing::write_bytes(opt.image_dir + "/cut.png", png.substr(0, png.size() / 2));
+  std::stringstream warnings;
+  std::streambuf* old_cerr = std::cerr.rdbuf(warnings.rdbuf());
+  {
+    TrainingData t(opt);
+    for (int i = 0; i < 6; ++i) CHECK(t.next().images.shape() == Shape{2, 3, 8, 8});
+    CHECK(t.unreadable_count() == 2);
+  }
+  std::cerr.rdbuf(old_cerr);
+  const std::string w = warnings.str();
+  INFO(w);
+  CHECK(w.find("warning: skipping unreadable training photo (1 of 5 so far): " + opt.image_dir + "/") != std::string::npos);
+  CHECK(w.find("(2 of 5 so far): ") != std::string::npos);
+  CHECK(w.find(opt.image_dir + "/bad.png: not a readable image") != std::string::npos);
+  CHECK(w.find(opt.image_dir + "/cut.png: not a readable image") != std::string::npos);
+  CHECK(std::count(w.begin(), w.end(), '\n') == 2);  // once per file, not per epoch
+
+  // 3 of 5 unreadable: more than half, the run stops and says why.
+  std::ofstream(opt.image_dir + "/c.png") << "garbage too";
+  old_cerr = std::cerr.rdbuf(warnings.rdbuf());
+  std::string stopped;
+  {
+    TrainingData t(opt);
+    try {
+      for (int i = 0; i < 6; ++i) t.next();
+    } catch (const Error& e) {
+      stopped = e.what();
+    }
+  }
+  std::cerr.rdbuf(old_cerr);
+  CHECK(stopped.rfind(opt.image_dir + ": 3 of 5 training photos could not be read, more than half: stopping (the last: ",
+                      0) == 0);
 
   opt.image_dir = testing::scratch_dir("dataset_all_bad");
   std::ofstream(opt.image_dir + "/bad.jpg") << "garbage";

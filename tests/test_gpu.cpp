@@ -129,8 +129,7 @@ TEST_CASE("gpu helpers: the kernels' host/device formulas match the CPU backend"
   }
 }
 
-TEST_CASE("gpu: memory round-trips and the caching allocator reuses blocks") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: memory round-trips and the caching allocator reuses blocks" * doctest::test_suite("gpu")) {
   std::vector<double> v(1000);
   for (size_t i = 0; i < v.size(); ++i) v[i] = double(i) * 0.5 - 7;
   Tensor g = Tensor::from_vector(v, {10, 100}, Device::CUDA);
@@ -154,8 +153,7 @@ TEST_CASE("gpu: memory round-trips and the caching allocator reuses blocks") {
 #endif
 }
 
-TEST_CASE("gpu: copy converts between every pair of dtypes exactly as the CPU does") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: copy converts between every pair of dtypes exactly as the CPU does" * doctest::test_suite("gpu")) {
   const DType all[] = {DType::F32, DType::F64, DType::BF16, DType::F16, DType::I64};
   Generator gen(5);
   Tensor base = Tensor::rand({3, 41}, gen, DType::F64, Device::CPU, -300, 300);
@@ -169,8 +167,7 @@ TEST_CASE("gpu: copy converts between every pair of dtypes exactly as the CPU do
     }
 }
 
-TEST_CASE("gpu: fill, fill_uniform and fill_normal give the CPU's values") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: fill, fill_uniform and fill_normal give the CPU's values" * doctest::test_suite("gpu")) {
   for (DType dt : {DType::F32, DType::F64, DType::BF16}) {
     Pair t = poisoned_pair({1000, 3}, dt);
     on_both([&](Backend& be, bool g) { be.fill(t[g], 0.3); });
@@ -183,8 +180,7 @@ TEST_CASE("gpu: fill, fill_uniform and fill_normal give the CPU's values") {
   }
 }
 
-TEST_CASE("gpu: unary ops") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: unary ops" * doctest::test_suite("gpu")) {
   const UnaryOp ops[] = {UnaryOp::Neg,       UnaryOp::Abs,        UnaryOp::Sign,
                          UnaryOp::Exp,       UnaryOp::Log,        UnaryOp::Sqrt,
                          UnaryOp::Square,    UnaryOp::Relu,       UnaryOp::LeakyRelu,
@@ -200,8 +196,7 @@ TEST_CASE("gpu: unary ops") {
     }
 }
 
-TEST_CASE("gpu: binary ops with broadcasting") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: binary ops with broadcasting" * doctest::test_suite("gpu")) {
   const std::vector<std::array<Shape, 3>> cases = {
       {Shape{2, 3, 4, 5}, Shape{2, 3, 4, 5}, Shape{2, 3, 4, 5}},
       {Shape{2, 3, 4, 5}, Shape{1, 3, 1, 1}, Shape{2, 3, 4, 5}},
@@ -223,8 +218,7 @@ TEST_CASE("gpu: binary ops with broadcasting") {
       }
 }
 
-TEST_CASE("gpu: pointwise_grad") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: pointwise_grad" * doctest::test_suite("gpu")) {
   for (DType dt : kFloatTypes)
     for (PointwiseGrad op : {PointwiseGrad::Relu, PointwiseGrad::LeakyRelu, PointwiseGrad::Abs}) {
       Pair x = random_pair({3, 4, 9, 7}, dt, 40 + int(op));
@@ -236,8 +230,7 @@ TEST_CASE("gpu: pointwise_grad") {
     }
 }
 
-TEST_CASE("gpu: sum_to over every pattern of reduced dims") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: sum_to over every pattern of reduced dims" * doctest::test_suite("gpu")) {
   const std::vector<std::pair<Shape, Shape>> cases = {
       {{3, 4, 5, 6}, {1, 4, 1, 1}},   {{3, 4, 5, 6}, {3, 1, 5, 1}},
       {{3, 4, 5, 6}, {1, 1, 1, 1}},   {{3, 4, 5, 6}, {3, 4, 1, 1}},
@@ -257,8 +250,7 @@ TEST_CASE("gpu: sum_to over every pattern of reduced dims") {
     }
 }
 
-TEST_CASE("gpu: gemm with transposes, batch broadcast and beta") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: gemm with transposes, batch broadcast and beta" * doctest::test_suite("gpu")) {
   struct Case {
     int64_t batch_a, batch_b, m, k, n;
   };
@@ -280,8 +272,7 @@ TEST_CASE("gpu: gemm with transposes, batch broadcast and beta") {
         }
 }
 
-TEST_CASE("gpu: conv2d forward, backward data and backward weight") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: conv2d forward, backward data and backward weight" * doctest::test_suite("gpu")) {
   struct Case {
     int64_t n, c, h, w, k, kernel, stride, pad;
   };
@@ -309,8 +300,7 @@ TEST_CASE("gpu: conv2d forward, backward data and backward weight") {
     }
 }
 
-TEST_CASE("gpu: partial convolution pieces with two mask groups") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: partial convolution pieces with two mask groups" * doctest::test_suite("gpu")) {
   for (DType dt : kFloatTypes) {
     const int64_t n = 2, h = 12, w = 10;
     Pair m1 = hole_mask(n, h, w, dt, 1), m2 = hole_mask(n, h, w, dt, 2);
@@ -347,8 +337,7 @@ TEST_CASE("gpu: partial convolution pieces with two mask groups") {
   }
 }
 
-TEST_CASE("gpu: batch norm statistics, apply and backward in both modes") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: batch norm statistics, apply and backward in both modes" * doctest::test_suite("gpu")) {
   for (DType dt : kFloatTypes)
     for (const Shape& xs : {Shape{4, 3, 5, 6}, Shape{8, 16, 32, 32}, Shape{5, 7}}) {
       const int64_t c = xs[1];
@@ -385,8 +374,7 @@ TEST_CASE("gpu: batch norm statistics, apply and backward in both modes") {
     }
 }
 
-TEST_CASE("gpu: nearest upsampling, max pooling and their backward") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: nearest upsampling, max pooling and their backward" * doctest::test_suite("gpu")) {
   for (DType dt : kFloatTypes) {
     Pair x = random_pair({2, 3, 4, 5}, dt, 110), up = poisoned_pair({2, 3, 8, 10}, dt);
     on_both([&](Backend& be, bool g) { be.upsample_nearest2x(x[g], up[g]); });
@@ -413,8 +401,7 @@ TEST_CASE("gpu: nearest upsampling, max pooling and their backward") {
   }
 }
 
-TEST_CASE("gpu: copy_into_slice and copy_from_slice along each dim") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: copy_into_slice and copy_from_slice along each dim" * doctest::test_suite("gpu")) {
   for (DType dt : kFloatTypes)
     for (int64_t dim = 0; dim < 4; ++dim) {
       Shape big{2, 7, 4, 5}, small = big;
@@ -429,8 +416,7 @@ TEST_CASE("gpu: copy_into_slice and copy_from_slice along each dim") {
     }
 }
 
-TEST_CASE("gpu: adam_step") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: adam_step" * doctest::test_suite("gpu")) {
   for (DType dt : kFloatTypes) {
     Pair p = random_pair({7, 33}, dt, 130), grad = random_pair({7, 33}, dt, 131);
     Pair m = random_pair({7, 33}, dt, 132, -0.1, 0.1), v = random_pair({7, 33}, dt, 133, 0, 0.01);
@@ -444,8 +430,7 @@ TEST_CASE("gpu: adam_step") {
   }
 }
 
-TEST_CASE("gpu: adam_step_all updates several tensors in one launch as the CPU does one by one") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: adam_step_all updates several tensors in one launch as the CPU does one by one" * doctest::test_suite("gpu")) {
   for (DType dt : kFloatTypes) {
     // Sizes around the kernel's 1024-element chunks, a scalar, and each tensor its own step.
     const std::vector<Shape> shapes = {{5, 1000}, {1}, {1024}, {3, 7, 9}};
@@ -473,8 +458,7 @@ TEST_CASE("gpu: adam_step_all updates several tensors in one launch as the CPU d
   }
 }
 
-TEST_CASE("gpu: partial_conv2d + batch_norm + leaky_relu + sum through autograd") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("gpu: partial_conv2d + batch_norm + leaky_relu + sum through autograd" * doctest::test_suite("gpu")) {
   for (DType dt : kFloatTypes) {
     Generator gen(140);
     Tensor x = Tensor::rand({2, 3, 10, 12}, gen, dt, Device::CPU, -1, 1);

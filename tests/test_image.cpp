@@ -2,10 +2,17 @@
 
 #include <stb_image_write.h>  // the implementation lives in core/image.cpp
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+// stb_image_write's deflate, compiled in core/image.cpp (its header declares no prototype).
+extern "C" unsigned char* stbi_zlib_compress(unsigned char* data, int data_len, int* out_len, int quality);
 
 #include "core/image.h"
 #include "tests/test_util.h"
@@ -28,6 +35,36 @@ void expect_error(const std::string& path, const std::string& fragment, int64_t 
     CHECK(msg.rfind(path + ": ", 0) == 0);
     CHECK(msg.find(fragment) != std::string::npos);
   }
+}
+
+std::string be32(uint32_t v) {
+  return {char(v >> 24), char((v >> 16) & 0xff), char((v >> 8) & 0xff), char(v & 0xff)};
+}
+
+// A PNG laid out by hand: signature, IHDR (8-bit RGB), one chunk of the given type and
+// declared length holding `data`, IEND. stb does not check CRCs, so they are 0.
+std::string png_with(uint32_t width, uint32_t height, const std::string& type, uint32_t declared_length,
+                     const std::string& data) {
+  std::string png = "\x89PNG\r\n\x1a\n";
+  png += be32(13) + "IHDR" + be32(width) + be32(height) + std::string("\x08\x02\x00\x00\x00", 5) + be32(0);
+  png += be32(declared_length) + type + data + be32(0);
+  return png + be32(0) + "IEND" + be32(0);
+}
+
+// zlib stream of `n` zero bytes: a few kilobytes that inflate to n.
+std::string zeros_deflated(int n) {
+  std::vector<unsigned char> zeros(size_t(n), 0);
+  int length = 0;
+  unsigned char* z = stbi_zlib_compress(zeros.data(), n, &length, 8);
+  std::string out(reinterpret_cast<const char*>(z), size_t(length));
+  std::free(z);
+  return out;
+}
+
+int64_t peak_rss_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return int64_t(u.ru_maxrss) * 1024;
 }
 
 }  // namespace
@@ -170,4 +207,76 @@ TEST_CASE("image: tensor conversion clamps and rounds; saving checks its argumen
 
   save_image(dir + "/t.png", t);
   CHECK(read_image_u8(dir + "/t.png").rgb == img.rgb);
+}
+
+TEST_CASE("image: BMP and TGA are read; formats README does not document are not compiled in") {
+  const std::string dir = testing::scratch_dir("image_formats");
+  const ImageU8 img = random_image(9, 6, 11);
+  REQUIRE(stbi_write_bmp((dir + "/a.bmp").c_str(), 9, 6, 3, img.rgb.data()));
+  REQUIRE(stbi_write_tga((dir + "/a.tga").c_str(), 9, 6, 3, img.rgb.data()));
+  CHECK(read_image_u8(dir + "/a.bmp").rgb == img.rgb);
+  CHECK(read_image_u8(dir + "/a.tga").rgb == img.rgb);
+  // A valid 1×1 GIF: stb could read it with GIF compiled in.
+  const std::string gif("GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00\x21\xf9\x04\x01\x00\x00\x00"
+                        "\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b",
+                        43);
+  write_bytes(dir + "/a.gif.png", gif);
+  expect_error(dir + "/a.gif.png", "not a readable image (stb: ");
+  write_bytes(dir + "/a.hdr.png", "#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 1 +X 1\n\x80\x80\x80\x80");
+  expect_error(dir + "/a.hdr.png", "not a readable image (stb: ");
+}
+
+TEST_CASE("image: decoding from memory gives what the file gives; alpha is kept when asked") {
+  const std::string dir = testing::scratch_dir("image_memory");
+  const int w = 6, h = 5;
+  std::vector<uint8_t> rgba(size_t(w * h * 4));
+  for (size_t i = 0; i < rgba.size(); ++i) rgba[i] = uint8_t(i * 37 + 11);
+  REQUIRE(stbi_write_png((dir + "/rgba.png").c_str(), w, h, 4, rgba.data(), w * 4));
+  const ImageU8 dropped = read_image_u8(dir + "/rgba.png");
+  const ImageU8 kept = read_image_u8(dir + "/rgba.png", kMaxImagePixels, ImageAlpha::Keep);
+  const ImageU8 from_memory = decode_image_u8(read_bytes(dir + "/rgba.png"), "upload", kMaxImagePixels, ImageAlpha::Keep);
+  CHECK(dropped.alpha.empty());
+  REQUIRE(kept.alpha.size() == size_t(w * h));
+  for (int i = 0; i < w * h; ++i) {
+    CHECK(kept.alpha[size_t(i)] == rgba[size_t(i * 4 + 3)]);
+    for (int c = 0; c < 3; ++c) CHECK(kept.rgb[size_t(i * 3 + c)] == rgba[size_t(i * 4 + c)]);
+  }
+  CHECK(kept.rgb == dropped.rgb);
+  CHECK(from_memory.rgb == kept.rgb);
+  CHECK(from_memory.alpha == kept.alpha);
+  // No alpha in the file, none in the image.
+  save_image(dir + "/rgb.png", random_image(w, h, 2));
+  CHECK(read_image_u8(dir + "/rgb.png", kMaxImagePixels, ImageAlpha::Keep).alpha.empty());
+  CHECK_THROWS_WITH_AS(decode_image_u8("junk", "upload"), "upload: not a readable image (stb: Image not of any known type, or corrupt)",
+                       Error);
+}
+
+TEST_CASE("image: hostile files fail as corrupt without large allocations") {
+  const std::string dir = testing::scratch_dir("image_hostile");
+  // The data of a 1×1 PNG inflates to 8 MB: stb would grow its buffer to hold it all.
+  const std::string bomb = zeros_deflated(8 << 20);
+  CHECK(bomb.size() < 200'000);
+  write_bytes(dir + "/bomb.png", png_with(1, 1, "IDAT", uint32_t(bomb.size()), bomb));
+  expect_error(dir + "/bomb.png", "corrupt image: decoding its data would need more memory than a 1×1 image");
+  // The same data with the size it really has decodes (the file is otherwise well formed).
+  const std::string fine = zeros_deflated((512 * 3 + 1) * 512);
+  write_bytes(dir + "/fine.png", png_with(512, 512, "IDAT", uint32_t(fine.size()), fine));
+  CHECK(read_image_u8(dir + "/fine.png").rgb == std::vector<uint8_t>(512 * 512 * 3, 0));
+  // A chunk that says it is 2 GB long, in a small file.
+  write_bytes(dir + "/chunk.png", png_with(4, 4, "IDAT", 0x7ffffff0u, "xx"));
+  expect_error(dir + "/chunk.png", "corrupt image: decoding its data would need more memory than a 4×4 image");
+  CHECK_THROWS_WITH_AS(decode_image_u8(png_with(4, 4, "IDAT", 0x7ffffff0u, "xx"), "upload"),
+                       "upload: corrupt image: decoding its data would need more memory than a 4×4 image", Error);
+}
+
+TEST_CASE("image: the dimensions are checked from the header before the file is read") {
+  const std::string dir = testing::scratch_dir("image_header_first");
+  // A 1.5 GB file (sparse: no disk used) whose header says 9000×9000, over the pixel limit.
+  const std::string path = dir + "/huge.png";
+  write_bytes(path, png_with(9000, 9000, "IDAT", 2, "xx"));
+  std::filesystem::resize_file(path, uintmax_t(1536) << 20);
+  const int64_t before = peak_rss_bytes();
+  expect_error(path, "image is 9000×9000 (81000000 pixels), over the limit of 67108864 pixels");
+  CHECK(peak_rss_bytes() - before < (int64_t(256) << 20));  // reading it whole would take 1.5 GB
+  std::filesystem::remove(path);
 }

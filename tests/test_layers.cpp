@@ -195,12 +195,12 @@ TEST_CASE("BatchNorm2d: training normalises with batch statistics and updates th
   const Vec gv = gamma.to_double_vector(), bv = beta.to_double_vector();
   for (size_t i = 0; i < xv.size(); ++i) {
     const size_t c = (i / 20) % 3;
-    CHECK(yv[i] == doctest::Approx((xv[i] - mean[c]) / std::sqrt(var[c] + 1e-5) * gv[c] + bv[c]));
+    CHECK(yv[i] == doctest::Approx((xv[i] - mean[c]) / std::sqrt(var[c] + 1e-5) * gv[c] + bv[c]).epsilon(1e-12));
   }
   const Vec rm = bn.running_mean().to_double_vector(), rv = bn.running_var().to_double_vector();
   for (size_t c = 0; c < 3; ++c) {
-    CHECK(rm[c] == doctest::Approx(0.1 * mean[c]));
-    CHECK(rv[c] == doctest::Approx(0.9 + 0.1 * var[c] * 40.0 / 39.0));  // unbiased, n = 40
+    CHECK(rm[c] == doctest::Approx(0.1 * mean[c]).epsilon(1e-12));
+    CHECK(rv[c] == doctest::Approx(0.9 + 0.1 * var[c] * 40.0 / 39.0).epsilon(1e-12));  // unbiased, n = 40
   }
 }
 
@@ -217,7 +217,7 @@ TEST_CASE("BatchNorm2d: eval, freeze and running-stats mode use and keep the run
     const Vec rmv = rm.to_double_vector(), rvv = rv.to_double_vector();
     for (size_t i = 0; i < xv.size(); ++i) {
       const size_t c = (i / 9) % 2;
-      CHECK(yv[i] == doctest::Approx((xv[i] - rmv[c]) / std::sqrt(rvv[c] + 1e-5)));
+      CHECK(yv[i] == doctest::Approx((xv[i] - rmv[c]) / std::sqrt(rvv[c] + 1e-5)).epsilon(1e-12));
     }
     CHECK(bn.running_mean().to_double_vector() == rmv);
     CHECK(bn.running_var().to_double_vector() == rvv);
@@ -270,7 +270,7 @@ TEST_CASE("activations, Upsample, MaxPool2d, Concat: forward against naive loops
   const Vec rv = ReLU().forward(x).to_double_vector(), lv = LeakyReLU().forward(x).to_double_vector();
   for (size_t i = 0; i < xv.size(); ++i) {
     CHECK(rv[i] == std::max(xv[i], 0.0));
-    CHECK(lv[i] == doctest::Approx(xv[i] > 0 ? xv[i] : 0.2 * xv[i]));
+    CHECK(lv[i] == doctest::Approx(xv[i] > 0 ? xv[i] : 0.2 * xv[i]).epsilon(1e-15));
   }
   Upsample up;
   const Vec uv = up.forward(x).to_double_vector();

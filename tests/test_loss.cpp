@@ -236,11 +236,20 @@ TEST_CASE("loss: f64 gradchecks of every term and the total w.r.t. I_out") {
     CHECK_MESSAGE(r.ok, r.report);
     CHECK(r.checked >= (term >= 3 ? 64 : 192));
   }
-  // The gradient reaches I_out only: not the mask, not I_gt, not VGG.
+  // The gradient reaches I_out only: not the mask, not I_gt, not VGG. Every input here
+  // requires grad, so a term that forgot to detach one of them would fill its .grad.
   Tensor gt_leaf = gt.clone().set_requires_grad(true);
-  loss.compute(out, gt_leaf, mask).total.backward();
+  Tensor mask_leaf = mask.clone().set_requires_grad(true);
+  out.zero_grad();
+  loss.compute(out, gt_leaf, mask_leaf).total.backward();
   CHECK(out.grad().defined());
+  CHECK_FALSE(gt_leaf.grad().defined());
+  CHECK_FALSE(mask_leaf.grad().defined());
   for (auto* p : vgg->parameters()) CHECK(!p->grad().defined());
+  // The check can fail: the same loss with I_gt not detached does reach it.
+  Tensor gt_other = gt.clone().set_requires_grad(true);
+  mean(abs(sub(out, gt_other))).backward();
+  CHECK(gt_other.grad().defined());
 }
 
 TEST_CASE("loss: vgg == nullptr trains on pixels and TV; bad shapes are errors") {
@@ -250,7 +259,7 @@ TEST_CASE("loss: vgg == nullptr trains on pixels and TV; bad shapes are errors")
   InpaintingLoss loss(nullptr, LossWeights{2, 3, 0.05, 120, 0.5});
   CHECK(!loss.has_vgg());
   LossTerms t = loss.compute(out, gt, mask);
-  CHECK(t.total.item() == doctest::Approx(2 * t.valid.item() + 3 * t.hole.item() + 0.5 * t.tv.item()));
+  CHECK(t.total.item() == doctest::Approx(2 * t.valid.item() + 3 * t.hole.item() + 0.5 * t.tv.item()).epsilon(1e-14));
   auto f = [&](const std::vector<Tensor>& in) { return loss.compute(in[0], in[1], in[2]).total; };
   auto r = testing::gradcheck(f, {out, gt, mask});
   CHECK_MESSAGE(r.ok, r.report);

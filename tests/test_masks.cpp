@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <stb_image_write.h>  // the implementation lives in core/image.cpp
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -63,15 +65,15 @@ TEST_CASE("masks: explicit targets are reached with little overshoot, at several
 TEST_CASE("masks: hole_ratio on masks and tensors, tensor round trip") {
   MaskImage m(4, 5);
   m.set_hole(0, 0), m.set_hole(3, 4), m.set_hole(2, 1);
-  CHECK(hole_ratio(m) == doctest::Approx(3.0 / 20));
+  CHECK(hole_ratio(m) == doctest::Approx(3.0 / 20).epsilon(1e-15));
   Tensor t = mask_to_tensor(m);
   CHECK(t.shape() == Shape{1, 1, 4, 5});
   CHECK(t.at({0, 0, 3, 4}) == 0.0);
-  CHECK(hole_ratio(t) == doctest::Approx(3.0 / 20));
+  CHECK(hole_ratio(t) == doctest::Approx(3.0 / 20).epsilon(1e-15));
   CHECK(mask_from_tensor(t).known == m.known);
   Tensor batch = masks_to_batch({m, MaskImage(4, 5)});
   CHECK(batch.shape() == Shape{2, 1, 4, 5});
-  CHECK(hole_ratio(batch) == doctest::Approx(3.0 / 40));
+  CHECK(hole_ratio(batch) == doctest::Approx(3.0 / 40).epsilon(1e-15));
   CHECK_THROWS_AS(masks_to_batch({m, MaskImage(5, 4)}), Error);
   CHECK_THROWS_AS(mask_from_tensor(Tensor::zeros({2, 4, 5})), Error);
 }
@@ -149,7 +151,7 @@ TEST_CASE("masks: files in either convention, grey levels thresholded at 50 % an
   CHECK(load_mask(dir + "/black.png", MaskHoles::Black).mask.known == m.known);
   // Reading with the wrong convention inverts it.
   const MaskImage inv = load_mask(dir + "/white.png", MaskHoles::Black).mask;
-  CHECK(hole_ratio(inv) == doctest::Approx(1 - hole_ratio(m)));
+  CHECK(hole_ratio(inv) == doctest::Approx(1 - hole_ratio(m)).epsilon(1e-15));
 
   ImageU8 grey;
   grey.width = 4, grey.height = 1, grey.channels_in_file = 3;
@@ -161,4 +163,40 @@ TEST_CASE("masks: files in either convention, grey levels thresholded at 50 % an
   CHECK(parse_mask_holes("black") == MaskHoles::Black);
   CHECK_THROWS_WITH_AS(parse_mask_holes("grey"), "mask holes: 'grey' is neither 'white' nor 'black'", Error);
   CHECK_THROWS_AS(load_mask(dir + "/missing.png"), Error);
+}
+
+TEST_CASE("masks: a mask painted on a transparent layer is read by its alpha, whatever the convention") {
+  const std::string dir = testing::scratch_dir("masks_alpha");
+  // 4×2 RGBA: the colour says the opposite of the alpha everywhere, so a reader that looked
+  // at the colour would get every pixel wrong.
+  const std::vector<uint8_t> alpha = {255, 0, 200, 100, 128, 127, 0, 255};
+  std::vector<uint8_t> rgba;
+  for (uint8_t a : alpha) {
+    const uint8_t colour = a >= 128 ? 0 : 255;  // black paint on a white transparent layer
+    rgba.insert(rgba.end(), {colour, colour, colour, a});
+  }
+  REQUIRE(stbi_write_png((dir + "/painted.png").c_str(), 4, 2, 4, rgba.data(), 16));
+  const std::vector<float> expected = {0, 1, 0, 1, 0, 1, 1, 0};  // alpha >= 128 = painted = hole
+  for (MaskHoles holes : {MaskHoles::White, MaskHoles::Black}) {
+    const LoadedMask m = load_mask(dir + "/painted.png", holes);
+    CHECK(m.read_by_alpha);
+    CHECK(m.mask.known == expected);
+    CHECK(m.had_grey_levels);  // 200, 100, 128, 127: thresholded at 50 %
+    CHECK(m.channels_in_file == 4);
+  }
+  // Grey + alpha too; only 0 and 255 alpha: no grey levels.
+  std::vector<uint8_t> grey_alpha = {0, 255, 255, 0, 0, 0, 255, 255};
+  REQUIRE(stbi_write_png((dir + "/ga.png").c_str(), 4, 1, 2, grey_alpha.data(), 8));
+  const LoadedMask ga = load_mask(dir + "/ga.png", MaskHoles::White);
+  CHECK(ga.read_by_alpha);
+  CHECK_FALSE(ga.had_grey_levels);
+  CHECK(ga.mask.known == std::vector<float>{0, 1, 1, 0});
+  // Entirely opaque RGBA: no transparency to go by, the colours decide as for RGB.
+  std::vector<uint8_t> opaque = {255, 255, 255, 255, 0, 0, 0, 255};
+  REQUIRE(stbi_write_png((dir + "/opaque.png").c_str(), 2, 1, 4, opaque.data(), 8));
+  const LoadedMask o = load_mask(dir + "/opaque.png", MaskHoles::White);
+  CHECK_FALSE(o.read_by_alpha);
+  CHECK(o.mask.known == std::vector<float>{0, 1});
+  CHECK(load_mask(dir + "/opaque.png", MaskHoles::Black).mask.known == std::vector<float>{1, 0});
+  CHECK(alpha_mask_note("m.png").rfind("m.png has transparency: masks with alpha are read by it (painted = hole", 0) == 0);
 }

@@ -55,12 +55,12 @@ TEST_CASE("metrics: l1 and PSNR against naive sums, and a known uniform error") 
   const auto x = a.to_double_vector(), y = b.to_double_vector();
   double l1 = 0, se = 0;
   for (size_t i = 0; i < x.size(); ++i) l1 += std::abs(x[i] - y[i]), se += (x[i] - y[i]) * (x[i] - y[i]);
-  CHECK(l1_percent(a, b) == doctest::Approx(100 * l1 / double(x.size())));
-  CHECK(psnr(a, b) == doctest::Approx(10 * std::log10(double(x.size()) / se)));
+  CHECK(l1_percent(a, b) == doctest::Approx(100 * l1 / double(x.size())).epsilon(1e-12));
+  CHECK(psnr(a, b) == doctest::Approx(10 * std::log10(double(x.size()) / se)).epsilon(1e-12));
   // A uniform error of 0.1 everywhere: ℓ1 = 10 %, PSNR = 10·log10(1/0.01) = 20 dB.
   const Tensor c = Tensor::full({3, 5, 5}, 0.5), d = Tensor::full({3, 5, 5}, 0.6);
-  CHECK(l1_percent(c, d) == doctest::Approx(10.0));
-  CHECK(psnr(c, d) == doctest::Approx(20.0));
+  CHECK(l1_percent(c, d) == doctest::Approx(10.0).epsilon(1e-6));
+  CHECK(psnr(c, d) == doctest::Approx(20.0).epsilon(1e-6));
   CHECK(psnr(a, a) == std::numeric_limits<double>::infinity());
   CHECK(l1_percent(a, a) == 0.0);
   CHECK_THROWS_AS(psnr(a, random_image(3, 9, 8, 1)), Error);
@@ -79,13 +79,13 @@ TEST_CASE("metrics: SSIM matches the definition, is 1 for identical images, and 
     CHECK(s == doctest::Approx(naive_ssim(a, b)).epsilon(1e-10));
     CHECK(s > 0.3);
     CHECK(s < 0.99);
-    CHECK(ssim(a, a) == doctest::Approx(1.0));
+    CHECK(ssim(a, a) == doctest::Approx(1.0).epsilon(1e-12));
     CHECK(ssim(a.to(DType::F32), b.to(DType::F32)) == doctest::Approx(s).epsilon(1e-5));
   }
   // A constant image against itself plus a constant offset: structure and contrast terms are 1,
   // the luminance term is (2μxμy + C1)/(μx² + μy² + C1).
   const Tensor c = Tensor::full({1, 12, 12}, 0.3), d = Tensor::full({1, 12, 12}, 0.5);
-  CHECK(ssim(c, d) == doctest::Approx((2 * 0.15 + 1e-4) / (0.09 + 0.25 + 1e-4)));
+  CHECK(ssim(c, d) == doctest::Approx((2 * 0.15 + 1e-4) / (0.09 + 0.25 + 1e-4)).epsilon(1e-6));
   CHECK_THROWS_AS(ssim(random_image(3, 10, 20, 1), random_image(3, 10, 20, 2)), Error);
 }
 
@@ -107,10 +107,10 @@ TEST_CASE("metrics: evaluate_image measures the composite on the whole image") {
   const ImageMetrics r = evaluate_image("x", out, gt, m);
   const Tensor c = composite(out, gt, m);
   CHECK(r.name == "x");
-  CHECK(r.hole_ratio == doctest::Approx(hole_ratio(m)));
-  CHECK(r.l1_percent == doctest::Approx(l1_percent(c, gt)));
-  CHECK(r.psnr == doctest::Approx(psnr(c, gt)));
-  CHECK(r.ssim == doctest::Approx(ssim(c, gt)));
+  CHECK(r.hole_ratio == doctest::Approx(hole_ratio(m)).epsilon(1e-15));
+  CHECK(r.l1_percent == doctest::Approx(l1_percent(c, gt)).epsilon(1e-12));
+  CHECK(r.psnr == doctest::Approx(psnr(c, gt)).epsilon(1e-12));
+  CHECK(r.ssim == doctest::Approx(ssim(c, gt)).epsilon(1e-12));
   CHECK(r.l1_percent < l1_percent(out, gt));  // known pixels count as exact
 }
 
@@ -134,13 +134,13 @@ TEST_CASE("metrics: hole-ratio buckets as in the paper, accumulation and tables"
   t.add({"d", 0.75, 9.0, 10.0, 0.1});
   const MetricsSummary b1 = t.bucket(1);
   CHECK(b1.count == 2);
-  CHECK(b1.l1_percent == doctest::Approx(2.0));
-  CHECK(b1.psnr == doctest::Approx(25.0));
-  CHECK(b1.ssim == doctest::Approx(0.8));
+  CHECK(b1.l1_percent == doctest::Approx(2.0).epsilon(1e-14));
+  CHECK(b1.psnr == doctest::Approx(25.0).epsilon(1e-14));
+  CHECK(b1.ssim == doctest::Approx(0.8).epsilon(1e-14));
   CHECK(t.bucket(4).count == 1);
   CHECK(t.bucket(0).count == 0);
   CHECK(t.all().count == 4);
-  CHECK(t.all().l1_percent == doctest::Approx(4.5));
+  CHECK(t.all().l1_percent == doctest::Approx(4.5).epsilon(1e-14));
   CHECK(t.outside_buckets() == 1);
   const std::string md = t.markdown();
   CHECK(md.find("| (0.1,0.2] | 2 | 25.00 | 0.800 | 2.00 |") != std::string::npos);

@@ -216,8 +216,7 @@ TEST_CASE("optim: arguments are checked") {
                        "adam_step: m is [3] f64, param is [3] f32", Error);
 }
 
-TEST_CASE("optim: Adam on the GPU follows the CPU") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("optim: Adam on the GPU follows the CPU" * doctest::test_suite("gpu")) {
   for (DType dt : {DType::F32, DType::F64}) {
     Generator gen(3);
     Tensor cpu = Tensor::randn({257, 3}, gen, dt);

@@ -141,9 +141,9 @@ TEST_CASE("partial_conv2d: a fully valid mask is a plain convolution away from t
   Mask ones{{3, Tensor::ones({1, 1, 8, 8}, DType::F64)}};
   Tensor y = partial_conv2d(x, ones, w, Tensor(), 1, 1).out, ref = conv2d(x, w, Tensor(), 1, 1);
   for (int64_t i = 1; i < 7; ++i)
-    for (int64_t j = 1; j < 7; ++j) CHECK(y.at({0, 1, i, j}) == doctest::Approx(ref.at({0, 1, i, j})));
+    for (int64_t j = 1; j < 7; ++j) CHECK(y.at({0, 1, i, j}) == doctest::Approx(ref.at({0, 1, i, j})).epsilon(1e-12));
   // At a corner 4 of the 9 taps are in the image: ratio 9/4.
-  CHECK(y.at({0, 0, 0, 0}) == doctest::Approx(ref.at({0, 0, 0, 0}) * 9.0 / 4.0));
+  CHECK(y.at({0, 0, 0, 0}) == doctest::Approx(ref.at({0, 0, 0, 0}) * 9.0 / 4.0).epsilon(1e-12));
 }
 
 TEST_CASE("partial_conv2d: f64 gradients of input, weight and bias match finite differences") {

@@ -3,6 +3,7 @@
 // the built binaries are spawned for exit statuses, one-line errors and files left behind.
 #include <doctest/doctest.h>
 #include <stb_image_write.h>  // the implementation lives in core/image.cpp
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -227,6 +228,25 @@ TEST_CASE("run: load_model refuses missing, corrupt, truncated and foreign files
   check_error(dir + "/mislabelled.safetensors", "");
   save_safetensors(dir + "/rgba.safetensors", file.tensors, {{PConvUNet::kConfigKey, R"({"in_channels":4,"levels":3,"width":4})"}});
   check_error(dir + "/rgba.safetensors", "3 channels");
+
+  // Hostile configurations over small tensors. Over the bounds: refused as such.
+  save_safetensors(dir + "/wide.safetensors", file.tensors, {{PConvUNet::kConfigKey, R"({"levels":8,"width":100000})"}});
+  check_error(dir + "/wide.safetensors", "width 100000 (1..1024)");
+  save_safetensors(dir + "/huge.safetensors", file.tensors, {{PConvUNet::kConfigKey, R"({"levels":16,"width":1024})"}});
+  check_error(dir + "/huge.safetensors", "parameters and statistics, over the limit of 1000000000");
+  // Within the bounds but 2 GB of weights the file does not hold: refused by the shapes,
+  // before the model is built (so the process does not grow by 2 GB).
+  save_safetensors(dir + "/big.safetensors", file.tensors, {{PConvUNet::kConfigKey, R"({"levels":8,"width":256})"}});
+  rusage before{}, after{};
+  getrusage(RUSAGE_SELF, &before);
+  check_error(dir + "/big.safetensors",
+              "pconv1.bias has shape [4] in the file, an 8-level width-256 PConvUNet expects [256]");
+  getrusage(RUSAGE_SELF, &after);
+  CHECK(after.ru_maxrss - before.ru_maxrss < 256 * 1024);  // KiB
+  // Consistent shapes but a tensor missing.
+  file.tensors.erase("pconv6.bias");
+  save_safetensors(dir + "/missing_tensor.safetensors", file.tensors, {{PConvUNet::kConfigKey, tiny().to_json()}});
+  check_error(dir + "/missing_tensor.safetensors", "missing pconv6.bias (a 3-level width-4 PConvUNet has it)");
 }
 
 TEST_CASE("run: images over the pixel limit are refused before decoding") {
@@ -306,6 +326,18 @@ TEST_CASE("run: inpaint-run converts grey and RGBA images with a note, and says 
   CHECK(r.err.find("RGBA; converted to RGB (alpha dropped)") != std::string::npos);
   const ImageU8 out_rgba = read_image_u8(f.dir + "/out_rgba.png");
   CHECK(out_rgba.rgb[150 * 3 + 1] == rgba[150 * 4 + 1]);
+
+  // A mask painted on a transparent layer: read by its alpha, and the tool says so.
+  std::vector<uint8_t> painted(56 * 40 * 4, 0);
+  for (size_t i = 0; i < 300; ++i) painted[i * 4 + 3] = 255;  // the first 300 pixels painted
+  REQUIRE(stbi_write_png((f.dir + "/painted.png").c_str(), 56, 40, 4, painted.data(), 56 * 4));
+  f.mask = f.dir + "/painted.png";
+  r = run_app("inpaint-run", run_args(f, f.dir + "/out_painted.png"), f.dir);
+  CAPTURE(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find(f.dir + "/painted.png has transparency: masks with alpha are read by it") != std::string::npos);
+  const ImageU8 out_painted = read_image_u8(f.dir + "/out_painted.png");
+  CHECK(out_painted.rgb[400 * 3] == rgba[400 * 4]);  // transparent: known, copied from the input
 }
 
 TEST_CASE("run: inpaint-run refuses bad inputs in one line and writes nothing") {

@@ -60,6 +60,7 @@ void expect_load_error(const std::string& dir, const std::string& name, const st
     CHECK(msg.rfind(path + ": ", 0) == 0);
     CHECK(msg.find(fragment) != std::string::npos);
     CHECK(msg.find('\n') == std::string::npos);
+    CHECK(msg.size() < path.size() + 300);  // quoted values are cut short
   }
 }
 
@@ -199,6 +200,34 @@ TEST_CASE("safetensors: malformed files fail with a one-line reason naming the p
                     "__metadata__ value of 'step' is not a string");
   expect_load_error(dir, "metadata_not_object", file_bytes(R"({"__metadata__":[]})", ""),
                     "__metadata__ is not a JSON object");
+  // Hostile headers: nesting far deeper than the format's three levels is refused before
+  // parsing (brackets inside strings do not count), and quoted values are cut short.
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  expect_load_error(dir, "deep", file_bytes(deep, ""), "header nests deeper than a safetensors header does (3 levels)");
+  expect_load_error(dir, "deep_shape",
+                    file_bytes(R"({"x":{"dtype":"F32","shape":[[2]],"data_offsets":[0,8]}})", eight),
+                    "header nests deeper");
+  expect_load_error(dir, "brackets_in_strings",
+                    file_bytes(R"({"[[[[x\"{{{{":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", eight + "xx"),
+                    "the tensors cover 8");
+  expect_load_error(dir, "huge_number", file_bytes(R"({"x":{"dtype":"F32","shape":[1e999],"data_offsets":[0,8]}})", eight),
+                    "header is not valid JSON ([json.exception.out_of_range.406] number overflow");
+  expect_load_error(dir, "long_number",
+                    file_bytes(R"({"x":{"dtype":"F32","shape":[)" + std::string(5000, '9') + "]}}", eight),
+                    "header is not valid JSON (");
+  const std::string long_value = "[\"" + std::string(5000, 'a') + "\"]";
+  expect_load_error(dir, "long_value",
+                    file_bytes(R"({"x":{"dtype":"F32","shape":)" + long_value + R"(,"data_offsets":[0,8]}})", eight),
+                    "...: dimensions must be non-negative integers");
+  const std::string long_name(100000, 'n');
+  const std::string long_name_file = file_bytes(R"({")" + long_name + R"(":3})", "");
+  write_bytes(dir + "/long_name.safetensors", long_name_file);
+  try {
+    load_safetensors(dir + "/long_name.safetensors");
+    FAIL_CHECK("loaded");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).size() < 300);
+  }
 }
 
 TEST_CASE("safetensors: a failed write throws and leaves the previous file intact") {
@@ -268,8 +297,7 @@ TEST_CASE("safetensors: write_file_atomic replaces any bytes; bad names are refu
                        (path + ": tensor 'u' is undefined").c_str(), Error);
 }
 
-TEST_CASE("safetensors: GPU tensors are saved from a CPU copy") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("safetensors: GPU tensors are saved from a CPU copy" * doctest::test_suite("gpu")) {
   const std::string dir = testing::scratch_dir("safetensors_gpu");
   Tensor host = random_tensor({4, 5}, DType::F32, 11);
   save_safetensors(dir + "/gpu.safetensors", {{"g", host.to(Device::CUDA)}});

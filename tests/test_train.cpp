@@ -322,6 +322,40 @@ TEST_CASE("train: bad inputs are one-line errors") {
     o.resume = root + "/bare.safetensors";
     check_error(o, "not a training checkpoint");
   }
+  SUBCASE("--resume of a checkpoint with bad metadata names the file and the key") {
+    Trainer(tiny(root + "/meta", 2)).run();
+    const SafetensorsFile good = load_safetensors(resolve_checkpoint(root + "/meta"));
+    const std::pair<const char*, const char*> bad[] = {
+        {"train.step", "abc"}, {"train.step", "-3"}, {"train.step", "99999999999999999999999"},
+        {"train.lr", "fast"}, {"train.lr", "inf"}, {"train.phase", "warmup"},
+        {"train.data_state", "seed=x"}, {"train.options", "[1]"}, {"train.options", R"({"size":"big"})"},
+        {"train.data_count", "many"}, {"pconv.config", R"({"levels":"x"})"}, {"pconv.config", R"({"width":5000})"}};
+    const std::string expected[] = {
+        "metadata train.step is 'abc', not a non-negative integer",
+        "metadata train.step is '-3', not a non-negative integer",
+        "metadata train.step is '99999999999999999999999', not a non-negative integer",
+        "metadata train.lr is 'fast', not a finite number",
+        "metadata train.lr is 'inf', not a finite number",
+        "metadata train.phase is 'warmup', not 'train' or 'finetune'",
+        "metadata train.data_state: dataset state: 'seed=x' is not of the form",
+        "metadata train.options is not a JSON object",
+        "metadata train.options.size is '\"big\"', not a non-negative integer",
+        "metadata train.data_count is 'many', not a non-negative integer",
+        "metadata pconv.config: PConvUNetConfig: 'levels' in '{\"levels\":\"x\"}' is not an integer",
+        "metadata pconv.config: PConvUNetConfig: levels 8 (1..16), width 5000 (1..1024)"};
+    for (size_t i = 0; i < std::size(bad); ++i) {
+      auto meta = good.metadata;
+      meta[bad[i].first] = bad[i].second;
+      const std::string path = root + "/bad-" + std::to_string(i) + ".safetensors";
+      save_safetensors(path, good.tensors, meta);
+      TrainOptions o = tiny(root + "/out-meta-" + std::to_string(i), 4);
+      o.resume = path;
+      o.size = 0, o.batch = 0;  // from the checkpoint's train.options
+      const std::string what = std::string(bad[i].first) + " = " + bad[i].second;
+      INFO(what);
+      check_error(o, path + ": " + expected[i]);
+    }
+  }
   SUBCASE("--resume past --steps") {
     Trainer(tiny(root + "/done", 2)).run();
     TrainOptions o = tiny(root + "/done", 2);

@@ -3,9 +3,15 @@
 // and checkpoints of the wrong architecture.
 #include <doctest/doctest.h>
 
+#include <tuple>
+
+#include "core/masks.h"
+#include "core/metrics.h"
+
 #include "core/cpu/cpu_backend.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
+#include "losses/inpainting_loss.h"
 #include "models/pconv_unet.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
@@ -98,23 +104,29 @@ TEST_CASE("unet: odd sizes are padded with hole and cropped back; hole pixels do
   CHECK(net.forward(x2, m).to_double_vector() == y.to_double_vector());
 }
 
-TEST_CASE("unet: the composite keeps the known pixels and takes the output in the holes") {
+TEST_CASE("unet: the library's composites keep the known pixels and take the output in the holes") {
   PConvUNet net(tiny(2, 4), 3, DType::F32);
   Generator gen(4);
   Tensor gt = Tensor::randn({1, 3, 8, 12}, gen);
   Tensor m = hole_mask(1, 8, 12, 5, DType::F32);
   Tensor out = net.forward(mul(gt, m), m);
-  // I_comp = M ⊙ I_gt + (1 − M) ⊙ I_out (PAPER.md "The loss").
-  Tensor comp = add(mul(m, gt), mul(rsub(1.0, m), out));
-  const Vec cv = comp.to_double_vector(), gv = gt.to_double_vector(), ov = out.to_double_vector();
-  const Vec mv = m.to_double_vector();
-  int holes = 0;
+  // What the loss and the training samples use (losses/inpainting_loss.h), and what
+  // inpaint-eval scores (core/metrics.h, per image with a MaskImage).
+  Tensor comp = composite(out, gt, m);
+  Tensor comp_eval = composite(out.reshape({3, 8, 12}), gt.reshape({3, 8, 12}), mask_from_tensor(m));
+  REQUIRE(comp.shape() == gt.shape());
+  const Vec cv = comp.to_double_vector(), ev = comp_eval.to_double_vector();
+  const Vec gv = gt.to_double_vector(), ov = out.to_double_vector(), mv = m.to_double_vector();
+  int holes = 0, known = 0;
   for (size_t i = 0; i < cv.size(); ++i) {
-    const double known = mv[i % 96];
-    holes += known == 0;
-    CHECK(cv[i] == (known == 1 ? gv[i] : ov[i]));
+    const bool is_known = mv[i % 96] == 1;
+    holes += !is_known, known += is_known;
+    CHECK(cv[i] == (is_known ? gv[i] : ov[i]));
+    CHECK(ev[i] == cv[i]);
   }
   CHECK(holes > 0);
+  CHECK(known > 0);
+  CHECK(max_rel_diff(out, gt) > 0.1);  // the output differs from the truth, so the checks can fail
 }
 
 TEST_CASE("unet: whole-network f64 gradcheck (3 levels, width 4, 16×16, batch 2, BN training)") {
@@ -350,8 +362,51 @@ TEST_CASE("unet: checkpoints carry the configuration; the wrong architecture is 
                        "PConvUNet: image [1, 1, 16, 16] has 1 channels, the model takes 3", Error);
 }
 
-TEST_CASE("unet: on the GPU, forward and gradients match the CPU (f32)") {
-  if (testing::skip_without_gpu()) return;
+TEST_CASE("unet: configurations are bounded; the state's names and shapes are known before building") {
+  for (auto [levels, width, channels] : {std::tuple{3, 4, 3}, {1, 1, 1}, {5, 3, 4}, {8, 2, 3}}) {
+    PConvUNetConfig c;
+    c.levels = levels, c.width = width, c.in_channels = channels;
+    CAPTURE(c.describe());
+    PConvUNet net(c, PConvUNet::Uninitialized{});
+    std::map<std::string, Shape> built;
+    int64_t elements = 0;
+    for (const auto& [name, t] : net.state_dict()) built[name] = t.shape(), elements += t.numel();
+    CHECK(c.state_shapes() == built);
+    CHECK(c.state_elements() == elements);
+    PConvUNet::check_state_shapes(c, net.state_dict());  // its own state passes
+  }
+  auto config = [](int64_t levels, int64_t width, int64_t in_channels) {
+    PConvUNetConfig c;
+    c.levels = levels, c.width = width, c.in_channels = in_channels;
+    return c;
+  };
+  for (const PConvUNetConfig& bad : {config(0, 4, 3), config(17, 4, 3), config(3, 0, 3), config(3, 1025, 3),
+                                     config(3, 4, 0), config(3, 4, 65), config(3, -4, 3)}) {
+    CAPTURE(bad.describe());
+    CHECK_THROWS_AS(bad.validate(), Error);
+  }
+  CHECK_THROWS_WITH_AS(config(3, 1025, 3).validate(),
+                       "PConvUNetConfig: levels 3 (1..16), width 1025 (1..1024), in_channels 3 (1..64) out of range", Error);
+  // Within each bound, but 16 levels of width 1024 would be ~70 G parameters.
+  CHECK_THROWS_WITH_AS(PConvUNetConfig::from_json(R"({"levels":16,"width":1024})"),
+                       doctest::Contains("parameters and statistics, over the limit of 1000000000"), Error);
+  CHECK_THROWS_AS(PConvUNet(config(16, 1024, 3), PConvUNet::Uninitialized{}), Error);
+  config(8, 64, 3).validate();  // the paper's model
+  config(16, 1024, 3).layers();  // the table itself needs no memory
+  // A huge number in the JSON does not wrap around into range.
+  CHECK_THROWS_AS(PConvUNetConfig::from_json(R"({"width":18446744073709551615})"), Error);
+
+  PConvUNet small(tiny(3, 4), 1);
+  auto state = small.state_dict();
+  CHECK_THROWS_WITH_AS(PConvUNet::check_state_shapes(tiny(3, 8), state),
+                       "pconv1.bias has shape [4] in the file, a 3-level width-8 PConvUNet expects [8]",
+                       Error);
+  state.erase("pconv4.bn.running_var");
+  CHECK_THROWS_WITH_AS(PConvUNet::check_state_shapes(tiny(3, 4), state),
+                       "missing pconv4.bn.running_var (a 3-level width-4 PConvUNet has it)", Error);
+}
+
+TEST_CASE("unet: on the GPU, forward and gradients match the CPU (f32)" * doctest::test_suite("gpu")) {
   PConvUNet cpu(tiny(3, 8), 41, DType::F32), gpu(tiny(3, 8), 41, DType::F32);
   gpu.to(Device::CUDA);
   Generator gen(42);

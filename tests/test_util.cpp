@@ -16,17 +16,6 @@
 
 namespace pconv::testing {
 
-int& gpu_tests_skipped_counter() {
-  static int n = 0;
-  return n;
-}
-
-bool skip_without_gpu() {
-  if (cuda_available()) return false;
-  ++gpu_tests_skipped_counter();
-  return true;
-}
-
 std::string source_path(const std::string& relative) {
   return std::string(PCONV_SOURCE_DIR) + "/" + relative;
 }

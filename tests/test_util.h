@@ -9,12 +9,9 @@
 
 namespace pconv::testing {
 
-// Counts GPU tests that could not run; main prints the total.
-int& gpu_tests_skipped_counter();
-inline int gpu_tests_skipped() { return gpu_tests_skipped_counter(); }
-
-// At the top of a GPU test: `if (skip_without_gpu()) return;`
-bool skip_without_gpu();
+// GPU tests belong to the doctest test suite "gpu": TEST_CASE("..." * doctest::test_suite("gpu")).
+// Without a usable device main excludes that suite, so doctest reports them as skipped.
+inline constexpr const char* kGpuSuite = "gpu";
 
 // Paths into the source tree (bundled data) and a fresh scratch folder per test.
 std::string source_path(const std::string& relative);

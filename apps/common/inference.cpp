@@ -21,6 +21,8 @@ std::unique_ptr<PConvUNet> load_model(const std::string& path, Device device) {
     const PConvUNetConfig config = PConvUNet::checkpoint_config(file.metadata);
     if (config.in_channels != 3)
       throw Error("the checkpoint is " + config.describe() + "; inpainting needs 3 channels (RGB)");
+    // Every tensor is in the file with its shape before anything is allocated for the model.
+    PConvUNet::check_state_shapes(config, file.tensors);
     auto net = std::make_unique<PConvUNet>(config, PConvUNet::Uninitialized{});
     std::map<std::string, Tensor> weights;
     for (auto& [name, t] : file.tensors)

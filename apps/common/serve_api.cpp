@@ -27,7 +27,7 @@ ImageU8 decode_field(const json& body, const char* name, const Limits& limits) {
   }
   if (bytes.empty()) bad_request(std::string("'") + name + "' is empty");
   try {
-    return decode_image_u8(bytes, name, limits.max_pixels);
+    return decode_image_u8(bytes, name, limits.max_pixels, ImageAlpha::Keep);
   } catch (const Error& e) {
     const std::string message = e.what();
     // decode_image_u8 says "over the limit of N pixels" for images it refuses by size.

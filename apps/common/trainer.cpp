@@ -1,6 +1,7 @@
 #include "apps/common/trainer.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -50,8 +51,10 @@ int64_t checkpoint_step(const fs::path& p) {
       name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
     return -1;
   const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
-  if (digits.find_first_not_of("0123456789") != std::string::npos) return -1;
-  return std::stoll(digits);
+  int64_t step = -1;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), step);
+  if (ec != std::errc() || end != digits.data() + digits.size() || step < 0) return -1;  // "step-x", 30 digits
+  return step;
 }
 
 std::string format(const char* fmt, double v) {
@@ -74,6 +77,39 @@ const std::string& meta(const std::map<std::string, std::string>& m, const char*
   if (it == m.end())
     throw Error(path + ": not a training checkpoint of inpaint-train (no " + key + " in its metadata)");
   return it->second;
+}
+
+// A metadata value as a number; errors name the file and the key (std::stoll alone says "stoll").
+[[noreturn]] void bad_meta(const std::string& path, const char* key, const std::string& text, const char* what) {
+  const std::string shown = text.size() <= 40 ? text : text.substr(0, 37) + "...";
+  throw Error(path + ": metadata " + key + " is '" + shown + "', not " + what);
+}
+
+int64_t meta_int(const std::map<std::string, std::string>& m, const char* key, const std::string& path) {
+  const std::string& text = meta(m, key, path);
+  int64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty() || v < 0)
+    bad_meta(path, key, text, "a non-negative integer");
+  return v;
+}
+
+double meta_number(const std::map<std::string, std::string>& m, const char* key, const std::string& path) {
+  const std::string& text = meta(m, key, path);
+  double v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty() || !std::isfinite(v))
+    bad_meta(path, key, text, "a finite number");
+  return v;
+}
+
+// An integer field of the train.options JSON (0 when absent).
+int64_t option_int(const nlohmann::json& o, const char* field, const std::string& path) {
+  if (!o.contains(field)) return 0;
+  const nlohmann::json& v = o[field];
+  if (!v.is_number_integer() || v.get<int64_t>() < 0)
+    bad_meta(path, (std::string(kOptionsKey) + "." + field).c_str(), v.dump(), "a non-negative integer");
+  return v.get<int64_t>();
 }
 
 // The network's input for photos in [0,1] and masks (1 known): ImageNet space, holes 0.
@@ -180,28 +216,49 @@ void Trainer::setup() {
   std::map<std::string, std::string> saved;
   if (!opt_.resume.empty() || !opt_.init.empty()) {
     checkpoint = resolve_checkpoint(opt_.resume.empty() ? opt_.init : opt_.resume);
-    saved = load_safetensors(checkpoint).metadata;
+    const SafetensorsFile file = load_safetensors(checkpoint);
+    saved = file.metadata;
+    // A file that says what it is must hold it, before a model of that size is built.
+    if (saved.count(PConvUNet::kConfigKey)) {
+      PConvUNetConfig c;
+      try {
+        c = PConvUNet::checkpoint_config(saved);
+      } catch (const Error& e) {
+        throw Error(checkpoint + ": metadata " + PConvUNet::kConfigKey + ": " + e.what());
+      }
+      try {
+        PConvUNet::check_state_shapes(c, file.tensors);
+      } catch (const Error& e) {
+        throw Error(checkpoint + ": " + e.what());
+      }
+    }
   }
   const bool resuming = !opt_.resume.empty();
   bool saved_finetune = false;
   double saved_lr = 0;
   DatasetState start;
   if (resuming) {
-    step_ = std::stoll(meta(saved, kStepKey, checkpoint));
-    saved_finetune = meta(saved, kPhaseKey, checkpoint) == "finetune";
-    saved_lr = std::stod(meta(saved, kLrKey, checkpoint));
-    start = DatasetState::parse(meta(saved, kDataStateKey, checkpoint));
+    step_ = meta_int(saved, kStepKey, checkpoint);
+    const std::string& phase = meta(saved, kPhaseKey, checkpoint);
+    if (phase != "train" && phase != "finetune") bad_meta(checkpoint, kPhaseKey, phase, "'train' or 'finetune'");
+    saved_finetune = phase == "finetune";
+    saved_lr = meta_number(saved, kLrKey, checkpoint);
+    try {
+      start = DatasetState::parse(meta(saved, kDataStateKey, checkpoint));
+    } catch (const Error& e) {
+      throw Error(checkpoint + ": metadata " + kDataStateKey + ": " + e.what());
+    }
     const auto o = nlohmann::json::parse(meta(saved, kOptionsKey, checkpoint), nullptr, false);
-    if (o.is_discarded()) throw Error(checkpoint + ": " + kOptionsKey + " is not JSON");
-    if (opt_.size == 0) opt_.size = o.value("size", int64_t(0));
-    if (opt_.batch == 0) opt_.batch = o.value("batch", int64_t(0));
+    if (!o.is_object()) throw Error(checkpoint + ": metadata " + kOptionsKey + " is not a JSON object");
+    if (opt_.size == 0) opt_.size = option_int(o, "size", checkpoint);
+    if (opt_.batch == 0) opt_.batch = option_int(o, "batch", checkpoint);
     if (opt_.seed && *opt_.seed != start.seed)
       throw Error("--seed " + std::to_string(*opt_.seed) + " differs from the checkpoint's " +
                   std::to_string(start.seed) + ": a resume continues the same data order");
     opt_.seed = start.seed;
   }
   if (!checkpoint.empty()) {
-    const PConvUNetConfig c = PConvUNet::checkpoint_config(saved);
+    const PConvUNetConfig c = PConvUNet::checkpoint_config(saved);  // checked above
     if (opt_.levels == 0) opt_.levels = c.levels;
     if (opt_.width == 0) opt_.width = c.width;
   }
@@ -268,7 +325,7 @@ void Trainer::setup() {
   if (!resuming) start = DatasetState{*opt_.seed, 0, 0};
   data_ = std::make_unique<TrainingData>(d, start);
   if (writes() && resuming && saved.count(kDataCountKey) &&
-      std::stoll(saved.at(kDataCountKey)) != data_->samples_per_epoch() && !opt_.quiet)
+      meta_int(saved, kDataCountKey, checkpoint) != data_->samples_per_epoch() && !opt_.quiet)
     cli::progress("inpaint-train: warning: the checkpoint was trained on " + saved.at(kDataCountKey) +
                   " photos, --data holds " + std::to_string(data_->samples_per_epoch()) +
                   ": the data order differs from the original run");
@@ -572,9 +629,13 @@ int64_t Trainer::run(const std::atomic<bool>* stop) {
     if (step_ % opt_.save_every == 0) say("saved " + save_checkpoint());
   }
   if (saved_step_ != step_) say("saved " + save_checkpoint());
-  if (talk)
+  if (talk) {
     say("inpaint-train: model " + resolve_checkpoint(opt_.out_dir) + "; losses " + opt_.out_dir + "/log.csv and " +
         opt_.out_dir + "/loss.png; samples in " + opt_.out_dir + "/samples/");
+    if (const int64_t bad = data_->unreadable_count(); bad > 0)
+      say("inpaint-train: skipped " + std::to_string(bad) + " unreadable photo(s) of " +
+          std::to_string(data_->samples_per_epoch()) + " (named in the warnings above)");
+  }
   if (step_ < opt_.steps)
     say("stopped at step " + std::to_string(step_) +
         (timed_out ? " after the time limit (" + format("%g", opt_.time_limit) + " s)" : std::string(" on request")) +

@@ -70,9 +70,18 @@ Tensor transpose(const Tensor& a, int64_t d0, int64_t d1) {
     throw Error("transpose: dims out of range for shape " + shape_str(a.shape()));
   if (d0 == d1) return a.clone();
   if (d0 > d1) std::swap(d0, d1);
-  // [outer, A, mid, B, inner] → [outer, B, mid, A, inner], done as a batched 2-D transpose
-  // when mid and inner are 1, else by slices.
   Shape s = a.shape(), t = s;
+  bool between_ones = true;
+  for (int64_t d = d0 + 1; d < d1; ++d) between_ones &= s[size_t(d)] == 1;
+  if (!between_ones) {
+    // Dims with others between them: a chain of adjacent swaps (d1 moves down to d0, then
+    // the old d0, now at d0 + 1, moves up to d1); autograd chains the backward the same way.
+    Tensor y = a;
+    for (int64_t d = d1; d > d0; --d) y = transpose(y, d - 1, d);
+    for (int64_t d = d0 + 1; d < d1; ++d) y = transpose(y, d, d + 1);
+    return y;
+  }
+  // [outer, A, mid, B, inner] → [outer, B, mid, A, inner] with mid all 1s, by slices.
   std::swap(t[size_t(d0)], t[size_t(d1)]);
   Tensor y = Tensor::empty(t, a.dtype(), a.device());
   // Copy one index of d1 at a time: y[..., j, ..., :, ...] = a[..., :, ..., j, ...] via slices.
@@ -81,11 +90,8 @@ Tensor transpose(const Tensor& a, int64_t d0, int64_t d1) {
     Shape moved = t;
     moved[size_t(d0)] = 1;
     moved[size_t(d1)] = s[size_t(d0)];
-    // src has shape with d0 = A and d1 = 1; reinterpreting it with A moved to d1 is only a
-    // reshape when the dims between them are all 1.
-    bool between_ones = true;
-    for (int64_t d = d0 + 1; d < d1; ++d) between_ones &= s[size_t(d)] == 1;
-    if (!between_ones) throw Error("transpose: only dims with size-1 dims between them are supported, got " + std::to_string(d0) + " and " + std::to_string(d1) + " of " + shape_str(s));
+    // src has shape with d0 = A and d1 = 1; with only 1s between them, moving A to d1 is a
+    // reshape.
     backend_of(a).copy_into_slice(src.reshape(moved), y, d0, j);
   }
   return record(y, "transpose", {a}, [d0, d1](const Node&, const Tensor& gy) {
