@@ -270,6 +270,11 @@ Tensor PConvUNet::forward(const Tensor& image, const Mask& mask) {
   return pad_h || pad_w ? crop2d(current.x, 0, 0, H, W) : current.x;
 }
 
+namespace {
+// Freed decoder inputs at least this large are given back to the system (see below).
+constexpr size_t kReleaseBytes = size_t(256) << 20;
+}  // namespace
+
 // Inference keeps only what is still to be read: the weights, the encoder outputs until their
 // decoder level has used them as skips, and one layer's input and output. The decoder's input
 // (upsampled features and skip) is built in one buffer, masked in place, and freed after its
@@ -297,12 +302,14 @@ Tensor PConvUNet::forward_no_grad(const Tensor& x, const Mask& m) {
     current = {};
     skip = {};
     PConvResult out = layers_[size_t(n - 1)]->forward_(joined, joined_mask);
+    const size_t freed = joined.nbytes();
     joined = {};
     current = {out.out, out.mask};
     // Each level's input is 2–4× the last one's, so the heap cannot place it where the last
-    // was freed, and would keep every level's pages at once (2048²: peak RSS 3.4 GiB before
-    // this and the one-copy load in inference::load_model, 1.6 GiB after; README "Performance").
-    backend(device()).release_free_memory();
+    // was freed, and would keep every level's pages at once (2048²: peak RSS 3.3 GiB without
+    // this, 1.6 GiB with it; README "Performance"). Small inputs stay in the heap: giving
+    // their pages back would cost page faults in every pass for little memory.
+    if (freed >= kReleaseBytes) backend(device()).release_free_memory();
   }
   return current.x;
 }

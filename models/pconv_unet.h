@@ -58,7 +58,7 @@ struct PConvUNetConfig {
   // The most bytes of activations (f32 tensors beyond the weights) that PConvUNet::forward
   // holds at once with grad mode off, for n images of h×w (padded to a multiple of 2^L):
   // step by step what forward_no_grad keeps. Kernels' own scratch memory is not included.
-  // The paper's model needs about 0.28 GiB per megapixel, mostly the last layer's input.
+  // The paper's model needs about 0.33 GiB per megapixel, mostly the last layer's input.
   int64_t inference_bytes(int64_t n, int64_t h, int64_t w) const;
   // Throws when a value is out of its range or the model would be over kMaxStateElements.
   void validate() const;

@@ -545,7 +545,7 @@ TEST_CASE("run: inpaint-run refuses a pass that would not fit in memory, before 
   CHECK(fs::exists(out));
 }
 
-TEST_CASE("run: the memory estimate covers every layer and grows with the pixels and the batch") {
+TEST_CASE("run: the memory estimate is the pass's activations plus the images, within 0.6 GiB per megapixel") {
   const PConvUNetConfig paper{8, 64, 3};
   const int64_t one = inference::forward_memory_bytes(paper, 1, 512, 512);
   // At least the encoder outputs and the full-resolution decoder tensors, in f32.

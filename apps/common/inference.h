@@ -35,7 +35,7 @@ Inpainted inpaint(PConvUNet& net, const ImageU8& image, const MaskImage& mask, b
 // An estimate, in bytes, of the CPU memory inpainting n images of h×w needs beyond the loaded
 // weights: the forward pass's activations (PConvUNetConfig::inference_bytes), the images
 // around it, and the kernels' scratch memory. It follows the measured peak RSS (README
-// "Performance"): about 0.3 GiB per megapixel for the paper's model.
+// "Performance"): about 0.4 GiB per megapixel for the paper's model.
 int64_t forward_memory_bytes(const PConvUNetConfig& config, int64_t n, int64_t h, int64_t w);
 // MemAvailable of /proc/meminfo in bytes; -1 when it cannot be read.
 int64_t available_memory_bytes();
