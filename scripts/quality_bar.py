@@ -168,7 +168,7 @@ def make_figure(args, work, size, photos):
         tiles = [shown, np.array(Image.open(os.path.join(d, 'telea', name + '.png')).convert('RGB')),
                  np.array(Image.open(out).convert('RGB')), gt]
         rows.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], axis=1))
-    Image.fromarray(np.concatenate(rows, axis=0)).save(args.figure)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(args.figure, quality=88)
     print(f'quality-bar: figure (input | OpenCV Telea | pconv | truth) written to {args.figure}')
 
 
