@@ -294,13 +294,12 @@ TEST_CASE("mpi: set-up errors are one line from rank 0, and every rank exits wit
   CHECK(r.err.find(line) == r.err.rfind(line));  // once, not once per rank
 }
 
-TEST_CASE("mpi gpu: 2 ranks on 2 GPUs (NCCL) train as 1 process on the CPU") {
+TEST_CASE("mpi gpu: 2 ranks on 2 GPUs (NCCL) train as 1 process on the CPU" * doctest::test_suite("gpu")) {
   if (skip_without_mpi()) return;
   const int gpus = gpu_count();
   if (!built_with_nccl() || !cuda_available() || gpus < 2) {
     MESSAGE("NCCL test skipped: needs pconv built with CUDA, MPI and NCCL and 2 GPUs (built with NCCL: "
             << std::string(built_with_nccl() ? "yes" : "no") << ", GPUs: " << gpus << ")");
-    ++testing::gpu_tests_skipped_counter();
     return;
   }
   const std::string dir = testing::scratch_dir("mpi-nccl");
