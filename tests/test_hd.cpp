@@ -205,7 +205,7 @@ TEST_CASE("hd: original is one whole pass; RGBA keeps its alpha; no hole returns
     const Inpainted out = inpaint_any_size(net, img, mask, options);
     CHECK(out.composite.alpha == img.alpha);
     CHECK(check_known_kept(out.composite, img, mask) > 0);
-    const ImageU8 decoded = decode_image_u8(encode_png(out.composite), "png");
+    const ImageU8 decoded = decode_image_u8(encode_png(out.composite), "png", kMaxImagePixels, ImageAlpha::Keep);
     CHECK(decoded.channels_in_file == 4);
     CHECK(decoded.alpha == img.alpha);
     CHECK(decoded.rgb == out.composite.rgb);

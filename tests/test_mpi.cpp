@@ -278,7 +278,7 @@ TEST_CASE("mpi: a rank that dies or fails ends the others with an error, within 
     CHECK(r.status != -1);
     CHECK(r.status != 0);
     CHECK(r.err.find("inpaint-train: error: rank 1 of 2: ") != std::string::npos);
-    CHECK(r.err.find("could be read") != std::string::npos);
+    CHECK(r.err.find("could not be read") != std::string::npos);
   }
 }
 

@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "apps/common/bundled_model.h"
+#include "apps/common/hd_strategy.h"
 #include "apps/common/inference.h"
 #include "core/backend.h"
 #include "core/imagenet.h"
@@ -323,9 +325,14 @@ TEST_CASE("run: inpaint-run converts grey and RGBA images with a note, and says 
   f.image = f.dir + "/rgba.png";
   r = run_app("inpaint-run", run_args(f, f.dir + "/out_rgba.png"), f.dir);
   REQUIRE(r.status == 0);
-  CHECK(r.err.find("RGBA; converted to RGB (alpha dropped)") != std::string::npos);
-  const ImageU8 out_rgba = read_image_u8(f.dir + "/out_rgba.png");
+  CHECK(r.err.find("RGBA; the alpha channel is kept in the output") != std::string::npos);
+  const ImageU8 out_rgba = read_image_u8(f.dir + "/out_rgba.png", kMaxImagePixels, ImageAlpha::Keep);
   CHECK(out_rgba.rgb[150 * 3 + 1] == rgba[150 * 4 + 1]);
+  REQUIRE(out_rgba.alpha.size() == 56 * 40);
+  for (size_t i = 0; i < out_rgba.alpha.size(); ++i) REQUIRE(out_rgba.alpha[i] == rgba[i * 4 + 3]);
+  r = run_app("inpaint-run", run_args(f, f.dir + "/out_rgba.jpg"), f.dir);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("RGBA; alpha dropped (JPEG has none)") != std::string::npos);
 
   // A mask painted on a transparent layer: read by its alpha, and the tool says so.
   std::vector<uint8_t> painted(56 * 40 * 4, 0);
@@ -533,6 +540,52 @@ TEST_CASE("run: usage errors exit with status 1 and --help with 0, for every app
     CHECK(bad.status == 1);
     CHECK(bad.err.find("Run with --help") != std::string::npos);  // CLI11 names the first problem
     CHECK(run_app(app, "--help", dir).status == 0);
+  }
+}
+
+TEST_CASE("run: inpaint-run --hd-strategy crops or resizes large photos, says so, and keeps known pixels") {
+  RunFiles f = run_files("run_hd");
+  f.img = random_image(400, 300, 12);
+  save_image(f.image, f.img);
+  MaskImage mask(300, 400);
+  for (int64_t y = 100; y < 130; ++y)
+    for (int64_t x = 200; x < 260; ++x) mask.set_hole(y, x);
+  save_mask(f.mask, mask);
+  PConvUNet net(tiny(), 1);  // what write_checkpoint saved
+  struct Case {
+    std::string flags, says;
+    inference::HdOptions options;
+  };
+  inference::HdOptions crop, resize, original;
+  crop.crop_trigger_size = 100;
+  crop.crop_margin = 8;
+  resize.strategy = inference::HdStrategy::Resize;
+  resize.resize_limit = 200;
+  original.strategy = inference::HdStrategy::Original;
+  for (const Case& c : {Case{"--hd-crop-trigger 100 --hd-crop-margin 8", "crop strategy, 1 pass of 80×48", crop},
+                        Case{"--hd-strategy resize --hd-resize-limit 200", "resize strategy, 1 pass of 200×150", resize},
+                        Case{"--hd-strategy Original", "", original}}) {
+    CAPTURE(c.flags);
+    const std::string out = f.dir + "/out.png";
+    const AppRun r = run_app("inpaint-run", run_args(f, out, "--force " + c.flags), f.dir);
+    CAPTURE(r.err);
+    REQUIRE(r.status == 0);
+    if (!c.says.empty()) CHECK(r.err.find(c.says) != std::string::npos);
+    const ImageU8 got = read_image_u8(out);
+    CHECK(got.rgb == inference::inpaint_any_size(net, f.img, mask, c.options).composite.rgb);
+    for (size_t i = 0; i < mask.known.size(); ++i)
+      if (mask.known[i] == 1.0f) REQUIRE(got.rgb[i * 3 + 1] == f.img.rgb[i * 3 + 1]);
+  }
+  CHECK(run_app("inpaint-run", run_args(f, f.dir + "/x.png", "--hd-strategy tiles"), f.dir).status == 1);
+  // Without --model: the bundled model (data/model/), announced, or one line when there is none.
+  const AppRun b = run_app("inpaint-run", "--image " + quote(f.image) + " --mask " + quote(f.mask) + " --out " +
+                                              quote(f.dir + "/y.png"), f.dir);
+  if (bundled::find_model().empty()) {
+    check_one_line_error(b, "no --model given and no bundled model");
+  } else {
+    CAPTURE(b.err);
+    CHECK(b.status == 0);
+    CHECK(b.err.find("using the bundled model") != std::string::npos);
   }
 }
 

@@ -108,7 +108,7 @@ ImageU8 decode_answer(const httplib::Result& r) {
   CAPTURE(r->body.substr(0, 200));
   REQUIRE(r->status == 200);
   CHECK(r->get_header_value("Content-Type") == "image/png");
-  return decode_image_u8(r->body, "answer");
+  return decode_image_u8(r->body, "answer", kMaxImagePixels, ImageAlpha::Keep);
 }
 
 // A model saved to a file (for inpaint-run and the binary) and loaded for the server.
@@ -338,7 +338,7 @@ TEST_CASE("serve: 8 concurrent requests are all answered correctly") {
       httplib::Client client = server.client();  // one connection each
       auto r = post(client, body(images[size_t(i)], masks[size_t(i)]));
       if (!r || r->status != 200) throw Error("request " + std::to_string(i) + " failed");
-      return decode_image_u8(r->body, "answer");
+      return decode_image_u8(r->body, "answer", kMaxImagePixels, ImageAlpha::Keep);
     }));
   for (int i = 0; i < 8; ++i) {
     CAPTURE(i);

@@ -50,14 +50,14 @@ void* CpuBackend::allocate(size_t bytes) {
   // 2 MiB alignment lets the whole range be backed by huge pages. Small tensors keep 64 bytes
   // (AVX-512 rows) and pay nothing extra.
   constexpr size_t kHuge = size_t(2) << 20;
+  void* p = nullptr;
   if (bytes >= 2 * kHuge && huge_pages_) {
     const size_t size = (bytes + kHuge - 1) / kHuge * kHuge;
-    void* p = std::aligned_alloc(kHuge, size);
-    if (!p) throw Error("cpu: out of memory allocating " + std::to_string(bytes >> 20) + " MiB");
-    madvise(p, size, MADV_HUGEPAGE);  // advice only: failure (no THP) changes nothing
-    return p;
+    p = std::aligned_alloc(kHuge, size);
+    if (p) madvise(p, size, MADV_HUGEPAGE);  // advice only: failure (no THP) changes nothing
+  } else {
+    p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
   }
-  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
   if (!p)
     throw Error("cpu: out of memory allocating " + std::to_string(bytes >> 20) + " MiB");
   const size_t now = g_in_use.fetch_add(bytes) + bytes;
