@@ -8,6 +8,9 @@
 #define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
 #define STBI_ONLY_TGA
+// stb's own bound on each side (default 2^24): 65536 keeps the padding stb adds to whole JPEG
+// blocks (16 rows) small next to the pixels, so the cap on its allocations below stays tight.
+#define STBI_MAX_DIMENSIONS (1 << 16)
 // Every allocation stb makes goes through a per-thread cap (see decode() below).
 #include <cstddef>
 #include <cstdint>
@@ -68,7 +71,7 @@ namespace {
   throw Error(path + ": " + reason);
 }
 
-// Opens a regular file for streaming to stb; the messages the tools have always given.
+// A stdio file stb streams from, closed on every path out.
 struct File {
   std::FILE* f = nullptr;
   ~File() {
@@ -76,6 +79,7 @@ struct File {
   }
 };
 
+// Opens a regular file, with the messages the tools have always given.
 void open_image_file(const std::string& path, File& file) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {

@@ -16,7 +16,8 @@
 
 namespace pconv {
 
-// Larger images are refused with a clear message (decoding them would take gigabytes).
+// Larger images are refused with a clear message (decoding them would take gigabytes), and
+// so are images with a side over 65536 pixels.
 constexpr int64_t kMaxImagePixels = int64_t(8192) * 8192;
 
 struct ImageU8 {

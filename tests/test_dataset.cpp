@@ -229,10 +229,10 @@ TEST_CASE("dataset: small photos are enlarged, large ones optionally rescaled, m
 
 TEST_CASE("dataset: extreme aspect ratios are cut to 4:1 before scaling, so crops stay cheap") {
   std::mt19937_64 rng(5);
-  for (auto [w, h] : {std::pair{8192, 2}, std::pair{2, 8192}, std::pair{4000, 7}}) {
-    CAPTURE(w);
-    CAPTURE(h);
-    const ImageU8 photo = pattern(w, h, 3);
+  for (const auto& size : {std::pair{8192, 2}, std::pair{2, 8192}, std::pair{4000, 7}}) {
+    CAPTURE(size.first);
+    CAPTURE(size.second);
+    const ImageU8 photo = pattern(size.first, size.second, 3);
     ImageU8 storage;
     const ImageU8& fit = fit_for_crop(photo, 64, 0, rng, storage);
     // Without the cut an 8192×2 photo would be enlarged to 262144×64.

@@ -310,7 +310,8 @@ TEST_CASE("gpu: partial convolution pieces with two mask groups" * doctest::test
     on_both([&](Backend& be, bool g) { be.mask_apply(x[g], mask(g), y[g]); });
     expect_close(name("mask_apply", dt), y, tolerance(dt));
 
-    for (auto [kernel, stride, pad] : {std::array<int64_t, 3>{3, 1, 1}, {7, 2, 3}, {4, 2, 1}}) {
+    for (const auto& kernel_stride_pad : {std::array<int64_t, 3>{3, 1, 1}, {7, 2, 3}, {4, 2, 1}}) {
+      const int64_t kernel = kernel_stride_pad[0], stride = kernel_stride_pad[1], pad = kernel_stride_pad[2];
       const Conv2dParams p{stride, pad};
       const int64_t ho = (h + 2 * pad - kernel) / stride + 1, wo = (w + 2 * pad - kernel) / stride + 1;
       const std::string tag = " k" + std::to_string(kernel) + " s" + std::to_string(stride);

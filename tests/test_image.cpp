@@ -267,6 +267,11 @@ TEST_CASE("image: hostile files fail as corrupt without large allocations") {
   expect_error(dir + "/chunk.png", "corrupt image: decoding its data would need more memory than a 4×4 image");
   CHECK_THROWS_WITH_AS(decode_image_u8(png_with(4, 4, "IDAT", 0x7ffffff0u, "xx"), "upload"),
                        "upload: corrupt image: decoding its data would need more memory than a 4×4 image", Error);
+  // A side over 65536 pixels, even within the pixel limit and with valid data; 65536 is fine.
+  const std::string row = zeros_deflated(1 + 65537 * 3), row_ok = zeros_deflated(1 + 65536 * 3);
+  CHECK_THROWS_WITH_AS(decode_image_u8(png_with(65537, 1, "IDAT", uint32_t(row.size()), row), "upload"),
+                       doctest::Contains("upload: not a readable image (stb: "), Error);
+  CHECK(decode_image_u8(png_with(65536, 1, "IDAT", uint32_t(row_ok.size()), row_ok), "upload").width == 65536);
 }
 
 TEST_CASE("image: the dimensions are checked from the header before the file is read") {

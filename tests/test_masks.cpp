@@ -49,7 +49,8 @@ TEST_CASE("masks: 200 generated 64×64 masks spread over 1–60 % holes, each ne
 }
 
 TEST_CASE("masks: explicit targets are reached with little overshoot, at several sizes") {
-  for (auto [h, w] : {std::pair<int64_t, int64_t>{64, 64}, {37, 91}, {256, 128}}) {
+  for (const auto& size : {std::pair<int64_t, int64_t>{64, 64}, {37, 91}, {256, 128}}) {
+    const int64_t h = size.first, w = size.second;
     for (double target : {0.02, 0.25, 0.55}) {
       std::mt19937_64 rng(uint64_t(h * 1000 + w) + uint64_t(target * 100));
       const double r = hole_ratio(generate_mask(h, w, target, rng));

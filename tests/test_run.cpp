@@ -176,7 +176,8 @@ TEST_CASE("run: load_model builds the checkpoint's own architecture, in eval mod
     CHECK_FALSE(net->is_training());
     const auto want = saved.state_dict();
     for (const auto& [name, t] : net->state_dict()) {
-      CAPTURE(name);
+      const std::string tensor = name;  // a plain variable: clang 14 cannot capture a binding
+      CAPTURE(tensor);
       CHECK(t.to_float_vector() == want.at(name).to_float_vector());
     }
   }

@@ -1,6 +1,8 @@
 // The training loop as a library (apps/common/trainer.h) and its pictures (apps/common/plot.h):
 // exact resume, fine-tune phase, divergence, bad inputs, the files a run writes.
 #include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -46,7 +48,8 @@ int64_t line_count(const std::string& path) {
 void check_same_tensors(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b) {
   REQUIRE(a.size() == b.size());
   for (const auto& [name, t] : a) {
-    INFO(name);
+    const std::string tensor = name;  // a plain variable: clang 14 cannot capture a binding
+    INFO(tensor);
     REQUIRE(b.count(name) == 1);
     CHECK(t.shape() == b.at(name).shape());
     CHECK(t.to_double_vector() == b.at(name).to_double_vector());
@@ -165,6 +168,29 @@ TEST_CASE("train: --time-limit stops between steps and saves; the run resumes fr
   more.resume = out;
   Trainer t(more);
   CHECK(t.run() == 3);
+}
+
+TEST_CASE("train: a resume removes the temporary files of a killed writer, not a live one's") {
+  const std::string out = testing::scratch_dir("train-stale-temp");
+  Trainer(tiny(out, 2)).run();
+  // A process that has exited: its pid names the leftovers of a killed save.
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  REQUIRE(child > 0);
+  waitpid(child, nullptr, 0);
+  const std::string dead = std::to_string(child), alive = std::to_string(getpid());
+  const std::vector<std::string> stale = {out + "/checkpoints/step-00000003.safetensors.tmp-" + dead,
+                                          out + "/loss.png.tmp-" + dead, out + "/samples/step-00000003.png.tmp-" + dead};
+  const std::vector<std::string> kept = {out + "/checkpoints/step-00000009.safetensors.tmp-" + alive,
+                                         out + "/notes.tmp-draft", out + "/checkpoints/x.tmp-"};
+  for (const auto& f : stale) testing::write_bytes(f, "partial");
+  for (const auto& f : kept) testing::write_bytes(f, "keep");
+  TrainOptions o = tiny(out, 3);
+  o.resume = out;
+  Trainer t(o);
+  CHECK(t.run() == 3);
+  for (const auto& f : stale) CHECK_FALSE(fs::exists(f));
+  for (const auto& f : kept) CHECK(fs::exists(f));
 }
 
 TEST_CASE("train: with a torchvision-layout VGG-16 file the perceptual and style terms train too") {

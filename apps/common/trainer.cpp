@@ -1,6 +1,10 @@
 #include "apps/common/trainer.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -159,6 +163,21 @@ void append_line(const std::string& path, const std::string& line) {
   if (!f) throw Error(path + ": cannot open for appending");
   const bool ok = std::fputs((line + "\n").c_str(), f) >= 0;
   if (std::fclose(f) != 0 || !ok) throw Error(path + ": write failed (disk full?)");
+}
+
+// Removes "<name>.tmp-<pid>" files (write_file_atomic's temporaries) whose process is gone.
+void remove_stale_temp_files(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const auto at = name.rfind(".tmp-");
+    if (at == std::string::npos || at + 5 == name.size()) continue;
+    long pid = 0;
+    const auto [end, err] = std::from_chars(name.data() + at + 5, name.data() + name.size(), pid);
+    if (err != std::errc() || end != name.data() + name.size() || pid <= 0) continue;
+    if (pid == long(::getpid()) || (::kill(pid_t(pid), 0) == 0 || errno == EPERM)) continue;  // a live writer
+    fs::remove(entry.path(), ec);
+  }
 }
 
 }  // namespace
@@ -353,6 +372,8 @@ void Trainer::prepare_out_folder(bool resuming) {
   cli::ensure_folder(opt_.out_dir);
   cli::ensure_folder((fs::path(opt_.out_dir) / "checkpoints").string());
   cli::ensure_folder((fs::path(opt_.out_dir) / "samples").string());
+  // A run killed while writing leaves "<file>.tmp-<pid>" behind (the file itself is intact).
+  for (const char* sub : {"", "checkpoints", "samples"}) remove_stale_temp_files((fs::path(opt_.out_dir) / sub).string());
   // Fail now, not after an hour of training, when nothing can be written there.
   const std::string probe = (fs::path(opt_.out_dir) / ".write-test").string();
   try {
