@@ -1,5 +1,7 @@
 // Image I/O through stb. The stb implementations are compiled here and only here (GPU
 // machines have the headers from the source tree's include path but no libstb to link).
+// stb_image.h is the copy in third_party/stb/ (Debian's, with the fixes fuzzing called for,
+// listed at its top); stb_image_write.h comes from STB_INCLUDE_DIR.
 // Only the formats README documents are compiled in: less code that a hostile file can reach.
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -23,7 +25,9 @@ inline bool allowed(size_t n) {
   refused = true;
   return false;
 }
-inline void* malloc_capped(size_t n) { return allowed(n) ? std::malloc(n) : nullptr; }
+// Zeroed: a decoder path that reads less than it allocated then shows zeros, never what the
+// heap held before (stb 2.27's truncated TGA rows did).
+inline void* malloc_capped(size_t n) { return allowed(n) ? std::calloc(1, n) : nullptr; }
 inline void* realloc_capped(void* p, size_t n) { return allowed(n) ? std::realloc(p, n) : nullptr; }
 }  // namespace pconv::stb_cap
 #define STBI_MALLOC(n) pconv::stb_cap::malloc_capped(n)
@@ -36,8 +40,9 @@ inline void* realloc_capped(void* p, size_t n) { return allowed(n) ? std::reallo
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 #pragma GCC diagnostic ignored "-Wsign-compare"
 #pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
 #endif
-#include <stb_image.h>
+#include "third_party/stb/stb_image.h"
 #include <stb_image_write.h>
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
