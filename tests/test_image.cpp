@@ -284,6 +284,11 @@ TEST_CASE("image: the dimensions are checked from the header before the file is 
   expect_error(path, "image is 9000×9000 (81000000 pixels), over the limit of 67108864 pixels");
   CHECK(peak_rss_bytes() - before < (int64_t(256) << 20));  // reading it whole would take 1.5 GB
   std::filesystem::remove(path);
+  // A small image at the start of a file far larger than such an image needs.
+  save_image(dir + "/padded.png", random_image(2, 2, 1));
+  CHECK(read_image_u8(dir + "/padded.png").width == 2);
+  std::filesystem::resize_file(dir + "/padded.png", uintmax_t(20) << 20);
+  expect_error(dir + "/padded.png", "file of 20971520 bytes is larger than a 2×2 image needs (at most 16777280)");
 }
 
 TEST_CASE("image: the stb bugs fuzzing found are fixed (third_party/stb/stb_image.h)") {

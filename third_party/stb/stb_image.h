@@ -7,6 +7,8 @@
         (stbi__build_huffman wrote past size[257], values[256]): refused as corrupt.
      2. TGA, uncompressed: a file shorter than its pixel data returned rows of uninitialised
         memory (the short read was ignored): refused as truncated.
+     3. stbi__getn of 0 bytes (an empty PNG IDAT before any data) passed a null pointer to
+        memcpy, which is undefined: it returns at once.
 */
 /* stb_image - v2.27 - public domain image loader - http://nothings.org/stb
                                   no warranty implied; use at your own risk
@@ -1655,6 +1657,7 @@ static void stbi__skip(stbi__context *s, int n)
 #else
 static int stbi__getn(stbi__context *s, stbi_uc *buffer, int n)
 {
+   if (n == 0) return 1; // pconv: fix 3 (an empty PNG chunk passed a null buffer to memcpy)
    if (s->io.read) {
       int blen = (int) (s->img_buffer_end - s->img_buffer);
       if (blen < n) {
