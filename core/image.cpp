@@ -112,6 +112,11 @@ void read_header(const std::string& name, int64_t max_pixels, Info info, int& wi
   StbCap cap(kHeaderAllocationCap);
   if (!info(&width, &height, &channels))
     fail(name, std::string("not a readable image (stb: ") + stbi_failure_reason() + ")");
+  // Not every format's header reader checks the size (BMP's returns negative heights): check
+  // it here, before any arithmetic on it.
+  if (width <= 0 || height <= 0 || width > STBI_MAX_DIMENSIONS || height > STBI_MAX_DIMENSIONS)
+    fail(name, "corrupt image: its header says " + std::to_string(width) + "×" + std::to_string(height) +
+                   " (each side must be 1 to " + std::to_string(STBI_MAX_DIMENSIONS) + " pixels)");
   const int64_t pixels = int64_t(width) * int64_t(height);
   if (pixels > max_pixels)
     fail(name, "image is " + std::to_string(width) + "×" + std::to_string(height) + " (" +

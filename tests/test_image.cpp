@@ -296,6 +296,11 @@ TEST_CASE("image: the stb bugs fuzzing found are fixed (third_party/stb/stb_imag
   const std::string dht =
       read_bytes(testing::source_path("tests/fuzz/corpus/fuzz_mask/regression-jpeg-dht-overflow")).substr(1);
   CHECK_THROWS_WITH_AS(decode_image_u8(dht, "dht"), doctest::Contains("dht: not a readable image (stb: "), Error);
+  // A BMP header with a negative height and a width of 2^30 + 5: refused before any arithmetic.
+  const std::string bmp = read_bytes(testing::source_path("tests/fuzz/corpus/fuzz_image/regression-bmp-negative-height"));
+  CHECK_THROWS_WITH_AS(decode_image_u8(bmp, "bmp"),
+                       "bmp: corrupt image: its header says 1073741829×-855621629 (each side must be 1 to 65536 pixels)",
+                       Error);
   // Fix 2: a TGA shorter than its pixels gave rows of uninitialised memory; now it is refused.
   CHECK_THROWS_WITH_AS(
       decode_image_u8(read_bytes(testing::source_path("tests/fuzz/corpus/fuzz_image/regression-tga-truncated")), "tga"),
