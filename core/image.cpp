@@ -1,5 +1,7 @@
 // Image I/O through stb. The stb implementations are compiled here and only here (GPU
 // machines have the headers from the source tree's include path but no libstb to link).
+// stb_image.h is the copy in third_party/stb/ (Debian's, with the fixes fuzzing called for,
+// listed at its top); stb_image_write.h comes from STB_INCLUDE_DIR.
 // Only the formats README documents are compiled in: less code that a hostile file can reach.
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -23,7 +25,9 @@ inline bool allowed(size_t n) {
   refused = true;
   return false;
 }
-inline void* malloc_capped(size_t n) { return allowed(n) ? std::malloc(n) : nullptr; }
+// Zeroed: a decoder path that reads less than it allocated then shows zeros, never what the
+// heap held before (stb 2.27's truncated TGA rows did).
+inline void* malloc_capped(size_t n) { return allowed(n) ? std::calloc(1, n) : nullptr; }
 inline void* realloc_capped(void* p, size_t n) { return allowed(n) ? std::realloc(p, n) : nullptr; }
 }  // namespace pconv::stb_cap
 #define STBI_MALLOC(n) pconv::stb_cap::malloc_capped(n)
@@ -43,8 +47,9 @@ unsigned char* zlib_compress(unsigned char* data, int length, int* out_length, i
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 #pragma GCC diagnostic ignored "-Wsign-compare"
 #pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
 #endif
-#include <stb_image.h>
+#include "third_party/stb/stb_image.h"
 #include <stb_image_write.h>
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
@@ -71,7 +76,7 @@ namespace {
   throw Error(path + ": " + reason);
 }
 
-// A stdio file stb streams from, closed on every path out.
+// A stdio file, closed on every path out.
 struct File {
   std::FILE* f = nullptr;
   ~File() {
@@ -79,8 +84,8 @@ struct File {
   }
 };
 
-// Opens a regular file, with the messages the tools have always given.
-void open_image_file(const std::string& path, File& file) {
+// Opens a regular file, with the messages the tools have always given; returns its size.
+int64_t open_image_file(const std::string& path, File& file) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) fail(path, "no such file");
@@ -89,6 +94,7 @@ void open_image_file(const std::string& path, File& file) {
   if (!S_ISREG(st.st_mode)) fail(path, "not a regular file");
   file.f = std::fopen(path.c_str(), "rbe");
   if (!file.f) fail(path, std::string("cannot open (") + std::strerror(errno) + ")");
+  return int64_t(st.st_size);
 }
 
 // Sets the per-thread cap on stb's allocations for one call, and clears it after.
@@ -102,24 +108,36 @@ struct StbCap {
 
 // Reading the header needs no pixel buffers; JPEG's decoder state is the largest thing.
 constexpr size_t kHeaderAllocationCap = size_t(4) << 20;
+// A file may hold this much per pixel of its header's size, plus metadata (EXIF, ICC
+// profiles, text chunks): 16-bit RGBA PNG stored uncompressed is 8 bytes per pixel.
+constexpr int64_t kMaxFileBytesPerPixel = 16;
+constexpr int64_t kMaxFileOverheadBytes = int64_t(16) << 20;
 
-// Header first (`info`), then the pixels (`load`), with stb's allocations capped by the
-// header's size: 8 bytes per pixel covers 16-bit RGBA PNG rows and JPEG's coefficient
-// planes, +16 per side JPEG's padding to whole MCUs.
-template <typename Info, typename Load>
-ImageU8 decode(const std::string& name, int64_t max_pixels, ImageAlpha alpha, Info info, Load load) {
-  int width = 0, height = 0, channels = 0;
-  {
-    StbCap cap(kHeaderAllocationCap);
-    if (!info(&width, &height, &channels))
-      fail(name, std::string("not a readable image (stb: ") + stbi_failure_reason() + ")");
-  }
+// The header's dimensions and channels (`info`), checked against the pixel limit.
+template <typename Info>
+void read_header(const std::string& name, int64_t max_pixels, Info info, int& width, int& height, int& channels) {
+  StbCap cap(kHeaderAllocationCap);
+  if (!info(&width, &height, &channels))
+    fail(name, std::string("not a readable image (stb: ") + stbi_failure_reason() + ")");
+  // Not every format's header reader checks the size (BMP's returns negative heights): check
+  // it here, before any arithmetic on it.
+  if (width <= 0 || height <= 0 || width > STBI_MAX_DIMENSIONS || height > STBI_MAX_DIMENSIONS)
+    fail(name, "corrupt image: its header says " + std::to_string(width) + "×" + std::to_string(height) +
+                   " (each side must be 1 to " + std::to_string(STBI_MAX_DIMENSIONS) + " pixels)");
   const int64_t pixels = int64_t(width) * int64_t(height);
   if (pixels > max_pixels)
     fail(name, "image is " + std::to_string(width) + "×" + std::to_string(height) + " (" +
                    std::to_string(pixels) + " pixels), over the limit of " +
                    std::to_string(max_pixels) + " pixels");
+}
 
+// Header first, then the pixels (`load`), with stb's allocations capped by the header's size:
+// 8 bytes per pixel covers 16-bit RGBA PNG rows and JPEG's coefficient planes, +16 per side
+// JPEG's padding to whole MCUs.
+template <typename Info, typename Load>
+ImageU8 decode(const std::string& name, int64_t max_pixels, ImageAlpha alpha, Info info, Load load) {
+  int width = 0, height = 0, channels = 0;
+  read_header(name, max_pixels, info, width, height, channels);
   const bool keep_alpha = alpha == ImageAlpha::Keep && (channels == 2 || channels == 4);
   const int wanted = keep_alpha ? 4 : 3;  // stb replicates grey; 3 drops alpha (no compositing)
   int w = 0, h = 0, c = 0;
@@ -200,12 +218,23 @@ std::string lower_extension(const std::string& path) {
 }  // namespace
 
 ImageU8 read_image_u8(const std::string& path, int64_t max_pixels, ImageAlpha alpha) {
+  // The header is read from the stream first; only a file whose size fits its dimensions is
+  // then read whole and decoded from memory, the one decoding path (stb's stream and memory
+  // readers disagree on files that end early).
   File file;
-  open_image_file(path, file);
-  // stbi_info_from_file puts the file position back, so the load starts at the header again.
-  return decode(
-      path, max_pixels, alpha, [&](int* w, int* h, int* c) { return stbi_info_from_file(file.f, w, h, c); },
-      [&](int* w, int* h, int* c, int wanted) { return stbi_load_from_file(file.f, w, h, c, wanted); });
+  const int64_t file_bytes = open_image_file(path, file);
+  int width = 0, height = 0, channels = 0;
+  read_header(
+      path, max_pixels, [&](int* w, int* h, int* c) { return stbi_info_from_file(file.f, w, h, c); }, width, height,
+      channels);
+  const int64_t most = kMaxFileBytesPerPixel * int64_t(width) * int64_t(height) + kMaxFileOverheadBytes;
+  if (file_bytes > most)
+    fail(path, "file of " + std::to_string(file_bytes) + " bytes is larger than a " + std::to_string(width) + "×" +
+                   std::to_string(height) + " image needs (at most " + std::to_string(most) + ")");
+  std::string bytes(size_t(file_bytes), '\0');
+  if (std::fseek(file.f, 0, SEEK_SET) != 0 || std::fread(bytes.data(), 1, bytes.size(), file.f) != bytes.size())
+    fail(path, "cannot read the whole file");
+  return decode_image_u8(bytes, path, max_pixels, alpha);
 }
 
 ImageU8 decode_image_u8(const std::string& bytes, const std::string& name, int64_t max_pixels, ImageAlpha alpha) {

@@ -3,11 +3,12 @@
 // JPEG out. In memory an image is a 3×H×W f32 tensor in [0,1] (RGB; grey is replicated, alpha
 // dropped unless asked for) or 8-bit RGB.
 //
-// Hostile files: the dimensions come from the header before any pixel is decoded, and before
-// the file is read (files are streamed, never read whole); an image over `max_pixels` is
-// refused. Every allocation stb makes while decoding is capped at 8 bytes per pixel of the
-// header's size (+1 MiB), so a compressed bomb (a PNG whose data inflates past its size, a
-// chunk length of 2 GB) fails as a corrupt file instead of allocating gigabytes.
+// Hostile files: the dimensions come from the header (read from the stream) before any pixel
+// is decoded and before the file is read whole; an image over `max_pixels`, or a file larger
+// than 16 bytes per pixel of its dimensions + 16 MiB, is refused. Every allocation stb makes
+// while decoding is capped at 8 bytes per pixel of the header's size (+1 MiB), and zeroed, so
+// a compressed bomb (a PNG whose data inflates past its size, a chunk length of 2 GB) fails as
+// a corrupt file instead of allocating gigabytes, and no decoder path shows stale memory.
 #include <cstdint>
 #include <string>
 #include <vector>

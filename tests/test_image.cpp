@@ -284,4 +284,36 @@ TEST_CASE("image: the dimensions are checked from the header before the file is 
   expect_error(path, "image is 9000×9000 (81000000 pixels), over the limit of 67108864 pixels");
   CHECK(peak_rss_bytes() - before < (int64_t(256) << 20));  // reading it whole would take 1.5 GB
   std::filesystem::remove(path);
+  // A small image at the start of a file far larger than such an image needs.
+  save_image(dir + "/padded.png", random_image(2, 2, 1));
+  CHECK(read_image_u8(dir + "/padded.png").width == 2);
+  std::filesystem::resize_file(dir + "/padded.png", uintmax_t(20) << 20);
+  expect_error(dir + "/padded.png", "file of 20971520 bytes is larger than a 2×2 image needs (at most 16777280)");
+}
+
+TEST_CASE("image: the stb bugs fuzzing found are fixed (third_party/stb/stb_image.h)") {
+  // Fix 1: a JPEG whose Huffman table counts sum past 256 overflowed stb 2.27's tables.
+  const std::string dht =
+      read_bytes(testing::source_path("tests/fuzz/corpus/fuzz_mask/regression-jpeg-dht-overflow")).substr(1);
+  CHECK_THROWS_WITH_AS(decode_image_u8(dht, "dht"), doctest::Contains("dht: not a readable image (stb: "), Error);
+  // A BMP header with a negative height and a width of 2^30 + 5: refused before any arithmetic.
+  const std::string bmp = read_bytes(testing::source_path("tests/fuzz/corpus/fuzz_image/regression-bmp-negative-height"));
+  CHECK_THROWS_WITH_AS(decode_image_u8(bmp, "bmp"),
+                       "bmp: corrupt image: its header says 1073741829×-855621629 (each side must be 1 to 65536 pixels)",
+                       Error);
+  // Fix 2: a TGA shorter than its pixels gave rows of uninitialised memory; now it is refused.
+  CHECK_THROWS_WITH_AS(
+      decode_image_u8(read_bytes(testing::source_path("tests/fuzz/corpus/fuzz_image/regression-tga-truncated")), "tga"),
+      "tga: not a readable image (stb: TGA pixel data is truncated)", Error);
+  const ImageU8 img = random_image(5, 18, 3);
+  std::string tga;
+  stbi_write_tga_with_rle = 0;  // the uncompressed layout, where the short read was
+  REQUIRE(stbi_write_tga_to_func([](void* out, void* data, int n) { static_cast<std::string*>(out)->append(static_cast<char*>(data), size_t(n)); },
+                                 &tga, 5, 18, 3, img.rgb.data()));
+  stbi_write_tga_with_rle = 1;
+  REQUIRE(tga.size() == 18 + 5 * 18 * 3);  // header and pixels
+  CHECK(decode_image_u8(tga, "tga").rgb == img.rgb);
+  for (size_t cut : {size_t(18 + 20), size_t(18 + 5 * 18 * 3 - 1)})
+    CHECK_THROWS_WITH_AS(decode_image_u8(tga.substr(0, cut), "tga"),
+                         "tga: not a readable image (stb: TGA pixel data is truncated)", Error);
 }
