@@ -3,7 +3,6 @@
 // inpaint-run and inpaint-eval find the bundled model (here through $PCONV_MODEL) when no
 // --model is given, and say so.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -18,6 +17,9 @@
 #include "tests/test_util.h"
 
 using namespace pconv;
+using testing::AppRun;
+using testing::quote;
+using testing::run_app;
 namespace fs = std::filesystem;
 
 namespace {
@@ -49,13 +51,6 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
   return m;
 }
 
-int run_app(const std::string& app, const std::string& args, const std::string& dir, std::string* err) {
-  const std::string binary = std::string(PCONV_BINARY_DIR) + "/" + app;
-  REQUIRE_MESSAGE(fs::exists(binary), binary << " is not built");
-  const int rc = std::system(("'" + binary + "' " + args + " >'" + dir + "/out.txt' 2>'" + dir + "/err.txt'").c_str());
-  *err = testing::read_bytes(dir + "/err.txt");
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
 
 }  // namespace
 
@@ -123,13 +118,15 @@ TEST_CASE("export: values f16 cannot hold and files that are not models are refu
 TEST_CASE("export: inpaint-export writes the file and refuses to overwrite without --force") {
   const std::string dir = testing::scratch_dir("export_app");
   const std::string ckpt = training_checkpoint(dir), out = dir + "/m.safetensors";
-  std::string err;
-  CHECK(run_app("inpaint-export", "--model '" + ckpt + "' --out '" + out + "'", dir, &err) == 0);
-  CHECK(err.find("as f16") != std::string::npos);
+  AppRun r = run_app("inpaint-export", "--model " + quote(ckpt) + " --out " + quote(out), dir);
+  CHECK(r.status == 0);
+  CHECK(r.err.find("as f16") != std::string::npos);
   CHECK(load_safetensors(out).tensors.at("pconv1.weight").dtype() == DType::F16);
-  CHECK(run_app("inpaint-export", "--model '" + ckpt + "' --out '" + out + "'", dir, &err) == 2);
-  CHECK(err.find("--force") != std::string::npos);
-  CHECK(run_app("inpaint-export", "--model '" + ckpt + "' --out '" + out + "' --dtype bf16 --force --meta name=test", dir, &err) == 0);
+  r = run_app("inpaint-export", "--model " + quote(ckpt) + " --out " + quote(out), dir);
+  CHECK(r.status == 2);
+  CHECK(r.err.find("--force") != std::string::npos);
+  r = run_app("inpaint-export", "--model " + quote(ckpt) + " --out " + quote(out) + " --dtype bf16 --force --meta name=test", dir);
+  CHECK(r.status == 0);
   CHECK(load_safetensors(out).metadata.at("name") == "test");
 }
 
@@ -151,15 +148,16 @@ TEST_CASE("bundled model: found through $PCONV_MODEL and used by inpaint-run and
   setenv("PCONV_MODEL", model.c_str(), 1);
   CHECK(bundled::find_model() == fs::weakly_canonical(model).string());
   CHECK(bundled::resolve_model("given.safetensors", "t") == "given.safetensors");
-  std::string err;
-  CHECK(run_app("inpaint-run", "--image '" + dir + "/images/a.png' --mask '" + dir + "/masks/a.png' --out '" + dir +
-                    "/out.png'", dir, &err) == 0);
-  CHECK(err.find("using the bundled model") != std::string::npos);
+  AppRun r = run_app("inpaint-run", "--image " + quote(dir + "/images/a.png") + " --mask " + quote(dir + "/masks/a.png") +
+                                       " --out " + quote(dir + "/out.png"), dir);
+  CHECK(r.status == 0);
+  CHECK(r.err.find("using the bundled model") != std::string::npos);
   // The same pixels as the library on the same model.
   auto net = inference::load_model(model);
   CHECK(read_image_u8(dir + "/out.png").rgb == inference::inpaint(*net, img, mask).composite.rgb);
-  CHECK(run_app("inpaint-eval", "--images '" + dir + "/images' --masks '" + dir + "/masks'", dir, &err) == 0);
-  CHECK(err.find("using the bundled model") != std::string::npos);
+  r = run_app("inpaint-eval", "--images " + quote(dir + "/images") + " --masks " + quote(dir + "/masks"), dir);
+  CHECK(r.status == 0);
+  CHECK(r.err.find("using the bundled model") != std::string::npos);
 
   // A $PCONV_MODEL that does not exist is skipped, not taken.
   setenv("PCONV_MODEL", (dir + "/nope.safetensors").c_str(), 1);
