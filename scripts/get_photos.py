@@ -61,7 +61,7 @@ def unpack_package(pkg, cache):
         print(f'get-photos: downloading {pkg}', file=sys.stderr)
         r = subprocess.run(['apt-get', 'download', pkg], cwd=debs, capture_output=True, text=True)
         if r.returncode != 0:
-            r2 = subprocess.run(['apt-get', 'update'], capture_output=True, text=True)
+            subprocess.run(['apt-get', 'update'], capture_output=True, text=True)
             r = subprocess.run(['apt-get', 'download', pkg], cwd=debs, capture_output=True, text=True)
         have = [f for f in os.listdir(debs) if f.startswith(pkg + '_') and f.endswith('.deb')]
         if r.returncode != 0 or not have:

@@ -72,7 +72,6 @@ def main():
     os.makedirs(work, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(',')]
     results = {}
-    lines = []
     for size in sizes:
         d = os.path.join(work, str(size))
         shutil.rmtree(d, ignore_errors=True)
@@ -119,12 +118,12 @@ def main():
     ok = True
     head = ('| size | hole ratio | n | pconv PSNR | Telea PSNR | NS PSNR | pconv − Telea | pconv SSIM | Telea SSIM '
             '| NS SSIM | pconv ℓ1 % | Telea ℓ1 % | NS ℓ1 % | bar |')
-    lines = [head, '|' + '---|' * head.count('|')[:-1] if False else '|' + '---|' * (head.count('|') - 1)]
+    lines = [head, '|' + '---|' * (head.count('|') - 1)]
     for size in sizes:
         r = results[size]
+        f = lambda row, k: float(row[k])
         for label in LABELS:
             p, t, n = r['pconv'][label], r['telea'][label], r['ns'][label]
-            f = lambda row, k: float(row[k])
             margin = f(p, 'psnr') - f(t, 'psnr')
             met = margin >= 1.0 and f(p, 'ssim') > f(t, 'ssim') and f(p, 'l1_percent') < f(t, 'l1_percent')
             ok = ok and met
