@@ -85,8 +85,9 @@ double max_abs_diff(const std::string& a, const std::string& b) {
   const auto x = checkpoint_values(a), y = checkpoint_values(b);
   REQUIRE(x.size() == y.size());
   double worst = 0;
-  for (const auto& [name, v] : x) {
-    INFO(name);
+  for (const auto& entry : x) {
+    const auto& [name, v] = entry;
+    INFO(entry.first);  // a structured binding cannot be captured by INFO's lambda (clang 14)
     REQUIRE(y.count(name) == 1);
     REQUIRE(y.at(name).size() == v.size());
     for (size_t i = 0; i < v.size(); ++i) worst = std::max(worst, std::abs(v[i] - y.at(name)[i]));

@@ -179,6 +179,24 @@ TEST_CASE("serve: request checking never accepts a broken body and never throws 
   }
 }
 
+TEST_CASE("serve: numeric HD options take whole numbers in range, and nothing out of range is cast") {
+  const ImageU8 img = random_image(24, 16, 1);
+  const MaskImage mask = box_mask(16, 24, 4, 4, 12, 10);
+  auto margin = [&](const nlohmann::json& v) {
+    return serve::parse_inpaint_request(body(img, mask, {{"hd_strategy_crop_margin", v}}), {}, {}).hd.crop_margin;
+  };
+  CHECK(margin(16) == 16);
+  CHECK(margin(800.0) == 800);  // IOPaint's clients may send whole floats
+  CHECK(margin(uint64_t(7)) == 7);
+  // Out of range or not whole: a 400, never a conversion (1e300 or NaN cast to int64 is UB).
+  for (const nlohmann::json v : {nlohmann::json(1e300), nlohmann::json(-1e300), nlohmann::json(2.5),
+                                 nlohmann::json(1e10), nlohmann::json(uint64_t(1) << 63), nlohmann::json(-0.5)}) {
+    CAPTURE(v.dump());
+    CHECK_THROWS_WITH_AS(margin(v), doctest::Contains("'hd_strategy_crop_margin' must be an integer >= 0"),
+                         serve::ApiError);
+  }
+}
+
 TEST_CASE("serve: the job queue runs one job at a time, refuses when full, and tells cancelled jobs") {
   JobQueue queue(2);
   std::promise<void> release;

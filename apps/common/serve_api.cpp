@@ -2,6 +2,8 @@
 
 #include "apps/common/base64.h"
 
+#include <cmath>
+
 namespace pconv::serve {
 
 namespace {
@@ -39,10 +41,11 @@ ImageU8 decode_field(const json& body, const char* name, const Limits& limits) {
 int64_t integer_option(const json& body, const char* name, int64_t fallback, int64_t min) {
   if (!body.contains(name) || body[name].is_null()) return fallback;
   const json& v = body[name];
-  // IOPaint's clients send integers; a whole-valued float (800.0) is accepted too.
-  if (v.is_number_integer() || (v.is_number_float() && v.get<double>() == double(int64_t(v.get<double>())))) {
+  // IOPaint's clients send integers; a whole-valued float (800.0) is accepted too. The range
+  // is checked before any conversion: casting 1e300 to an integer is undefined behaviour.
+  if (v.is_number()) {
     const double d = v.get<double>();
-    if (d >= double(min) && d <= 1e9) return int64_t(d);
+    if (d >= double(min) && d <= 1e9 && d == std::floor(d)) return int64_t(d);
   }
   bad_request(std::string("'") + name + "' must be an integer >= " + std::to_string(min) + ", got " + v.dump());
 }

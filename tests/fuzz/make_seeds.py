@@ -7,6 +7,7 @@ fuzzers found (scripts/fuzz merges it back); run this again only to change the s
 Needs Debian's python3-pil (for JPEG, BMP and TGA variants); stdlib otherwise.
     /usr/bin/python3 tests/fuzz/make_seeds.py
 """
+import base64
 import io
 import json
 import os
@@ -124,6 +125,25 @@ def images():
     return seeds
 
 
+def serve_bodies():
+    def b64(img, prefix=""):
+        return prefix + base64.b64encode(image_bytes(img, "PNG")).decode()
+    photo = gradient("RGB", 24, 16)
+    mask = Image.new("L", (24, 16), 0)
+    for x, y in [(3, 3), (4, 3), (4, 4), (15, 9), (16, 9), (20, 12)]:
+        mask.putpixel((x, y), 255)
+    bodies = {
+        "crop.json": {"image": b64(photo), "mask": b64(mask), "hd_strategy": "Crop",
+                      "hd_strategy_crop_margin": 4, "hd_strategy_crop_trigger_size": 8},
+        "resize.json": {"image": b64(photo, "data:image/png;base64,"), "mask": b64(mask),
+                        "hd_strategy": "Resize", "hd_strategy_resize_limit": 12, "sd_steps": 20},
+        "original.json": {"image": b64(gradient("RGBA", 24, 16)), "mask": b64(mask.convert("RGB")),
+                          "hd_strategy": "Original"},
+        "defaults.json": {"image": b64(photo), "mask": b64(mask)},
+    }
+    return {name: json.dumps(body).encode() for name, body in bodies.items()}
+
+
 def main():
     # The safetensors reader: every dtype, metadata, empty tensors, scalars.
     write("fuzz_safetensors", "f32", safetensors([("x", "F32", [2, 3])]))
@@ -150,6 +170,10 @@ def main():
         write("fuzz_image", name, data)
         write("fuzz_mask", name, b"\x00" + data)
     write("fuzz_mask", "black-holes.png", b"\x01" + image_bytes(gradient("L", 6, 6), "PNG"))
+
+    # inpaint-serve's POST /api/v1/inpaint bodies: every HD strategy, the data: prefix, RGBA.
+    for name, body in serve_bodies().items():
+        write("fuzz_serve", name, body)
 
 
 if __name__ == "__main__":
