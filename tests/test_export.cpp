@@ -58,8 +58,9 @@ TEST_CASE("export: f16 and bf16 files load into an f32 model with only the stora
   const std::string dir = testing::scratch_dir("export_half");
   const std::string ckpt = training_checkpoint(dir);
   auto reference = inference::load_model(ckpt);
-  for (auto [dtype, name, rel_tol] : {std::tuple{DType::F16, "F16", 1.0 / 2048}, std::tuple{DType::BF16, "BF16", 1.0 / 256}}) {
-    CAPTURE(name);
+  for (auto entry : {std::tuple{DType::F16, "F16", 1.0 / 2048}, std::tuple{DType::BF16, "BF16", 1.0 / 256}}) {
+    auto [dtype, name, rel_tol] = entry;
+    CAPTURE(std::get<1>(entry));  // a structured binding cannot be captured by INFO's lambda (clang 14)
     const std::string out = dir + "/model-" + name + ".safetensors";
     const ExportReport r = export_model(ckpt, out, dtype);
     // The file holds half-precision weights, no optimiser state, and the architecture.

@@ -214,10 +214,11 @@ void randomise_running_stats(PConvUNet& net, uint64_t seed) {
 
 TEST_CASE("unet: inference (grad mode off) gives the graph pass's values bit for bit") {
   for (bool training : {false, true}) {
-    for (auto [h, w] : {std::pair{16, 24}, std::pair{13, 19}}) {
+    for (auto size : {std::pair{16, 24}, std::pair{13, 19}}) {
+      const auto [h, w] = size;
       CAPTURE(training);
-      CAPTURE(h);
-      CAPTURE(w);
+      CAPTURE(size.first);  // a structured binding cannot be captured by INFO's lambda (clang 14)
+      CAPTURE(size.second);
       // Two identical models: in training mode each pass moves the running statistics.
       PConvUNet graph_net(tiny(3, 4), 31), no_grad_net(tiny(3, 4), 31);
       randomise_running_stats(graph_net, 32);
@@ -266,7 +267,10 @@ TEST_CASE("unet: inference holds no more activations than estimated, and far few
   // The peak of tensor bytes beyond the weights during one forward pass, against
   // PConvUNetConfig::inference_bytes (which inpaint-run uses to refuse passes that would not
   // fit): the estimate must hold and be close, i.e. it describes what the pass keeps.
-  for (auto [config, size] : {std::pair{tiny(8, 16), int64_t(256)}, std::pair{tiny(5, 8), int64_t(100)}}) {
+  for (auto entry : {std::pair{tiny(8, 16), int64_t(256)}, std::pair{tiny(5, 8), int64_t(100)}}) {
+    // Plain variables, not a structured binding: clang 14 cannot capture one in a lambda.
+    const PConvUNetConfig config = entry.first;
+    const int64_t size = entry.second;
     CAPTURE(config.describe());
     PConvUNet net(config, 41);
     net.eval();
