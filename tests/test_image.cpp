@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <doctest/doctest.h>
 
 #include <stb_image_write.h>  // the implementation lives in core/image.cpp
@@ -291,6 +292,14 @@ TEST_CASE("image: the dimensions are checked from the header before the file is 
   expect_error(dir + "/padded.png", "file of 20971520 bytes is larger than a 2×2 image needs (at most 16777280)");
 }
 
+namespace {
+// Fills 64 KiB of the stack below the caller's frame, where the next call's frames will be.
+[[gnu::noinline]] void scribble_stack(uint8_t fill) {
+  volatile uint8_t bytes[1 << 16];
+  for (auto& b : bytes) b = fill;
+}
+}  // namespace
+
 TEST_CASE("image: the stb bugs fuzzing found are fixed (third_party/stb/stb_image.h)") {
   // Fix 1: a JPEG whose Huffman table counts sum past 256 overflowed stb 2.27's tables.
   const std::string dht =
@@ -316,4 +325,17 @@ TEST_CASE("image: the stb bugs fuzzing found are fixed (third_party/stb/stb_imag
   for (size_t cut : {size_t(18 + 20), size_t(18 + 5 * 18 * 3 - 1)})
     CHECK_THROWS_WITH_AS(decode_image_u8(tga.substr(0, cut), "tga"),
                          "tga: not a readable image (stb: TGA pixel data is truncated)", Error);
+  // Fix 4: a palette BMP whose pixel indices go past its palette read stb's uninitialised
+  // palette array (stack memory): the same file decoded differently with a different stack.
+  // Decoded after the stack below is filled with 0x00 and then with 0xff, it must be the same,
+  // and indices past the palette are black.
+  const std::string pal = read_bytes(testing::source_path("tests/fuzz/corpus/fuzz_image/regression-bmp-palette-uninitialised"));
+  auto decode_on_stack = [&](uint8_t fill) {
+    scribble_stack(fill);  // the frames decode_image_u8 is about to use
+    return decode_image_u8(pal, "bmp");
+  };
+  const ImageU8 zeros = decode_on_stack(0x00), ones = decode_on_stack(0xff);
+  REQUIRE(zeros.width == 347);
+  CHECK(zeros.rgb == ones.rgb);
+  CHECK(std::all_of(ones.rgb.begin(), ones.rgb.end(), [](uint8_t v) { return v == 0; }));
 }

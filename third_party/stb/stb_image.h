@@ -9,6 +9,9 @@
         memory (the short read was ignored): refused as truncated.
      3. stbi__getn of 0 bytes (an empty PNG IDAT before any data) passed a null pointer to
         memcpy, which is undefined: it returns at once.
+     4. BMP with a palette: pixel indices past the palette's last entry read uninitialised
+        stack memory, so one file decoded to different pixels each time: the palette starts
+        zeroed, so indices past it are black.
 */
 /* stb_image - v2.27 - public domain image loader - http://nothings.org/stb
                                   no warranty implied; use at your own risk
@@ -5482,7 +5485,7 @@ static void *stbi__bmp_load(stbi__context *s, int *x, int *y, int *comp, int req
 {
    stbi_uc *out;
    unsigned int mr=0,mg=0,mb=0,ma=0, all_a;
-   stbi_uc pal[256][4];
+   stbi_uc pal[256][4] = {{0}}; // pconv: fix 4 (indices past the palette read uninitialised memory)
    int psize=0,i,j,width;
    int flip_vertically, pad, target;
    stbi__bmp_data info;
