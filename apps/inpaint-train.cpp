@@ -55,6 +55,10 @@ int main(int argc, char** argv) {
   app.add_option("--batch", o.batch, "images per step [6; a resume keeps the checkpoint's]");
   app.add_option("--levels", o.levels, "UNet depth [log2(size)-1: 7 at 256, 8 at 512]");
   app.add_option("--width", o.width, "channels of the first layer [64]");
+  app.add_option("--fill", o.fill,
+                 "none: the paper's model; harmonic: the network adds to a harmonic fill of the holes "
+                 "(with --init from a model without it, training starts at the fill) [none; the checkpoint's]")
+      ->check(CLI::IsMember({"none", "harmonic"}));
   app.add_option("--lr", o.lr, "Adam learning rate [2e-4; 5e-5 with --finetune]");
   app.add_option("--steps", o.steps, "total optimisation steps (a resume continues up to it)")->capture_default_str();
   auto* seed_option = app.add_option("--seed", seed, "seed of the data order, masks and initial weights [0]");

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "core/harmonic_fill.h"
+
 
 namespace pconv {
 
@@ -89,6 +91,7 @@ void PConvUNetConfig::validate() const {
 
 std::string PConvUNetConfig::to_json() const {
   nlohmann::json j{{"levels", levels}, {"width", width}, {"in_channels", in_channels}};
+  if (fill == Fill::Harmonic) j["fill"] = "harmonic";
   return j.dump();
 }
 
@@ -107,6 +110,12 @@ PConvUNetConfig PConvUNetConfig::from_json(const std::string& text) {
       throw Error("PConvUNetConfig: '" + std::string(key) + "' in '" + quoted + "' is not an integer");
     *field = j[key].get<int64_t>();
   }
+  if (j.contains("fill")) {
+    const nlohmann::json& f = j["fill"];
+    if (!f.is_string() || (f.get<std::string>() != "harmonic" && f.get<std::string>() != "none"))
+      throw Error("PConvUNetConfig: 'fill' in '" + quoted + "' is not \"harmonic\" or \"none\"");
+    c.fill = f.get<std::string>() == "harmonic" ? Fill::Harmonic : Fill::None;
+  }
   c.validate();
   return c;
 }
@@ -115,7 +124,9 @@ std::string PConvUNetConfig::describe() const {
   std::string s = std::to_string(levels);
   s.append("-level width-").append(std::to_string(width));
   if (in_channels != 3) s.append(" ").append(std::to_string(in_channels)).append("-channel");
-  return s.append(" PConvUNet");
+  s.append(" PConvUNet");
+  if (fill == Fill::Harmonic) s.append(" on a harmonic fill");
+  return s;
 }
 
 int64_t PConvUNetConfig::inference_bytes(int64_t n, int64_t h, int64_t w) const {
@@ -149,6 +160,9 @@ int64_t PConvUNetConfig::inference_bytes(int64_t n, int64_t h, int64_t w) const 
   }
   // The output cropped back to h×w beside the padded one.
   if (padded) peak = std::max(peak, kept + current + in_channels * h * w);
+  // A residual model keeps its fill (and, while it is made, a copy and the mask as floats)
+  // from the start to the end.
+  if (fill == Fill::Harmonic) peak += 2 * in_channels * h * w + h * w;
   // And 64 KiB for the small tensors beside those (per-channel vectors, scalars).
   return (peak * int64_t(sizeof(float)) + (int64_t(64) << 10)) * n;
 }
@@ -226,6 +240,23 @@ PConvUNetLayer& PConvUNet::layer(int64_t n) const {
   return *layers_[size_t(n - 1)];
 }
 
+namespace {
+
+// harmonic_fill of each mask group's channels with that group's mask (one group of all
+// channels, the usual case, is a single call).
+Tensor harmonic_fill_groups(const Tensor& image, const Mask& mask) {
+  std::vector<Tensor> parts;
+  int64_t c0 = 0;
+  for (const MaskGroup& g : mask) {
+    const Tensor channels = mask.size() == 1 ? image : slice(image, 1, c0, c0 + g.channels);
+    parts.push_back(harmonic_fill(channels.detach(), g.mask));
+    c0 += g.channels;
+  }
+  return parts.size() == 1 ? parts[0] : concat(parts, 1);
+}
+
+}  // namespace
+
 Tensor PConvUNet::forward(const Tensor& image, const Tensor& mask) {
   check_rank("PConvUNet", "mask", mask, 4);
   check_rank("PConvUNet", "image", image, 4);
@@ -243,16 +274,20 @@ Tensor PConvUNet::forward(const Tensor& image, const Mask& mask) {
   // like its own zero padding at the border.
   const int64_t unit = int64_t(1) << L;
   const int64_t pad_h = (unit - H % unit) % unit, pad_w = (unit - W % unit) % unit;
+  // The residual model's starting point, from the unpadded image (padding is hole to the fill
+  // as well, so filling the padded image would give the same pixels inside).
+  const Tensor base = config_.fill == PConvUNetConfig::Fill::Harmonic ? harmonic_fill_groups(image, mask) : Tensor();
+  auto finish = [&](const Tensor& out) {
+    Tensor y = pad_h || pad_w ? crop2d(out, 0, 0, H, W) : out;
+    return base.defined() ? add(y, base) : y;
+  };
   Tensor x = image;
   Mask m = mask;
   if (pad_h || pad_w) {
     x = pad2d(image, 0, pad_h, 0, pad_w, 0.0);
     for (MaskGroup& g : m) g.mask = pad2d(g.mask, 0, pad_h, 0, pad_w, 0.0);
   }
-  if (!grad_mode_enabled()) {
-    Tensor out = forward_no_grad(x, m);
-    return pad_h || pad_w ? crop2d(out, 0, 0, H, W) : out;
-  }
+  if (!grad_mode_enabled()) return finish(forward_no_grad(x, m));
 
   std::vector<MaskedFeatures> encoded{{x, m}};
   for (int64_t n = 1; n <= L; ++n) {
@@ -267,8 +302,9 @@ Tensor PConvUNet::forward(const Tensor& image, const Mask& mask) {
     PConvResult r = layers_[size_t(n - 1)]->forward(joined.x, joined.mask);
     current = {r.out, r.mask};
   }
-  return pad_h || pad_w ? crop2d(current.x, 0, 0, H, W) : current.x;
+  return finish(current.x);
 }
+
 
 namespace {
 // Freed decoder inputs at least this large are given back to the system (see below).

@@ -38,6 +38,12 @@ struct PConvUNetConfig {
   int64_t levels = 8;        // encoder depth L; inputs are padded to a multiple of 2^L
   int64_t width = 64;        // channels of pconv1; deeper layers double up to 8·width
   int64_t in_channels = 3;   // image channels in and out
+  // What the network's output is added to. None: the paper's model, the output is the image.
+  // Harmonic: the output is harmonic_fill(image, mask) (core/harmonic_fill.h) plus the network,
+  // which then learns the residual texture; the fill carries no gradient. In checkpoints as
+  // "fill":"harmonic" in pconv.config (absent for None, so the paper's files are unchanged).
+  enum class Fill { None, Harmonic };
+  Fill fill = Fill::None;
 
   // Upper bounds, so a crafted checkpoint's pconv.config cannot ask for any allocation:
   // 16× the paper's width, 64 channels, and at most 1e9 parameters and statistics in all
@@ -51,10 +57,10 @@ struct PConvUNetConfig {
   // this configuration, computed without building it; and their total number of elements.
   std::map<std::string, Shape> state_shapes() const;
   int64_t state_elements() const;
-  std::string to_json() const;        // {"in_channels":3,"levels":8,"width":64}
+  std::string to_json() const;        // {"in_channels":3,"levels":8,"width":64}[,"fill":"harmonic"]
   // Throws Error naming the text when it is not such an object or a value is out of range.
   static PConvUNetConfig from_json(const std::string& text);
-  std::string describe() const;       // "8-level width-64 PConvUNet" (+ channels when not 3)
+  std::string describe() const;       // "8-level width-64 PConvUNet" (+ channels when not 3, + fill)
   // The most bytes of activations (f32 tensors beyond the weights) that PConvUNet::forward
   // holds at once with grad mode off, for n images of h×w (padded to a multiple of 2^L):
   // step by step what forward_no_grad keeps. Kernels' own scratch memory is not included.

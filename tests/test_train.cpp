@@ -259,6 +259,37 @@ TEST_CASE("train: --finetune from --init uses lr 5e-5 and freezes the encoder's 
   CHECK(rt.optimizer().lr() == 5e-5);
 }
 
+TEST_CASE("train: --fill harmonic from --init of a plain model starts at the fill; a resume keeps the fill") {
+  const std::string base = testing::scratch_dir("train-fill-base"), res = testing::scratch_dir("train-fill");
+  Trainer(tiny(base, 2)).run();
+  TrainOptions o = tiny(res, 2);
+  o.levels = o.width = 0;
+  o.init = base + "/checkpoints/step-00000002.safetensors";
+  o.fill = "harmonic";
+  Trainer t(o);
+  CHECK(t.model().config().fill == PConvUNetConfig::Fill::Harmonic);
+  // Every weight is the checkpoint's except the last layer's, which starts at zero.
+  const SafetensorsFile init = load_safetensors(o.init);
+  for (const auto& [name, v] : snapshot(t.model())) {
+    INFO(name);
+    if (name.rfind("pconv6.", 0) == 0)
+      for (double x : v) CHECK(x == 0);
+    else
+      CHECK(v == init.tensors.at(name).to_double_vector());
+  }
+  t.run();
+  const SafetensorsFile f = load_safetensors(t.last_checkpoint());
+  CHECK(PConvUNet::checkpoint_config(f.metadata).fill == PConvUNetConfig::Fill::Harmonic);
+  CHECK(parameter(t, "pconv6.weight").to_double_vector() != std::vector<double>(size_t(parameter(t, "pconv6.weight").numel()), 0.0));
+
+  // A resume takes the fill from the checkpoint; asking for another is an error.
+  TrainOptions r = tiny(res, 3);
+  r.resume = res;
+  CHECK(Trainer(r).model().config().fill == PConvUNetConfig::Fill::Harmonic);
+  r.fill = "none";
+  CHECK(error_of([&] { Trainer x(r); }).find("--fill none differs from the checkpoint's (harmonic)") != std::string::npos);
+}
+
 TEST_CASE("train: a NaN stops with the step and the term named, and keeps the last good checkpoint") {
   SUBCASE("NaN reaches the loss of the next step") {
     const std::string out = testing::scratch_dir("train-nan-loss");

@@ -9,6 +9,8 @@
 #include "core/metrics.h"
 
 #include "core/cpu/cpu_backend.h"
+#include "core/harmonic_fill.h"
+#include "core/autograd.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
 #include "losses/inpainting_loss.h"
@@ -434,4 +436,64 @@ TEST_CASE("unet: on the GPU, forward and gradients match the CPU (f32)" * doctes
     CHECK(max_rel_diff(gpu.layer(2).bn()->running_var().to(Device::CPU),
                        cpu.layer(2).bn()->running_var()) < 1e-5);
   }
+}
+
+TEST_CASE("unet: a residual model (fill harmonic) outputs the harmonic fill plus the network") {
+  PConvUNetConfig with_fill = tiny(3, 4);
+  with_fill.fill = PConvUNetConfig::Fill::Harmonic;
+  // The configuration: in JSON only when set, so the paper's files stay as they were.
+  CHECK(tiny(3, 4).to_json().find("fill") == std::string::npos);
+  CHECK(with_fill.to_json().find("\"fill\":\"harmonic\"") != std::string::npos);
+  CHECK(PConvUNetConfig::from_json(with_fill.to_json()) == with_fill);
+  CHECK(PConvUNetConfig::from_json(R"({"levels":3,"width":4,"fill":"none"})") == tiny(3, 4));
+  CHECK_THROWS_WITH_AS(PConvUNetConfig::from_json(R"({"levels":3,"fill":"telea"})"),
+                       doctest::Contains("'fill'"), Error);
+  CHECK_THROWS_WITH_AS(PConvUNetConfig::from_json(R"({"levels":3,"fill":1})"), doctest::Contains("'fill'"), Error);
+  CHECK(with_fill.describe() == "3-level width-4 PConvUNet on a harmonic fill");
+  CHECK(with_fill.inference_bytes(1, 64, 64) > tiny(3, 4).inference_bytes(1, 64, 64));
+
+  // Same seed, same weights: the residual model is the plain one plus the fill, on a size
+  // that is padded (20×18 at 3 levels), with grad mode on and off.
+  PConvUNet plain(tiny(3, 4), 41, DType::F64), residual(with_fill, 41, DType::F64);
+  plain.eval();
+  residual.eval();
+  Generator gen(42);
+  Tensor x = Tensor::randn({2, 3, 20, 18}, gen, DType::F64);
+  Tensor m = hole_mask(2, 20, 18, 43);
+  x = mul(x, m);
+  const Tensor fill = harmonic_fill(x, m);
+  CHECK(max_rel_diff(residual.forward(x, m), add(plain.forward(x, m), fill)) < 1e-12);
+  {
+    NoGradGuard no_grad;
+    CHECK(max_rel_diff(residual.forward(x, m), add(plain.forward(x, m), fill)) < 1e-12);
+  }
+  // With the last layer zeroed (how inpaint-train --init --fill harmonic starts) it is the fill.
+  residual.load_state_dict({{"pconv6.weight", Tensor::zeros(residual.layer(6).weight().shape(), DType::F64)},
+                            {"pconv6.bias", Tensor::zeros({3}, DType::F64)}},
+                           false);
+  CHECK(max_rel_diff(residual.forward(x, m), fill) == 0);
+
+  // The fill is an input without gradient; the network's parameters train as before (f64
+  // gradcheck in training mode).
+  PConvUNet net(with_fill, 44, DType::F64);
+  net.train();
+  Tensor image = Tensor::randn({2, 3, 16, 16}, gen, DType::F64);
+  Tensor mm = hole_mask(2, 16, 16, 45);
+  std::vector<Tensor> inputs = {net.layer(1).weight(), net.layer(3).bn()->weight(), net.layer(5).weight(),
+                                net.layer(6).weight(), net.layer(6).bias()};
+  testing::GradcheckOptions opt;
+  opt.max_checks_per_input = 12;
+  opt.rtol = 1e-5;
+  opt.atol = 1e-7;
+  auto r = gradcheck([&](const std::vector<Tensor>&) { return net.forward(image, mm); }, inputs, opt);
+  CHECK_MESSAGE(r.ok, r.report);
+
+  // Checkpoints keep the fill; a plain model refuses a residual checkpoint and the reverse.
+  const std::string dir = testing::scratch_dir("unet_fill");
+  residual.save_checkpoint(dir + "/r.safetensors");
+  PConvUNet back(with_fill, 0, DType::F64);
+  back.load_checkpoint(dir + "/r.safetensors");
+  back.eval();
+  CHECK(max_rel_diff(back.forward(x, m), fill) == 0);
+  CHECK_THROWS_WITH_AS(plain.load_checkpoint(dir + "/r.safetensors"), doctest::Contains("on a harmonic fill"), Error);
 }

@@ -280,7 +280,14 @@ void Trainer::setup() {
     const PConvUNetConfig c = PConvUNet::checkpoint_config(saved);  // checked above
     if (opt_.levels == 0) opt_.levels = c.levels;
     if (opt_.width == 0) opt_.width = c.width;
+    const std::string saved_fill = c.fill == PConvUNetConfig::Fill::Harmonic ? "harmonic" : "none";
+    if (opt_.fill.empty()) opt_.fill = saved_fill;
+    if (resuming && opt_.fill != saved_fill)
+      throw Error("--fill " + opt_.fill + " differs from the checkpoint's (" + saved_fill +
+                  "): a resume continues the same model (start a new run with --init)");
+    init_adds_fill_ = !resuming && opt_.fill == "harmonic" && saved_fill == "none";
   }
+  if (opt_.fill.empty()) opt_.fill = "none";
   opt_.finetune = opt_.finetune || saved_finetune;
   if (opt_.size == 0) opt_.size = 256;
   if (opt_.batch == 0) opt_.batch = 6;
@@ -305,10 +312,33 @@ void Trainer::setup() {
 
   PConvUNetConfig config;
   config.levels = opt_.levels, config.width = opt_.width;
+  config.fill = opt_.fill == "harmonic" ? PConvUNetConfig::Fill::Harmonic : PConvUNetConfig::Fill::None;
   config.validate();
   model_ = std::make_unique<PConvUNet>(config, *opt_.seed, DType::F32, opt_.device);
   SafetensorsFile file;
-  if (!checkpoint.empty()) file = model_->load_checkpoint(checkpoint);
+  if (init_adds_fill_) {
+    // The weights of a model without the fill, its last layer zeroed: the new model starts
+    // exactly at the harmonic fill and learns what to add, keeping the trained features.
+    file = load_safetensors(checkpoint);
+    std::map<std::string, Tensor> weights;
+    for (auto& [name, t] : file.tensors)
+      if (name.rfind("optim.", 0) != 0) weights.emplace(name, t);
+    const std::string last = "pconv" + std::to_string(model_->layer_count());
+    for (const char* p : {".weight", ".bias"}) {
+      auto it = weights.find(last + p);
+      if (it != weights.end()) it->second = Tensor::zeros(it->second.shape(), it->second.dtype());
+    }
+    try {
+      model_->load_state_dict(weights, true);
+    } catch (const Error& e) {
+      throw Error(checkpoint + ": " + e.what());
+    }
+    if (writes() && !opt_.quiet)
+      cli::progress("inpaint-train: --fill harmonic from " + checkpoint + ": its weights, " + last +
+                    " zeroed, so training starts at the harmonic fill");
+  } else if (!checkpoint.empty()) {
+    file = model_->load_checkpoint(checkpoint);
+  }
   model_->train();
   model_->set_finetune(opt_.finetune);
   // Synchronised BatchNorm: N ranks normalise as one process with their batches together.
@@ -565,7 +595,7 @@ std::string Trainer::save_checkpoint() {
   }
   nlohmann::json o = {{"data", opt_.data_dir},   {"val", opt_.val_dir},       {"masks", opt_.mask_dir},
                       {"vgg", opt_.vgg},         {"size", opt_.size},         {"batch", opt_.batch},
-                      {"levels", opt_.levels},   {"width", opt_.width},       {"lr", opt_.lr},
+                      {"levels", opt_.levels},   {"width", opt_.width},       {"fill", opt_.fill},       {"lr", opt_.lr},
                       {"seed", *opt_.seed},      {"steps", opt_.steps},       {"finetune", opt_.finetune},
                       {"init", opt_.init},       {"device", device_name(opt_.device)}};
   std::map<std::string, std::string> m = {

@@ -49,6 +49,7 @@ struct TrainOptions {
   int64_t batch = 0;            // (6)
   int64_t levels = 0;           // UNet depth (log2(size) − 1: 7 at 256, 8 at 512)
   int64_t width = 0;            // channels of the first layer (64)
+  std::string fill;             // "none" (the paper's model) or "harmonic" (residual on a harmonic fill) (none)
   double lr = 0;                // (2e-4; 5e-5 when fine-tuning)
   std::optional<uint64_t> seed; // data order, masks, initial weights (0)
 
@@ -145,6 +146,7 @@ class Trainer {
   std::vector<StepLosses> history_;
   std::vector<ValidationResult> val_history_;
   int64_t step_ = 0;
+  bool init_adds_fill_ = false;  // --init from a model without the fill into --fill harmonic
   std::string last_checkpoint_;
   int64_t saved_step_ = -1;  // step of the last checkpoint this object wrote
   double images_per_second_ = 0;
