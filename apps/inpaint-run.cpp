@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Fill the holes of images with a trained PConvUNet; writes the composite (known pixels unchanged).",
                "inpaint-run"};
   std::string model, image, mask, out, holes = "white", device_name = "cpu";
-  bool raw = false, force = false;
+  bool raw = false, force = false, fill_only = false;
   int batch = 0;
   int64_t max_pixels = kMaxImagePixels;
   app.add_option("--model", model, "checkpoint (.safetensors) written by inpaint-train [default: the bundled model]");
@@ -138,6 +138,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--raw", raw, "also write the network's un-composited output (<out stem>_raw)");
   app.add_flag("--force", force, "overwrite existing outputs");
+  app.add_flag("--fill-only", fill_only,
+               "no network: fill the holes with the harmonic fill alone (the smooth classical baseline "
+               "that the bundled model adds texture to)")
+      ->excludes("--model")
+      ->excludes("--raw");
   app.add_option("--device", device_name, "cpu or cuda")->check(cli::device_validator())->capture_default_str();
   app.add_option("--batch", batch, "images of one size per forward pass (default: 1 on cpu, 8 on cuda)")
       ->check(cli::positive);
@@ -187,6 +192,20 @@ int main(int argc, char** argv) {
       if (raw) check_output(job.raw, job, force);
     }
 
+    if (fill_only) {
+      for (const Job& job : jobs) {
+        const ImageU8 img = read_image_u8(job.image, max_pixels, ImageAlpha::Keep);
+        const LoadedMask lm = load_mask(job.mask, convention);
+        try {
+          save_image(job.out, inference::harmonic_inpaint(img, lm.mask));
+        } catch (const Error& e) {
+          cli::fail(job.image + ": " + e.what());
+        }
+      }
+      cli::progress("inpaint-run: harmonic fill (no network) of " + std::to_string(jobs.size()) + " image(s) to " +
+                    out + " in " + fmt_seconds(seconds_since(t_start)));
+      return;
+    }
     hd.strategy = inference::parse_hd_strategy(hd_strategy);
     model = bundled::resolve_model(model, "inpaint-run");
     std::unique_ptr<PConvUNet> net;

@@ -4,7 +4,8 @@
 On the held-out photos (photos/val, written by scripts/get-photos), at 256x256 and 512x512 centre
 crops, with irregular masks from inpaint-masks in the paper's hole-ratio buckets (0.1-0.2, 0.2-0.3,
 0.3-0.4; --per-bucket masks per photo and bucket), it runs the model through inpaint-eval and
-cv2.inpaint (radius 5) on the same images and masks, scores all three with inpaint-eval's metrics
+cv2.inpaint (radius 5) on the same images and masks, and pconv's harmonic fill alone (inpaint-run
+--fill-only: what a residual model adds texture to), scores all four with inpaint-eval's metrics
 and prints the table. Exit status 0 when the model reaches the bar (PSNR >= Telea + 1.0 dB in every
 bucket at both sizes, SSIM and l1 better than Telea), 1 when not, 2 on errors.
 Usage: scripts/quality-bar [--model FILE] [--build build] [--sizes 256,512] [--md table.md] [--figure fig.png]
@@ -110,27 +111,32 @@ def main():
         ev = os.path.join(args.build, 'inpaint-eval')
         run([ev, '--images', os.path.join(d, 'images'), '--masks', os.path.join(d, 'masks'),
              '--csv', os.path.join(d, 'pconv.csv'), '--force'] + model_args)
-        for method in ('telea', 'ns'):
+        # The harmonic fill alone (no network): what a residual model starts from, so the table
+        # shows what the network adds to it.
+        run([os.path.join(args.build, 'inpaint-run'), '--fill-only', '--image', os.path.join(d, 'images'),
+             '--mask', os.path.join(d, 'masks'), '--out', os.path.join(d, 'fill'), '--force'])
+        for method in ('telea', 'ns', 'fill'):
             run([ev, '--results', os.path.join(d, method), '--gt', os.path.join(d, 'images'),
                  '--masks', os.path.join(d, 'masks'), '--csv', os.path.join(d, method + '.csv'), '--force'])
-        results[size] = {m: read_csv(os.path.join(d, m + '.csv')) for m in ('pconv', 'telea', 'ns')}
+        results[size] = {m: read_csv(os.path.join(d, m + '.csv')) for m in ('pconv', 'telea', 'ns', 'fill')}
 
     ok = True
-    head = ('| size | hole ratio | n | pconv PSNR | Telea PSNR | NS PSNR | pconv − Telea | pconv SSIM | Telea SSIM '
-            '| NS SSIM | pconv ℓ1 % | Telea ℓ1 % | NS ℓ1 % | bar |')
+    head = ('| size | hole ratio | n | pconv PSNR | Telea PSNR | NS PSNR | fill PSNR | pconv − Telea | pconv − fill '
+            '| pconv SSIM | Telea SSIM | NS SSIM | fill SSIM | pconv ℓ1 % | Telea ℓ1 % | NS ℓ1 % | fill ℓ1 % | bar |')
     lines = [head, '|' + '---|' * (head.count('|') - 1)]
     for size in sizes:
         r = results[size]
         f = lambda row, k: float(row[k])
         for label in LABELS:
-            p, t, n = r['pconv'][label], r['telea'][label], r['ns'][label]
+            p, t, n, h = r['pconv'][label], r['telea'][label], r['ns'][label], r['fill'][label]
             margin = f(p, 'psnr') - f(t, 'psnr')
             met = margin >= 1.0 and f(p, 'ssim') > f(t, 'ssim') and f(p, 'l1_percent') < f(t, 'l1_percent')
             ok = ok and met
             lines.append(f'| {size} | {label} | {p["count"]} | {f(p, "psnr"):.2f} | {f(t, "psnr"):.2f} | '
-                         f'{f(n, "psnr"):.2f} | {margin:+.2f} | {f(p, "ssim"):.4f} | {f(t, "ssim"):.4f} | '
-                         f'{f(n, "ssim"):.4f} | {f(p, "l1_percent"):.2f} | {f(t, "l1_percent"):.2f} | '
-                         f'{f(n, "l1_percent"):.2f} | {"met" if met else "not met"} |')
+                         f'{f(n, "psnr"):.2f} | {f(h, "psnr"):.2f} | {margin:+.2f} | {f(p, "psnr") - f(h, "psnr"):+.2f} | '
+                         f'{f(p, "ssim"):.4f} | {f(t, "ssim"):.4f} | {f(n, "ssim"):.4f} | {f(h, "ssim"):.4f} | '
+                         f'{f(p, "l1_percent"):.2f} | {f(t, "l1_percent"):.2f} | {f(n, "l1_percent"):.2f} | '
+                         f'{f(h, "l1_percent"):.2f} | {"met" if met else "not met"} |')
     table = '\n'.join(lines)
     print(table)
     print(f'quality-bar: {len(photos)} photos x {len(BUCKETS)} buckets x {args.per_bucket} masks per size; '

@@ -618,3 +618,33 @@ TEST_CASE("run: the memory estimate is the pass's activations plus the images, w
   CHECK(double(big) / gib / (pixels / 1e6) < 0.6);
   CHECK(inference::available_memory_bytes() > 0);
 }
+
+TEST_CASE("run: --fill-only writes the harmonic fill without a network; it refuses --model") {
+  const std::string dir = testing::scratch_dir("run-fill-only");
+  const ImageU8 img = testing::random_image(40, 24, 5);
+  MaskImage mask(24, 40);
+  for (int y = 6; y < 18; ++y)
+    for (int x = 8; x < 30; ++x) mask.set_hole(y, x);
+  save_image(dir + "/a.png", img);
+  save_mask(dir + "/m.png", mask);
+  AppRun r = run_app("inpaint-run", "--fill-only --image " + quote(dir + "/a.png") + " --mask " + quote(dir + "/m.png") +
+                                        " --out " + quote(dir + "/out.png"), dir);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("harmonic fill (no network)") != std::string::npos);
+  const ImageU8 out = read_image_u8(dir + "/out.png");
+  CHECK(out.rgb == inference::harmonic_inpaint(img, mask).rgb);
+  // Known pixels exact; a hole pixel is near the mean of its four neighbours (8-bit rounding).
+  for (int y = 0; y < 24; ++y)
+    for (int x = 0; x < 40; ++x)
+      for (int c = 0; c < 3; ++c) {
+        const auto at = [&](int yy, int xx) { return double(out.rgb[size_t((yy * 40 + xx) * 3 + c)]); };
+        if (mask.known[size_t(y * 40 + x)] >= 0.5f)
+          CHECK(at(y, x) == img.rgb[size_t((y * 40 + x) * 3 + c)]);
+        else
+          CHECK(std::abs(at(y, x) - (at(y - 1, x) + at(y + 1, x) + at(y, x - 1) + at(y, x + 1)) / 4) <= 1.01);
+      }
+  r = run_app("inpaint-run", "--fill-only --model x.safetensors --image " + quote(dir + "/a.png") + " --mask " +
+                                 quote(dir + "/m.png") + " --out " + quote(dir + "/o2.png"), dir);
+  CHECK(r.status != 0);
+  CHECK(r.err.find("excludes") != std::string::npos);
+}

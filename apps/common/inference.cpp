@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "core/autograd.h"
+#include "core/harmonic_fill.h"
 #include "core/imagenet.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
@@ -70,6 +71,16 @@ ImageU8 compose_u8(const ImageU8& input, const ImageU8& output, const MaskImage&
     if (mask.known[i] >= 0.5f)
       for (size_t c = 0; c < 3; ++c) out.rgb[i * 3 + c] = input.rgb[i * 3 + c];
   return out;
+}
+
+ImageU8 harmonic_inpaint(const ImageU8& image, const MaskImage& mask) {
+  if (mask.width != image.width || mask.height != image.height)
+    throw Error("the mask is " + std::to_string(mask.width) + "×" + std::to_string(mask.height) + ", the image " +
+                std::to_string(image.width) + "×" + std::to_string(image.height));
+  NoGradGuard no_grad;
+  const Tensor m = mask_to_tensor(mask);
+  const Tensor x = mul(image_to_tensor(image).reshape({1, 3, image.height, image.width}), m);
+  return compose_u8(image, tensor_to_image(harmonic_fill(x, m).reshape({3, image.height, image.width})), mask);
 }
 
 std::vector<Inpainted> inpaint_batch(PConvUNet& net, const std::vector<const ImageU8*>& images,

@@ -42,6 +42,10 @@ int64_t available_memory_bytes();
 
 // I_comp in 8-bit space: the network's output where the mask has a hole, the input elsewhere;
 // the input's alpha channel, if any, unchanged.
+// The holes filled by core/harmonic_fill alone, no network: the starting point of a residual
+// model (PConvUNetConfig::fill), and a classical baseline (inpaint-run --fill-only).
+ImageU8 harmonic_inpaint(const ImageU8& image, const MaskImage& mask);
+
 ImageU8 compose_u8(const ImageU8& input, const ImageU8& output, const MaskImage& mask);
 
 }  // namespace pconv::inference
