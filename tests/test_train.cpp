@@ -270,7 +270,9 @@ TEST_CASE("train: --fill harmonic from --init of a plain model starts at the fil
   CHECK(t.model().config().fill == PConvUNetConfig::Fill::Harmonic);
   // Every weight is the checkpoint's except the last layer's, which starts at zero.
   const SafetensorsFile init = load_safetensors(o.init);
-  for (const auto& [name, v] : snapshot(t.model())) {
+  for (const auto& [n, values] : snapshot(t.model())) {
+    const std::string name = n;  // a plain variable: clang 14 cannot capture a binding
+    const std::vector<double> v = values;
     INFO(name);
     if (name.rfind("pconv6.", 0) == 0)
       for (double x : v) CHECK(x == 0);
