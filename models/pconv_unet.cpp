@@ -305,7 +305,6 @@ Tensor PConvUNet::forward(const Tensor& image, const Mask& mask) {
   return finish(current.x);
 }
 
-
 namespace {
 // Freed decoder inputs at least this large are given back to the system (see below).
 constexpr size_t kReleaseBytes = size_t(256) << 20;

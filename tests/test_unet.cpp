@@ -37,6 +37,17 @@ PConvUNetConfig tiny(int64_t levels = 3, int64_t width = 4) {
   return c;
 }
 
+// f64 gradcheck of net.forward(image, mask) with respect to `inputs`, sampled (12 elements per
+// input) and at the tolerances a whole network's sums of many terms need.
+testing::GradcheckResult unet_gradcheck(PConvUNet& net, const Tensor& image, const Tensor& mask,
+                                        const std::vector<Tensor>& inputs) {
+  testing::GradcheckOptions opt;
+  opt.max_checks_per_input = 12;
+  opt.rtol = 1e-5;
+  opt.atol = 1e-7;
+  return gradcheck([&](const std::vector<Tensor>&) { return net.forward(image, mask); }, inputs, opt);
+}
+
 }  // namespace
 
 TEST_CASE("unet: checkpoint names and shapes of a 3-level model are exactly the paper's layout") {
@@ -149,11 +160,7 @@ TEST_CASE("unet: whole-network f64 gradcheck (3 levels, width 4, 16×16, batch 2
                                 net.layer(2).weight(), net.layer(3).bn()->weight(),
                                 net.layer(4).weight(), net.layer(5).bn()->bias(),
                                 net.layer(6).weight(), net.layer(6).bias()};
-  testing::GradcheckOptions opt;
-  opt.max_checks_per_input = 12;
-  opt.rtol = 1e-5;
-  opt.atol = 1e-7;
-  auto r = gradcheck([&](const std::vector<Tensor>&) { return net.forward(image, m); }, inputs, opt);
+  auto r = unet_gradcheck(net, image, m, inputs);
   CHECK_MESSAGE(r.ok, r.report);
   MESSAGE("unet gradcheck: " << r.report);
   // Hole pixels of the input get exactly zero gradient.
@@ -481,14 +488,10 @@ TEST_CASE("unet: a residual model (fill harmonic) outputs the harmonic fill plus
   Tensor mm = hole_mask(2, 16, 16, 45);
   std::vector<Tensor> inputs = {net.layer(1).weight(), net.layer(3).bn()->weight(), net.layer(5).weight(),
                                 net.layer(6).weight(), net.layer(6).bias()};
-  testing::GradcheckOptions opt;
-  opt.max_checks_per_input = 12;
-  opt.rtol = 1e-5;
-  opt.atol = 1e-7;
-  auto r = gradcheck([&](const std::vector<Tensor>&) { return net.forward(image, mm); }, inputs, opt);
+  auto r = unet_gradcheck(net, image, mm, inputs);
   CHECK_MESSAGE(r.ok, r.report);
 
-  // Checkpoints keep the fill; a plain model refuses a residual checkpoint and the reverse.
+  // Checkpoints keep the fill; a plain model refuses a residual checkpoint.
   const std::string dir = testing::scratch_dir("unet_fill");
   residual.save_checkpoint(dir + "/r.safetensors");
   PConvUNet back(with_fill, 0, DType::F64);

@@ -40,12 +40,12 @@ int64_t forward_memory_bytes(const PConvUNetConfig& config, int64_t n, int64_t h
 // MemAvailable of /proc/meminfo in bytes; -1 when it cannot be read.
 int64_t available_memory_bytes();
 
-// I_comp in 8-bit space: the network's output where the mask has a hole, the input elsewhere;
-// the input's alpha channel, if any, unchanged.
 // The holes filled by core/harmonic_fill alone, no network: the starting point of a residual
 // model (PConvUNetConfig::fill), and a classical baseline (inpaint-run --fill-only).
 ImageU8 harmonic_inpaint(const ImageU8& image, const MaskImage& mask);
 
+// I_comp in 8-bit space: the network's output where the mask has a hole, the input elsewhere;
+// the input's alpha channel, if any, unchanged.
 ImageU8 compose_u8(const ImageU8& input, const ImageU8& output, const MaskImage& mask);
 
 }  // namespace pconv::inference

@@ -276,6 +276,7 @@ void Trainer::setup() {
                   std::to_string(start.seed) + ": a resume continues the same data order");
     opt_.seed = start.seed;
   }
+  bool init_adds_fill = false;  // --init from a model without the fill into --fill harmonic
   if (!checkpoint.empty()) {
     const PConvUNetConfig c = PConvUNet::checkpoint_config(saved);  // checked above
     if (opt_.levels == 0) opt_.levels = c.levels;
@@ -285,7 +286,7 @@ void Trainer::setup() {
     if (resuming && opt_.fill != saved_fill)
       throw Error("--fill " + opt_.fill + " differs from the checkpoint's (" + saved_fill +
                   "): a resume continues the same model (start a new run with --init)");
-    init_adds_fill_ = !resuming && opt_.fill == "harmonic" && saved_fill == "none";
+    init_adds_fill = !resuming && opt_.fill == "harmonic" && saved_fill == "none";
   }
   if (opt_.fill.empty()) opt_.fill = "none";
   opt_.finetune = opt_.finetune || saved_finetune;
@@ -316,7 +317,7 @@ void Trainer::setup() {
   config.validate();
   model_ = std::make_unique<PConvUNet>(config, *opt_.seed, DType::F32, opt_.device);
   SafetensorsFile file;
-  if (init_adds_fill_) {
+  if (init_adds_fill) {
     // The weights of a model without the fill, its last layer zeroed: the new model starts
     // exactly at the harmonic fill and learns what to add, keeping the trained features.
     file = load_safetensors(checkpoint);

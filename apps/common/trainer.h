@@ -146,7 +146,6 @@ class Trainer {
   std::vector<StepLosses> history_;
   std::vector<ValidationResult> val_history_;
   int64_t step_ = 0;
-  bool init_adds_fill_ = false;  // --init from a model without the fill into --fill harmonic
   std::string last_checkpoint_;
   int64_t saved_step_ = -1;  // step of the last checkpoint this object wrote
   double images_per_second_ = 0;
