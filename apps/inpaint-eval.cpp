@@ -1,6 +1,8 @@
 // inpaint-eval: compares inpainted results with their ground truths as the paper does — ℓ1
 // (%), PSNR and SSIM on the whole image after compositing the result with the ground truth
-// through the mask — grouped by hole ratio, and prints the markdown table (CSV optional).
+// through the mask — and by hole detail (core/metrics.h: the fill's share of the truth's
+// gradient inside the hole, median per row), grouped by hole ratio, and prints the markdown
+// table (CSV optional).
 // Files are paired by name stem across the three folders. With --images DIR --masks DIR it runs
 // the model (--model CKPT, or the bundled one) (apps/common/inference.h) on the images, which are the
 // ground truth, and evaluates its composites directly.
@@ -17,7 +19,7 @@
 using namespace pconv;
 
 int main(int argc, char** argv) {
-  CLI::App app{"Evaluate inpainting results against ground truth by hole-ratio bucket (PSNR, SSIM, l1 %).",
+  CLI::App app{"Evaluate inpainting results against ground truth by hole-ratio bucket (PSNR, SSIM, l1 %, hole detail).",
                "inpaint-eval"};
   std::string results, gt, masks, holes = "white", csv, per_image_csv, model, images, device_name = "cpu";
   bool force = false;
@@ -85,6 +87,10 @@ int main(int argc, char** argv) {
     if (table.outside_buckets() > 0)
       cli::progress("inpaint-eval: " + std::to_string(table.outside_buckets()) +
                     " image(s) have a hole ratio outside (0.01, 0.6]: only in the 'all' row");
+    if (table.all().hole_detail_skipped > 0)
+      cli::progress("inpaint-eval: " + std::to_string(table.all().hole_detail_skipped) +
+                    " image(s) have no hole detail (no hole of 5×5 px or more, or a flat truth there): "
+                    "left out of its medians");
     std::fputs(table.markdown().c_str(), stdout);
     if (!csv.empty()) write_file_atomic(csv, table.csv());
     if (!per_image_csv.empty()) write_file_atomic(per_image_csv, table.per_image_csv());

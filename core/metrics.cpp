@@ -116,6 +116,64 @@ Tensor composite(const Tensor& result, const Tensor& gt, const MaskImage& mask) 
   return Tensor::from_vector(out, gt.shape());
 }
 
+namespace {
+// Y of a C×H×W image (C 3, or 1 taken as Y) as H×W floats.
+std::vector<float> luminance(const Tensor& image) {
+  const std::vector<float> v = image.to_float_vector();
+  const size_t hw = size_t(image.size(1) * image.size(2));
+  if (image.size(0) == 1) return v;
+  std::vector<float> y(hw);
+  for (size_t i = 0; i < hw; ++i) y[i] = 0.299f * v[i] + 0.587f * v[hw + i] + 0.114f * v[2 * hw + i];
+  return y;
+}
+
+// |∇Y| at (r, c) with the 3×3 Sobel kernels; the caller keeps (r, c) off the image's edge.
+float sobel_magnitude(const float* y, int64_t w, int64_t r, int64_t c) {
+  const float* up = y + (r - 1) * w + c;
+  const float* mid = y + r * w + c;
+  const float* down = y + (r + 1) * w + c;
+  const float gx = (up[1] + 2 * mid[1] + down[1]) - (up[-1] + 2 * mid[-1] + down[-1]);
+  const float gy = (down[-1] + 2 * down[0] + down[1]) - (up[-1] + 2 * up[0] + up[1]);
+  return std::sqrt(gx * gx + gy * gy);
+}
+}  // namespace
+
+double hole_detail(const Tensor& result01, const Tensor& truth01, const MaskImage& mask) {
+  check_pair("hole_detail", result01, truth01);
+  if (truth01.dim() != 3 || (truth01.size(0) != 3 && truth01.size(0) != 1))
+    throw Error("hole_detail: expected 3×H×W (RGB) or 1×H×W images, got " + shape_str(truth01.shape()));
+  const int64_t h = truth01.size(1), w = truth01.size(2);
+  if (mask.height != h || mask.width != w)
+    throw Error("hole_detail: image " + shape_str(truth01.shape()) + " and mask " + std::to_string(mask.height) +
+                "×" + std::to_string(mask.width) + " differ in size");
+  constexpr int64_t kErode = 2, kSide = 2 * kErode + 1;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  if (h < kSide || w < kSide) return nan;
+  // Holes counted by a summed-area table, so "all 25 of the 5×5 window are holes" is O(1).
+  std::vector<int32_t> sat(size_t((h + 1) * (w + 1)), 0);
+  for (int64_t r = 0; r < h; ++r)
+    for (int64_t c = 0; c < w; ++c)
+      sat[size_t((r + 1) * (w + 1) + c + 1)] = int32_t(mask.is_hole(r, c)) + sat[size_t(r * (w + 1) + c + 1)] +
+                                               sat[size_t((r + 1) * (w + 1) + c)] - sat[size_t(r * (w + 1) + c)];
+  auto holes_in_window = [&](int64_t r, int64_t c) {  // the 5×5 window centred on (r, c)
+    const int64_t r0 = r - kErode, r1 = r + kErode + 1, c0 = c - kErode, c1 = c + kErode + 1;
+    return sat[size_t(r1 * (w + 1) + c1)] - sat[size_t(r0 * (w + 1) + c1)] - sat[size_t(r1 * (w + 1) + c0)] +
+           sat[size_t(r0 * (w + 1) + c0)];
+  };
+  const std::vector<float> yr = luminance(result01), yt = luminance(truth01);
+  double sum_result = 0, sum_truth = 0;
+  int64_t n = 0;
+  for (int64_t r = kErode; r < h - kErode; ++r)
+    for (int64_t c = kErode; c < w - kErode; ++c) {
+      if (holes_in_window(r, c) != kSide * kSide) continue;
+      sum_result += sobel_magnitude(yr.data(), w, r, c);
+      sum_truth += sobel_magnitude(yt.data(), w, r, c);
+      ++n;
+    }
+  if (n == 0 || sum_truth == 0) return nan;
+  return sum_result / sum_truth;  // the counts of the two means cancel
+}
+
 ImageMetrics evaluate_image(const std::string& name, const Tensor& result, const Tensor& gt,
                             const MaskImage& mask) {
   const Tensor comp = composite(result, gt, mask);
@@ -125,6 +183,7 @@ ImageMetrics evaluate_image(const std::string& name, const Tensor& result, const
   m.l1_percent = l1_percent(comp, gt);
   m.psnr = psnr(comp, gt);
   m.ssim = ssim(comp, gt);
+  m.hole_detail = hole_detail(comp, gt, mask);
   return m;
 }
 
@@ -222,7 +281,13 @@ std::string hole_ratio_histogram(const std::vector<double>& ratios) {
 
 void MetricsTable::add(const ImageMetrics& m) {
   images_.push_back(m);
-  auto add_to = [&](Sum& s) { ++s.n, s.l1 += m.l1_percent, s.psnr += m.psnr, s.ssim += m.ssim; };
+  auto add_to = [&](Sum& s) {
+    ++s.n, s.l1 += m.l1_percent, s.psnr += m.psnr, s.ssim += m.ssim;
+    if (std::isnan(m.hole_detail))
+      ++s.details_skipped;
+    else
+      s.details.push_back(m.hole_detail);
+  };
   add_to(all_);
   const int b = hole_ratio_bucket(m.hole_ratio);
   if (b < 0)
@@ -235,6 +300,15 @@ MetricsSummary MetricsTable::summary(const Sum& s) {
   MetricsSummary out;
   out.count = s.n;
   if (s.n > 0) out.l1_percent = s.l1 / double(s.n), out.psnr = s.psnr / double(s.n), out.ssim = s.ssim / double(s.n);
+  out.hole_detail_skipped = s.details_skipped;
+  if (!s.details.empty()) {
+    std::vector<double> v = s.details;
+    const size_t mid = v.size() / 2;
+    std::nth_element(v.begin(), v.begin() + ptrdiff_t(mid), v.end());
+    out.hole_detail = v[mid];
+    if (v.size() % 2 == 0)  // the lower middle value is the largest of the lower half
+      out.hole_detail = 0.5 * (out.hole_detail + *std::max_element(v.begin(), v.begin() + ptrdiff_t(mid)));
+  }
   return out;
 }
 
@@ -251,28 +325,33 @@ std::string fmt(const char* f, double v) {
   std::snprintf(buf, sizeof buf, f, v);
   return buf;
 }
+// A hole detail: "nan" (CSV) or "n/a" (markdown) when not measurable, whatever printf's NaN is.
+std::string fmt_detail(const char* f, double v, const char* nan_text) {
+  return std::isnan(v) ? std::string(nan_text) : fmt(f, v);
+}
 }  // namespace
 
 std::string MetricsTable::markdown() const {
   std::ostringstream os;
-  os << "| hole ratio | images | PSNR (dB) | SSIM | ℓ1 (%) |\n|---|---|---|---|---|\n";
+  os << "| hole ratio | images | PSNR (dB) | SSIM | ℓ1 (%) | hole detail |\n|---|---|---|---|---|---|\n";
   auto row = [&](const std::string& label, const MetricsSummary& s) {
     os << "| " << label << " | " << s.count << " | " << fmt("%.2f", s.psnr) << " | " << fmt("%.3f", s.ssim)
-       << " | " << fmt("%.2f", s.l1_percent) << " |\n";
+       << " | " << fmt("%.2f", s.l1_percent) << " | " << fmt_detail("%.3f", s.hole_detail, "n/a") << " |\n";
   };
   for (int b = 0; b < kNumBuckets; ++b)
     if (buckets_[size_t(b)].n > 0) row(bucket_label(b), bucket(b));
-  if (outside_ > 0) os << "| other | " << outside_ << " | (outside every bucket, counted in all) | | |\n";
+  if (outside_ > 0) os << "| other | " << outside_ << " | (outside every bucket, counted in all) | | | |\n";
   row("all", all());
   return os.str();
 }
 
 std::string MetricsTable::csv() const {
   std::ostringstream os;
-  os << "bucket,count,psnr,ssim,l1_percent\n";
+  os << "bucket,count,psnr,ssim,l1_percent,hole_detail,hole_detail_skipped\n";
   auto row = [&](const std::string& label, const MetricsSummary& s) {
     os << '"' << label << "\"," << s.count << ',' << fmt("%.6g", s.psnr) << ',' << fmt("%.6g", s.ssim) << ','
-       << fmt("%.6g", s.l1_percent) << '\n';
+       << fmt("%.6g", s.l1_percent) << ',' << fmt_detail("%.6g", s.hole_detail, "nan") << ','
+       << s.hole_detail_skipped << '\n';
   };
   for (int b = 0; b < kNumBuckets; ++b) row(bucket_label(b), bucket(b));
   row("all", all());
@@ -281,12 +360,13 @@ std::string MetricsTable::csv() const {
 
 std::string MetricsTable::per_image_csv() const {
   std::ostringstream os;
-  os << "name,hole_ratio,bucket,psnr,ssim,l1_percent\n";
+  os << "name,hole_ratio,bucket,psnr,ssim,l1_percent,hole_detail\n";
   for (const ImageMetrics& m : images_) {
     std::string name = m.name;  // CSV-quote: double any quote
     for (size_t p = 0; (p = name.find('"', p)) != std::string::npos; p += 2) name.insert(p, 1, '"');
     os << '"' << name << "\"," << fmt("%.6f", m.hole_ratio) << ",\"" << bucket_label(hole_ratio_bucket(m.hole_ratio))
-       << "\"," << fmt("%.6g", m.psnr) << ',' << fmt("%.6g", m.ssim) << ',' << fmt("%.6g", m.l1_percent) << '\n';
+       << "\"," << fmt("%.6g", m.psnr) << ',' << fmt("%.6g", m.ssim) << ',' << fmt("%.6g", m.l1_percent) << ','
+       << fmt_detail("%.6g", m.hole_detail, "nan") << '\n';
   }
   return os.str();
 }

@@ -3,6 +3,7 @@
 // whole composited image, grouped by hole-to-image area ratio in the buckets
 // (0.01,0.1], (0.1,0.2], … (0.5,0.6].
 #include <array>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -23,9 +24,25 @@ double ssim(const Tensor& a, const Tensor& b);
 // I_comp = M ⊙ gt + (1 − M) ⊙ result, with M = 1 on known pixels (3×H×W and H×W mask).
 Tensor composite(const Tensor& result, const Tensor& gt, const MaskImage& mask);
 
+// Hole detail (issue 20): how much of the truth's fine structure the fill has inside the hole.
+//   Y = 0.299 R + 0.587 G + 0.114 B of each image (values in [0,1] as stored, no linearisation;
+//       a 1×H×W image is taken as Y itself);
+//   |∇Y| = sqrt(gx² + gy²) with the 3×3 Sobel kernels (unnormalised: the scale cancels below);
+//   region = the hole (mask 0) eroded by 2 px: the pixels whose every neighbour within Chebyshev
+//       distance 2 (their 5×5 window) is a hole; pixels whose 5×5 window leaves the image are
+//       excluded, so the Sobel window never needs a border rule (it would be replicate);
+//   hole_detail = mean |∇Y(result)| over the region ÷ mean |∇Y(truth)| over the region.
+// 1 = as much detail as the truth, < 1 a smoother fill (blur), > 1 a busier one (noise). NaN
+// when the region is empty (no hole 5×5 px or larger) or the truth is flat there (mean 0).
+// The region and the Sobel windows of its pixels lie inside the hole, so the result and its
+// composite with the truth score the same. Float math, one pass over the image, on the CPU.
+double hole_detail(const Tensor& result01, const Tensor& truth01, const MaskImage& mask);
+
 struct ImageMetrics {
   std::string name;
   double hole_ratio = 0, l1_percent = 0, psnr = 0, ssim = 0;
+  // NaN when not measurable (see hole_detail) or not measured; tables skip NaNs.
+  double hole_detail = std::numeric_limits<double>::quiet_NaN();
 };
 
 // Metrics of one (result, gt, mask) triple: the result is composited with the ground truth
@@ -59,6 +76,11 @@ std::string hole_ratio_histogram(const std::vector<double>& ratios);
 struct MetricsSummary {
   int64_t count = 0;
   double l1_percent = 0, psnr = 0, ssim = 0;  // means
+  // Median over the images whose hole detail is a number (of an even count, the mean of the
+  // two middle values); NaN when none is. The median because the ratio is heavy-tailed: a
+  // nearly flat truth (sky) makes a small denominator.
+  double hole_detail = std::numeric_limits<double>::quiet_NaN();
+  int64_t hole_detail_skipped = 0;  // images whose hole detail was NaN
 };
 
 // Accumulates per-image metrics by bucket, plus everything together ("all", which also
@@ -71,17 +93,21 @@ class MetricsTable {
   int64_t outside_buckets() const { return outside_; }
   const std::vector<ImageMetrics>& images() const { return images_; }
 
-  // | hole ratio | images | PSNR | SSIM | ℓ1 (%) | — one row per non-empty bucket, then "all".
+  // | hole ratio | images | PSNR | SSIM | ℓ1 (%) | hole detail | — one row per non-empty
+  // bucket, then "all"; a hole detail of no image shows as "n/a".
   std::string markdown() const;
-  // bucket,count,psnr,ssim,l1_percent — every bucket (empty ones with count 0), then "all".
+  // bucket,count,psnr,ssim,l1_percent,hole_detail,hole_detail_skipped — every bucket (empty
+  // ones with count 0), then "all". NaN is written "nan".
   std::string csv() const;
-  // name,hole_ratio,bucket,psnr,ssim,l1_percent — one row per image.
+  // name,hole_ratio,bucket,psnr,ssim,l1_percent,hole_detail — one row per image.
   std::string per_image_csv() const;
 
  private:
   struct Sum {
     int64_t n = 0;
     double l1 = 0, psnr = 0, ssim = 0;
+    std::vector<double> details;  // the hole details that are numbers, for the median
+    int64_t details_skipped = 0;
   };
   static MetricsSummary summary(const Sum& s);
   std::array<Sum, kNumBuckets> buckets_{};
