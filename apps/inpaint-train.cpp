@@ -82,12 +82,43 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_option("--precision", precision, "fp32 (bf16 is planned)")->capture_default_str();
 
+  // Texture: what pixel losses average away (README "Texture").
+  double adversarial = 0, feature_matching = 0, style_weight = 0, perceptual_weight = 0;
+  auto* adv_option = app.add_option("--adversarial", adversarial,
+                                    "weight of the adversarial loss of a PatchGAN discriminator scoring the "
+                                    "composite (0: none) [0; a resume keeps the checkpoint's]")
+                         ->check(cli::non_negative);
+  auto* fm_option = app.add_option("--feature-matching", feature_matching,
+                                   "weight of discriminator feature matching (l1 between its features of the "
+                                   "composite and of the truth) [0; the checkpoint's]")
+                        ->check(cli::non_negative);
+  app.add_option("--gan-loss", o.gan_loss, "hinge or nonsaturating [hinge; the checkpoint's]")
+      ->check(CLI::IsMember({"hinge", "nonsaturating"}));
+  app.add_option("--d-lr", o.d_lr, "the discriminator's Adam learning rate [4 x --lr; the checkpoint's]")
+      ->check(cli::non_negative);
+  app.add_option("--d-width", o.d_width, "channels of the discriminator's first layer [32]")->check(cli::non_negative);
+  app.add_option("--d-layers", o.d_layers, "strided layers of the discriminator (3: 70x70 patches) [3]")
+      ->check(cli::non_negative);
+  app.add_option("--style-features", o.style_features,
+                 "random:SEED[:SCALE]: the style term on a VGG-16 trunk at SCALE of its width (0.25) with fixed "
+                 "random weights, instead of --vgg's ImageNet network [the checkpoint's]");
+  auto* style_option = app.add_option("--style-weight", style_weight, "weight of the style terms [120, the paper's]")
+                           ->check(cli::non_negative);
+  auto* perc_option =
+      app.add_option("--perceptual-weight", perceptual_weight,
+                     "weight of the perceptual term [0.05, the paper's; 0 with --style-features random]")
+          ->check(cli::non_negative);
+
   return cli::run(app, argc, argv, [&] {
     if (precision != "fp32")
       cli::fail("--precision " + precision + ": " + precision + " is not implemented yet (use fp32)");
     o.mask_holes = parse_mask_holes(holes);
     o.device = device == "cuda" ? Device::CUDA : Device::CPU;
     if (seed_option->count() > 0) o.seed = seed;
+    if (adv_option->count() > 0) o.adversarial = adversarial;
+    if (fm_option->count() > 0) o.feature_matching = feature_matching;
+    if (style_option->count() > 0) o.style_weight = style_weight;
+    if (perc_option->count() > 0) o.perceptual_weight = perceptual_weight;
     // One process, or one rank of mpirun's job (then every rank runs this same line).
     const std::unique_ptr<Communicator> ranks = make_communicator(o.device);
     cli::run_on_ranks(app.get_name(), *ranks, [&] {

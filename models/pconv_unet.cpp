@@ -358,11 +358,13 @@ void PConvUNet::set_finetune(bool on) {
 
 namespace {
 
-constexpr const char* kOptimPrefix = "optim.";
-
-bool is_optim_key(const std::string& name) { return name.rfind(kOptimPrefix, 0) == 0; }
+bool is_optim_key(const std::string& name) { return PConvUNet::is_training_state_key(name); }
 
 }  // namespace
+
+bool PConvUNet::is_training_state_key(const std::string& name) {
+  return name.rfind("optim.", 0) == 0 || name.rfind("train.", 0) == 0;
+}
 
 void PConvUNet::save_checkpoint(const std::string& path,
                                 const std::map<std::string, std::string>& metadata,
@@ -370,7 +372,7 @@ void PConvUNet::save_checkpoint(const std::string& path,
   std::map<std::string, Tensor> tensors = state_dict();
   for (const auto& [name, t] : optim_state) {
     if (!is_optim_key(name))
-      throw Error("PConvUNet::save_checkpoint: extra tensor '" + name + "' must be named optim.*");
+      throw Error("PConvUNet::save_checkpoint: extra tensor '" + name + "' must be named optim.* or train.*");
     tensors[name] = t;
   }
   std::map<std::string, std::string> meta = metadata;

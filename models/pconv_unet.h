@@ -94,6 +94,9 @@ class PConvUNet : public Module {
  public:
   // The metadata key the configuration is stored under in checkpoints.
   static constexpr const char* kConfigKey = "pconv.config";
+  // Tensors of a training checkpoint that are not the model's: "optim.*" (its Adam state) and
+  // "train.*" (what else training needs, e.g. the discriminator and its Adam state).
+  static bool is_training_state_key(const std::string& name);
 
   explicit PConvUNet(const PConvUNetConfig& config = {}, uint64_t seed = 0,
                      DType dtype = DType::F32, Device device = Device::CPU);
@@ -119,7 +122,7 @@ class PConvUNet : public Module {
   bool is_finetune() const { return finetune_; }
 
   // Checkpoints (DESIGN.md "Modules and checkpoints"): the state dict, the configuration under
-  // kConfigKey in the metadata, and optional extra tensors, which must be named "optim.*"
+  // kConfigKey in the metadata, and optional extra tensors, which must be named "optim.*" or "train.*"
   // (the optimiser's state, so a resume is exact).
   void save_checkpoint(const std::string& path,
                        const std::map<std::string, std::string>& metadata = {},

@@ -21,7 +21,7 @@ ExportReport export_model(const std::string& checkpoint, const std::string& out,
   const PConvUNetConfig config = PConvUNet::checkpoint_config(file.metadata);
   std::map<std::string, Tensor> weights;
   for (auto& [name, t] : file.tensors)
-    if (name.rfind("optim.", 0) != 0) weights.emplace(name, t);
+    if (!PConvUNet::is_training_state_key(name)) weights.emplace(name, t);
   {
     PConvUNet check(config, PConvUNet::Uninitialized{});
     try {

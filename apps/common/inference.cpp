@@ -27,7 +27,7 @@ std::unique_ptr<PConvUNet> load_model(const std::string& path, Device device) {
     auto net = std::make_unique<PConvUNet>(config, PConvUNet::Uninitialized{});
     std::map<std::string, Tensor> weights;
     for (auto& [name, t] : file.tensors)
-      if (name.rfind("optim.", 0) != 0) weights.emplace(name, std::move(t));
+      if (!PConvUNet::is_training_state_key(name)) weights.emplace(name, std::move(t));
     file.tensors.clear();
     net->load_state_dict(weights, true, /*adopt=*/true);
     net->eval();

@@ -24,6 +24,7 @@
 #include "core/metrics.h"
 #include "core/safetensors.h"
 #include "layers/batchnorm.h"
+#include "losses/adversarial.h"
 
 namespace pconv {
 
@@ -39,8 +40,18 @@ constexpr const char* kDataStateKey = "train.data_state";
 constexpr const char* kDataCountKey = "train.data_count";
 constexpr const char* kOptionsKey = "train.options";
 
-constexpr const char* kLogHeader = "step,total,valid,hole,perceptual,style_out,style_comp,tv,lr";
-constexpr const char* kValHeader = "step,loss,psnr,ssim,l1_percent";
+constexpr const char* kDiscConfigKey = "train.disc.config";  // present when the run has a discriminator
+constexpr const char* kDiscLrKey = "train.d_lr";
+// Tensor names of the discriminator and of its Adam state in a checkpoint ("optim.*" → "train.disc_optim.*").
+constexpr const char* kDiscPrefix = "train.disc.";
+constexpr const char* kDiscOptimPrefix = "train.disc_optim.";
+
+constexpr const char* kLogHeader =
+    "step,total,valid,hole,perceptual,style_out,style_comp,tv,lr,adv,fm,d_loss,d_real,d_fake";
+constexpr const char* kValHeader = "step,loss,psnr,ssim,l1_percent,hole_detail";
+// Headers of earlier versions: their rows are kept, the new columns read as 0.
+constexpr const char* kLegacyLogHeader = "step,total,valid,hole,perceptual,style_out,style_comp,tv,lr";
+constexpr const char* kLegacyValHeader = "step,loss,psnr,ssim,l1_percent";
 
 std::string step_file(int64_t step, const std::string& ext) {
   char buf[32];
@@ -107,6 +118,22 @@ double meta_number(const std::map<std::string, std::string>& m, const char* key,
   return v;
 }
 
+// A number field of the train.options JSON (nullopt when absent).
+std::optional<double> option_number(const nlohmann::json& o, const char* field, const std::string& path) {
+  if (!o.contains(field)) return std::nullopt;
+  const nlohmann::json& v = o[field];
+  if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < 0)
+    bad_meta(path, (std::string(kOptionsKey) + "." + field).c_str(), v.dump(), "a non-negative number");
+  return v.get<double>();
+}
+
+// A string field of the train.options JSON ("" when absent).
+std::string option_string(const nlohmann::json& o, const char* field, const std::string& path) {
+  if (!o.contains(field)) return "";
+  if (!o[field].is_string()) bad_meta(path, (std::string(kOptionsKey) + "." + field).c_str(), o[field].dump(), "a string");
+  return o[field].get<std::string>();
+}
+
 // An integer field of the train.options JSON (0 when absent).
 int64_t option_int(const nlohmann::json& o, const char* field, const std::string& path) {
   if (!o.contains(field)) return 0;
@@ -128,6 +155,30 @@ NetBatch to_network(const Tensor& images01, const Tensor& masks, Device device) 
   return b;
 }
 
+// "random:SEED[:SCALE]": a VGG-16 trunk at SCALE of its width with fixed random weights, the
+// feature extractor of the style (and perceptual) terms without ImageNet weights.
+struct RandomFeatures {
+  uint64_t seed = 0;
+  double scale = 0.25;
+};
+RandomFeatures parse_style_features(const std::string& text) {
+  const std::string bad = "--style-features '" + text + "': expected random:SEED or random:SEED:SCALE (SCALE in (0, 1])";
+  if (text.rfind("random:", 0) != 0) throw Error(bad);
+  const std::string rest = text.substr(7);
+  const size_t colon = rest.find(':');
+  const std::string seed = rest.substr(0, colon);
+  RandomFeatures r;
+  const auto [end, ec] = std::from_chars(seed.data(), seed.data() + seed.size(), r.seed);
+  if (seed.empty() || ec != std::errc() || end != seed.data() + seed.size()) throw Error(bad);
+  if (colon != std::string::npos) {
+    const std::string scale = rest.substr(colon + 1);
+    const auto [e2, ec2] = std::from_chars(scale.data(), scale.data() + scale.size(), r.scale);
+    if (scale.empty() || ec2 != std::errc() || e2 != scale.data() + scale.size() || !(r.scale > 0) || r.scale > 1)
+      throw Error(bad);
+  }
+  return r;
+}
+
 std::vector<std::string> split_csv(const std::string& line) {
   std::vector<std::string> out;
   std::stringstream ss(line);
@@ -136,12 +187,16 @@ std::vector<std::string> split_csv(const std::string& line) {
 }
 
 // Keeps the rows of a CSV log up to `step` (a resumed run rewrites what came after) and
-// returns them as numbers.
-std::vector<std::vector<double>> truncate_log(const std::string& path, const char* header, int64_t step) {
+// returns them as numbers. A log of an earlier version (`legacy` header, a prefix of `header`)
+// keeps its rows, with 0 in the columns it did not have.
+std::vector<std::vector<double>> truncate_log(const std::string& path, const char* header, const char* legacy,
+                                              int64_t step) {
   std::vector<std::vector<double>> rows;
   std::ifstream in(path);
   std::string text = std::string(header) + "\n", line;
-  if (in && std::getline(in, line) && line == header) {
+  const size_t columns = split_csv(header).size();
+  if (in && std::getline(in, line) && (line == header || line == legacy)) {
+    const size_t have = split_csv(line).size();
     while (std::getline(in, line)) {
       std::vector<double> row;
       try {
@@ -149,7 +204,8 @@ std::vector<std::vector<double>> truncate_log(const std::string& path, const cha
       } catch (const std::exception&) {
         break;  // a torn last line from a killed run
       }
-      if (row.empty() || row[0] > double(step)) break;
+      if (row.empty() || row.size() != have || row[0] > double(step)) break;
+      for (size_t c = have; c < columns; ++c) row.push_back(0), line += ",0";
       rows.push_back(row);
       text += line + "\n";
     }
@@ -225,7 +281,8 @@ Trainer::Trainer(TrainOptions options, Communicator& ranks) : opt_(std::move(opt
 void Trainer::setup() {
   if (opt_.data_dir.empty()) throw Error("--data is required");
   if (opt_.out_dir.empty()) throw Error("--out is required");
-  if (opt_.vgg.empty()) throw Error(vgg_missing_message());
+  if (opt_.vgg.empty() && !opt_.style_features.empty()) opt_.vgg = "none";  // random features replace VGG
+  if (opt_.vgg.empty() && opt_.resume.empty()) throw Error(vgg_missing_message());
   if (!opt_.resume.empty() && !opt_.init.empty()) throw Error("--resume and --init exclude each other");
   if (opt_.device == Device::CUDA && !cuda_available())
     throw Error("--device cuda: " + cuda_unavailable_reason());
@@ -271,6 +328,18 @@ void Trainer::setup() {
     if (!o.is_object()) throw Error(checkpoint + ": metadata " + kOptionsKey + " is not a JSON object");
     if (opt_.size == 0) opt_.size = option_int(o, "size", checkpoint);
     if (opt_.batch == 0) opt_.batch = option_int(o, "batch", checkpoint);
+    // The loss continues as it was unless the command line changes it.
+    if (opt_.vgg.empty() && opt_.style_features.empty()) {  // neither given: the checkpoint's network
+      opt_.style_features = option_string(o, "style_features", checkpoint);
+      opt_.vgg = opt_.style_features.empty() ? option_string(o, "vgg", checkpoint) : "none";
+    }
+    if (!opt_.adversarial) opt_.adversarial = option_number(o, "adversarial", checkpoint);
+    if (!opt_.feature_matching) opt_.feature_matching = option_number(o, "feature_matching", checkpoint);
+    if (opt_.gan_loss.empty()) opt_.gan_loss = option_string(o, "gan_loss", checkpoint);
+    if (!opt_.style_weight) opt_.style_weight = option_number(o, "style_weight", checkpoint);
+    if (!opt_.perceptual_weight) opt_.perceptual_weight = option_number(o, "perceptual_weight", checkpoint);
+    if (opt_.vgg.empty() && !opt_.style_features.empty()) opt_.vgg = "none";
+    if (opt_.vgg.empty()) throw Error(vgg_missing_message());
     if (opt_.seed && *opt_.seed != start.seed)
       throw Error("--seed " + std::to_string(*opt_.seed) + " differs from the checkpoint's " +
                   std::to_string(start.seed) + ": a resume continues the same data order");
@@ -302,6 +371,26 @@ void Trainer::setup() {
       opt_.sample_every < 1 || opt_.log_every < 1 || opt_.val_count < 0)
     throw Error("--batch, --steps, --save-every, --keep, --val-every, --sample-every, --log-every must be positive");
   if (!(opt_.lr > 0) || !std::isfinite(opt_.lr)) throw Error("--lr must be a positive number");
+  // The texture terms.
+  if (!opt_.adversarial) opt_.adversarial = 0.0;
+  if (!opt_.feature_matching) opt_.feature_matching = 0.0;
+  for (const auto& [name, value] : {std::pair{"--adversarial", *opt_.adversarial},
+                                    {"--feature-matching", *opt_.feature_matching},
+                                    {"--style-weight", opt_.style_weight.value_or(0)},
+                                    {"--perceptual-weight", opt_.perceptual_weight.value_or(0)},
+                                    {"--d-lr", opt_.d_lr}})
+    if (!(value >= 0) || !std::isfinite(value)) throw Error(std::string(name) + " must be a finite number ≥ 0");
+  if (opt_.gan_loss.empty()) opt_.gan_loss = "hinge";
+  try {
+    gan_ = parse_gan_loss(opt_.gan_loss);
+  } catch (const Error& e) {
+    throw Error(std::string("--gan-loss: ") + e.what());
+  }
+  if (!opt_.style_features.empty()) {
+    parse_style_features(opt_.style_features);  // a one-line error before anything is written
+    if (opt_.vgg != "none")
+      throw Error("--style-features " + opt_.style_features + " replaces --vgg's network: leave out --vgg " + opt_.vgg);
+  }
   if (resuming && step_ >= opt_.steps)
     throw Error(checkpoint + " is at step " + std::to_string(step_) + ", --steps is " + std::to_string(opt_.steps) +
                 ": nothing to do (raise --steps)");
@@ -323,7 +412,7 @@ void Trainer::setup() {
     file = load_safetensors(checkpoint);
     std::map<std::string, Tensor> weights;
     for (auto& [name, t] : file.tensors)
-      if (name.rfind("optim.", 0) != 0) weights.emplace(name, t);
+      if (!PConvUNet::is_training_state_key(name)) weights.emplace(name, t);
     const std::string last = "pconv" + std::to_string(model_->layer_count());
     for (const char* p : {".weight", ".bias"}) {
       auto it = weights.find(last + p);
@@ -355,6 +444,7 @@ void Trainer::setup() {
       throw Error(checkpoint + ": " + e.what());
     }
   }
+  setup_discriminator(saved, file.tensors, checkpoint, resuming);
   file = {};  // the optimiser's copies are all that is needed now
 
   load_vgg();
@@ -390,13 +480,83 @@ void Trainer::setup() {
 Trainer::~Trainer() = default;
 
 void Trainer::load_vgg() {
+  LossWeights w;
   if (opt_.vgg != "none") {
     VGG16Options v;
     v.device = opt_.device;
     vgg_ = std::make_shared<VGG16Features>(v);
     vgg_->load_torchvision(opt_.vgg);
+  } else if (!opt_.style_features.empty()) {
+    // Random filters capture texture statistics (Ustyuzhaninov et al. 2017): Gram matrices of
+    // a frozen random trunk stand in for ImageNet VGG's. Its perceptual term compares random
+    // projections of the pixels, which the pixel loss already does better: 0 unless asked.
+    const RandomFeatures r = parse_style_features(opt_.style_features);
+    VGG16Options v;
+    v.width_scale = r.scale, v.seed = r.seed, v.device = opt_.device;
+    vgg_ = std::make_shared<VGG16Features>(v);
+    w.perceptual = 0;
   }
-  loss_ = std::make_unique<InpaintingLoss>(vgg_);
+  if (opt_.style_weight) w.style = *opt_.style_weight;
+  if (opt_.perceptual_weight) w.perceptual = *opt_.perceptual_weight;
+  loss_ = std::make_unique<InpaintingLoss>(vgg_, w);
+}
+
+void Trainer::setup_discriminator(const std::map<std::string, std::string>& saved,
+                                  const std::map<std::string, Tensor>& tensors, const std::string& checkpoint,
+                                  bool resuming) {
+  const bool wanted = *opt_.adversarial > 0 || *opt_.feature_matching > 0;
+  const bool saved_disc = resuming && saved.count(kDiscConfigKey) > 0;
+  if (!wanted) {
+    if (opt_.d_width || opt_.d_layers || opt_.d_lr > 0)
+      throw Error("--d-width, --d-layers and --d-lr need a discriminator: give --adversarial or --feature-matching");
+    return;
+  }
+  PatchDiscriminatorConfig c;
+  if (saved_disc) {
+    try {
+      c = PatchDiscriminatorConfig::from_json(saved.at(kDiscConfigKey));
+    } catch (const Error& e) {
+      throw Error(checkpoint + ": metadata " + kDiscConfigKey + ": " + e.what());
+    }
+    if ((opt_.d_width && opt_.d_width != c.width) || (opt_.d_layers && opt_.d_layers != c.layers))
+      throw Error("--d-width/--d-layers differ from the checkpoint's discriminator (width " + std::to_string(c.width) +
+                  ", " + std::to_string(c.layers) + " layers): a resume continues the same discriminator");
+  } else {
+    c.width = opt_.d_width ? opt_.d_width : 32;
+    c.layers = opt_.d_layers ? opt_.d_layers : 3;
+    try {
+      c.validate();
+    } catch (const Error& e) {
+      throw Error(std::string("--d-width/--d-layers: ") + e.what());
+    }
+  }
+  const int64_t min_side = (int64_t(1) << c.layers) * 4;
+  if (opt_.size < min_side)
+    throw Error("--size " + std::to_string(opt_.size) + " is too small for a discriminator of " +
+                std::to_string(c.layers) + " strided layers (at least " + std::to_string(min_side) + ")");
+  opt_.d_width = c.width, opt_.d_layers = c.layers;
+  if (opt_.d_lr == 0)
+    opt_.d_lr = saved_disc && saved.count(kDiscLrKey) ? meta_number(saved, kDiscLrKey, checkpoint) : 4 * opt_.lr;
+  // Its own seed stream, so adding a discriminator leaves the generator's initial weights as they were.
+  disc_ = std::make_unique<PatchDiscriminator>(c, *opt_.seed ^ 0x9e3779b97f4a7c15ULL, DType::F32, opt_.device);
+  // β1 0.5 as GAN discriminators are usually trained (DCGAN): less momentum against a moving target.
+  d_adam_ = std::make_unique<Adam>(disc_->named_parameters(), AdamOptions{opt_.d_lr, 0.5, 0.999});
+  if (saved_disc) {
+    std::map<std::string, Tensor> weights, state;
+    const std::string dp = kDiscPrefix, op = kDiscOptimPrefix;
+    for (const auto& [name, t] : tensors) {
+      if (name.rfind(dp, 0) == 0) weights.emplace(name.substr(dp.size()), t);
+      if (name.rfind(op, 0) == 0) state.emplace("optim." + name.substr(op.size()), t);
+    }
+    try {
+      disc_->load_state_dict(weights, true);
+      d_adam_->load_state_dict(state);
+    } catch (const Error& e) {
+      throw Error(checkpoint + ": discriminator: " + e.what());
+    }
+  } else if (resuming && writes() && !opt_.quiet) {
+    cli::progress("inpaint-train: the checkpoint has no discriminator: a fresh one starts here");
+  }
 }
 
 void Trainer::prepare_out_folder(bool resuming) {
@@ -438,40 +598,61 @@ void Trainer::load_validation_set() {
 void Trainer::restore_logs() {
   const std::string log = (fs::path(opt_.out_dir) / "log.csv").string();
   const std::string val = (fs::path(opt_.out_dir) / "val.csv").string();
-  for (const auto& r : truncate_log(log, kLogHeader, step_))
-    if (r.size() >= 8) history_.push_back({int64_t(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]});
-  for (const auto& r : truncate_log(val, kValHeader, step_))
-    if (r.size() >= 5) val_history_.push_back({int64_t(r[0]), r[1], r[2], r[3], r[4]});
+  for (const auto& r : truncate_log(log, kLogHeader, kLegacyLogHeader, step_))
+    if (r.size() >= 14)
+      history_.push_back({int64_t(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[9], r[10], r[11], r[12], r[13]});
+  for (const auto& r : truncate_log(val, kValHeader, kLegacyValHeader, step_))
+    if (r.size() >= 6) val_history_.push_back({int64_t(r[0]), r[1], r[2], r[3], r[4], r[5]});
 }
 
 void Trainer::append_log(const StepLosses& s) {
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "%lld,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g", static_cast<long long>(s.step),
-                s.total, s.valid, s.hole, s.perceptual, s.style_out, s.style_comp, s.tv, adam_->lr());
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%lld,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g",
+                static_cast<long long>(s.step), s.total, s.valid, s.hole, s.perceptual, s.style_out, s.style_comp, s.tv,
+                adam_->lr(), s.adv, s.fm, s.d_loss, s.d_real, s.d_fake);
   append_line((fs::path(opt_.out_dir) / "log.csv").string(), buf);
 }
 
 StepLosses Trainer::train_step() {
   const Batch batch = data_->next();
   const NetBatch b = to_network(batch.images, batch.masks, opt_.device);
+  if (disc_) disc_->power_iterate();  // once per step: every pass of this step uses the same σ
   const Tensor out = model_->forward(b.input, b.mask);
   const LossTerms t = loss_->compute(out, b.gt, b.mask);
+  Tensor total = t.total, adv = Tensor::zeros({}, out.dtype(), out.device()), fm = adv, comp;
+  DiscriminatorOutput real;
+  if (disc_) {
+    // The truth's scores with a graph into the discriminator only: its step below reuses them
+    // (its weights do not change before then). The composite's with a graph into the
+    // generator only: the discriminator is frozen for that pass.
+    real = disc_->forward(b.gt, b.mask);
+    comp = composite(out, b.gt, b.mask);
+    disc_->freeze(true);
+    const DiscriminatorOutput fake = disc_->forward(comp, b.mask);
+    disc_->freeze(false);
+    adv = generator_adversarial_loss(fake.scores, gan_);
+    fm = feature_matching_loss(fake.features, real.features);
+    total = total + adv * *opt_.adversarial + fm * *opt_.feature_matching;
+  }
 
   StepLosses s;
   s.step = step_ + 1;
   const std::pair<const char*, double*> terms[] = {
       {"valid", &s.valid}, {"hole", &s.hole}, {"perceptual", &s.perceptual}, {"style_out", &s.style_out},
-      {"style_comp", &s.style_comp}, {"tv", &s.tv}, {"total", &s.total}};
-  const Tensor* tensors[] = {&t.valid, &t.hole, &t.perceptual, &t.style_out, &t.style_comp, &t.tv, &t.total};
-  double values[7];
-  for (size_t i = 0; i < 7; ++i) values[i] = tensors[i]->item();
+      {"style_comp", &s.style_comp}, {"tv", &s.tv}, {"total", &s.total}, {"adversarial", &s.adv},
+      {"feature-matching", &s.fm}};
+  constexpr size_t kTerms = 9;
+  const Tensor* tensors[kTerms] = {&t.valid, &t.hole, &t.perceptual, &t.style_out, &t.style_comp, &t.tv, &total,
+                                   &adv, &fm};
+  double values[kTerms];
+  for (size_t i = 0; i < kTerms; ++i) values[i] = tensors[i]->item();
   if (comm_.size() > 1) {
     // Each term is a mean over equal shares: their mean is the whole batch's loss (and a
     // NaN on one rank reaches all, so all stop together).
-    comm_.allreduce_sum(values, 7);
+    comm_.allreduce_sum(values, kTerms);
     for (double& v : values) v /= double(comm_.size());
   }
-  for (size_t i = 0; i < 7; ++i) {
+  for (size_t i = 0; i < kTerms; ++i) {
     *terms[i].second = values[i];
     if (!std::isfinite(*terms[i].second))
       throw DivergenceError("step " + std::to_string(s.step) + ": the " + terms[i].first + " loss is " +
@@ -481,14 +662,64 @@ StepLosses Trainer::train_step() {
                             comm_.rank());
   }
   adam_->zero_grad();
-  t.total.backward();
+  total.backward();
   average_gradients();
   adam_->step();
+  if (disc_) discriminator_step(real.scores, comp.detach(), b.mask, s);
   ++step_;
   history_.push_back(s);
   if (writes()) append_log(s);
   if (after_step) after_step(*this);
   return s;
+}
+
+// The discriminator's update on the same batch: the truth against the composite the generator
+// made before its update (detached: no gradient reaches the generator).
+void Trainer::discriminator_step(const Tensor& real_scores, const Tensor& composite, const Tensor& mask,
+                                 StepLosses& s) {
+  const DiscriminatorOutput fake = disc_->forward(composite, mask);
+  const Tensor d_loss = discriminator_loss(real_scores, fake.scores, gan_);
+  double values[3] = {d_loss.item(), mean(real_scores).item(), mean(fake.scores).item()};
+  if (comm_.size() > 1) {
+    comm_.allreduce_sum(values, 3);
+    for (double& v : values) v /= double(comm_.size());
+  }
+  s.d_loss = values[0], s.d_real = values[1], s.d_fake = values[2];
+  if (!std::isfinite(s.d_loss))
+    throw DivergenceError("step " + std::to_string(s.step) + ": the discriminator's loss is " + format("%g", s.d_loss) +
+                              "; stopped without saving" +
+                              (last_checkpoint_.empty() ? std::string(" (no checkpoint yet)")
+                                                        : " (last good checkpoint: " + last_checkpoint_ + ")"),
+                          comm_.rank());
+  d_adam_->zero_grad();
+  d_loss.backward();
+  if (comm_.size() > 1) {
+    std::vector<Tensor> grads;
+    for (Tensor* p : disc_->parameters())
+      if (Tensor g = p->grad(); g.defined()) grads.push_back(g);
+    std::vector<Tensor*> pointers;
+    for (Tensor& g : grads) pointers.push_back(&g);
+    comm_.allreduce_mean(pointers);
+  }
+  d_adam_->step();
+}
+
+// A discriminator that wins outright (its loss near 0: every truth patch scored real and every
+// composite patch fake with margin) gives the generator little to learn from; say so, at most
+// every 500 steps.
+void Trainer::warn_if_discriminator_wins() {
+  if (!disc_ || history_.size() < 50 || (last_win_warning_ >= 0 && step_ - last_win_warning_ < 500)) return;
+  double loss = 0, real = 0, fake = 0;
+  for (size_t i = history_.size() - 50; i < history_.size(); ++i)
+    loss += history_[i].d_loss / 50, real += history_[i].d_real / 50, fake += history_[i].d_fake / 50;
+  const double chance = gan_ == GanLoss::Hinge ? 2.0 : 2 * std::log(2.0);  // loss when D cannot tell
+  if (loss > 0.05 * chance) return;
+  last_win_warning_ = step_;
+  if (writes() && !opt_.quiet)
+    cli::progress("inpaint-train: warning: the discriminator wins outright (loss " + format("%.3g", loss) +
+                  ", mean score " + format("%.2f", real) + " for the truth, " + format("%.2f", fake) +
+                  " for the composite, over the last 50 steps): the composite's scores saturate and the "
+                  "generator learns little from them; lower --d-lr or raise --adversarial");
 }
 
 ValidationResult Trainer::validate() {
@@ -498,6 +729,7 @@ ValidationResult Trainer::validate() {
   model_->eval();
   NoGradGuard no_grad;
   const size_t chunk = size_t(opt_.batch);
+  std::vector<double> details;
   for (size_t first = 0; first < val_.size(); first += chunk) {
     const size_t n = std::min(chunk, val_.size() - first);
     std::vector<Tensor> images;
@@ -516,14 +748,20 @@ ValidationResult Trainer::validate() {
       const Tensor one = slice(result, 0, int64_t(i), int64_t(i) + 1).reshape(v.image.shape());
       const ImageMetrics m = evaluate_image(v.name, one, v.image, v.mask);
       r.psnr += m.psnr, r.ssim += m.ssim, r.l1_percent += m.l1_percent;
+      if (std::isfinite(m.hole_detail)) details.push_back(m.hole_detail);
     }
   }
   model_->train();
   const double count = double(val_.size());
   r.loss /= count, r.psnr /= count, r.ssim /= count, r.l1_percent /= count;
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "%lld,%.9g,%.9g,%.9g,%.9g", static_cast<long long>(r.step), r.loss, r.psnr, r.ssim,
-                r.l1_percent);
+  // The median, as inpaint-eval reports hole detail (NaN when no pair has a hole to measure).
+  std::sort(details.begin(), details.end());
+  r.hole_detail = details.empty() ? std::nan("")
+                  : details.size() % 2 ? details[details.size() / 2]
+                                       : (details[details.size() / 2 - 1] + details[details.size() / 2]) / 2;
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "%lld,%.9g,%.9g,%.9g,%.9g,%.9g", static_cast<long long>(r.step), r.loss, r.psnr,
+                r.ssim, r.l1_percent, r.hole_detail);
   append_line((fs::path(opt_.out_dir) / "val.csv").string(), buf);
   val_history_.push_back(r);
   return r;
@@ -551,14 +789,14 @@ void Trainer::write_samples() {
 
 void Trainer::write_loss_plot() {
   if (!writes()) return;
-  const char* names[] = {"total", "valid", "hole", "perceptual", "style_out", "style_comp", "tv"};
+  const char* names[] = {"total", "valid", "hole", "perceptual", "style_out", "style_comp", "tv", "fm", "d loss"};
   std::vector<Curve> curves;
-  for (size_t k = 0; k < 7; ++k) {
+  for (size_t k = 0; k < 9; ++k) {
     Curve c;
     c.name = names[k];
     c.color = curve_color(curves.size());
     for (const StepLosses& s : history_) {
-      const double v[] = {s.total, s.valid, s.hole, s.perceptual, s.style_out, s.style_comp, s.tv};
+      const double v[] = {s.total, s.valid, s.hole, s.perceptual, s.style_out, s.style_comp, s.tv, s.fm, s.d_loss};
       c.x.push_back(double(s.step)), c.y.push_back(v[k]);
     }
     // Without VGG the perceptual and style terms are 0 throughout: no line, no legend entry.
@@ -571,6 +809,25 @@ void Trainer::write_loss_plot() {
   o.smooth = 6;
   o.title = "inpaint-train: total (weighted) and unweighted loss terms, log scale, step " + std::to_string(step_);
   save_image((fs::path(opt_.out_dir) / "loss.png").string(), plot_curves(curves, o));
+  if (!disc_) return;
+  // The game itself on a linear scale (scores and the generator's hinge loss go negative).
+  std::vector<Curve> game;
+  const char* game_names[] = {"d loss", "score of truth", "score of composite", "adv"};
+  for (size_t k = 0; k < 4; ++k) {
+    Curve c;
+    c.name = game_names[k];
+    c.color = curve_color(k);
+    for (const StepLosses& s : history_) {
+      if (s.d_loss == 0 && s.d_real == 0 && s.d_fake == 0) continue;  // steps without a discriminator
+      const double v[] = {s.d_loss, s.d_real, s.d_fake, s.adv};
+      c.x.push_back(double(s.step)), c.y.push_back(v[k]);
+    }
+    game.push_back(std::move(c));
+  }
+  PlotOptions g;
+  g.smooth = 6, g.log_y = false;
+  g.title = "inpaint-train: discriminator loss and mean patch scores, step " + std::to_string(step_);
+  save_image((fs::path(opt_.out_dir) / "gan.png").string(), plot_curves(game, g));
 }
 
 void Trainer::check_parameters_finite() const {
@@ -598,7 +855,11 @@ std::string Trainer::save_checkpoint() {
                       {"vgg", opt_.vgg},         {"size", opt_.size},         {"batch", opt_.batch},
                       {"levels", opt_.levels},   {"width", opt_.width},       {"fill", opt_.fill},       {"lr", opt_.lr},
                       {"seed", *opt_.seed},      {"steps", opt_.steps},       {"finetune", opt_.finetune},
-                      {"init", opt_.init},       {"device", device_name(opt_.device)}};
+                      {"init", opt_.init},       {"device", device_name(opt_.device)},
+                      {"adversarial", *opt_.adversarial}, {"feature_matching", *opt_.feature_matching},
+                      {"gan_loss", opt_.gan_loss}, {"style_features", opt_.style_features}};
+  if (opt_.style_weight) o["style_weight"] = *opt_.style_weight;
+  if (opt_.perceptual_weight) o["perceptual_weight"] = *opt_.perceptual_weight;
   std::map<std::string, std::string> m = {
       {kStepKey, std::to_string(step_)},
       {kPhaseKey, opt_.finetune ? "finetune" : "train"},
@@ -607,7 +868,14 @@ std::string Trainer::save_checkpoint() {
       {kDataCountKey, std::to_string(data_->samples_per_epoch())},
       {kOptionsKey, o.dump()},
   };
-  model_->save_checkpoint(path, m, adam_->state_dict());
+  std::map<std::string, Tensor> extra = adam_->state_dict();
+  if (disc_) {
+    m[kDiscConfigKey] = disc_->config().to_json();
+    m[kDiscLrKey] = format("%.17g", d_adam_->lr());
+    for (const auto& [name, t] : disc_->state_dict()) extra[kDiscPrefix + name] = t;
+    for (const auto& [name, t] : d_adam_->state_dict()) extra[kDiscOptimPrefix + name.substr(6)] = t;  // "optim."
+  }
+  model_->save_checkpoint(path, m, extra);
   last_checkpoint_ = path;
   saved_step_ = step_;
   // Only after the new file is safely in place do older ones go.
@@ -632,14 +900,21 @@ int64_t Trainer::run(const std::atomic<bool>* stop) {
                         : std::string()) +
       ", lr " +
       format("%g", opt_.lr) + (opt_.finetune ? ", fine-tune phase" : "") +
-      (vgg_ ? "" : ", no VGG (pixel and TV terms only)") + ", from step " + std::to_string(step_) + " to " +
+      (!opt_.style_features.empty() ? ", style on random features (" + opt_.style_features + ")"
+       : vgg_                       ? ""
+                                    : ", no VGG (pixel and TV terms only)") +
+      (disc_ ? ", " + disc_->config().describe() + ", " + opt_.gan_loss + " loss ×" + format("%g", *opt_.adversarial) +
+                   ", feature matching ×" + format("%g", *opt_.feature_matching) + ", d-lr " + format("%g", opt_.d_lr)
+             : std::string()) +
+      ", from step " + std::to_string(step_) + " to " +
       std::to_string(opt_.steps));
   if (step_ == 0) {
     const ValidationResult v = validate();
     write_samples();
     if (!val_.empty())
       say("step 0: val loss " + format("%.4g", v.loss) + "  PSNR " + format("%.2f", v.psnr) + "  SSIM " +
-          format("%.3f", v.ssim) + "  l1 " + format("%.2f", v.l1_percent) + "%");
+          format("%.3f", v.ssim) + "  l1 " + format("%.2f", v.l1_percent) + "%  hole detail " +
+          format("%.2f", v.hole_detail));
   }
   auto window_start = clock::now();
   const auto run_start = window_start;
@@ -667,15 +942,20 @@ int64_t Trainer::run(const std::atomic<bool>* stop) {
           (vgg_ ? "  perc " + format("%.4f", s.perceptual) + "  style " + format("%.4g", s.style_out) + "/" +
                       format("%.4g", s.style_comp)
                 : std::string()) +
-          "  tv " + format("%.4f", s.tv) + "  " + format("%.1f", images_per_second_) + " img/s  ETA " +
-          duration(eta));
+          "  tv " + format("%.4f", s.tv) +
+          (disc_ ? "  adv " + format("%.4f", s.adv) + "  fm " + format("%.4f", s.fm) + "  D " +
+                       format("%.3f", s.d_loss) + " (real " + format("%+.2f", s.d_real) + ", fake " +
+                       format("%+.2f", s.d_fake) + ")"
+                 : std::string()) +
+          "  " + format("%.1f", images_per_second_) + " img/s  ETA " + duration(eta));
+      warn_if_discriminator_wins();
     }
     if (step_ % opt_.val_every == 0) {
       const ValidationResult v = validate();
       if (!val_.empty())
         say("step " + std::to_string(step_) + ": val loss " + format("%.4g", v.loss) + "  PSNR " +
             format("%.2f", v.psnr) + "  SSIM " + format("%.3f", v.ssim) + "  l1 " + format("%.2f", v.l1_percent) +
-            "%");
+            "%  hole detail " + format("%.2f", v.hole_detail));
     }
     if (step_ % opt_.sample_every == 0) write_samples();
     if (step_ % opt_.save_every == 0) say("saved " + save_checkpoint());

@@ -29,7 +29,9 @@
 #include "core/dataset.h"
 #include "core/distributed.h"
 #include "core/optim.h"
+#include "losses/adversarial.h"
 #include "losses/inpainting_loss.h"
+#include "models/patch_discriminator.h"
 #include "models/pconv_unet.h"
 
 namespace pconv {
@@ -63,17 +65,35 @@ struct TrainOptions {
   double cache_gib = -1;        // decoded photos kept in memory (< 0: a quarter of the free memory, at most 8 GiB)
   Device device = Device::CPU;
   bool quiet = false;           // no progress lines (tests)
+
+  // Texture terms. Unset (nullopt / empty / 0): the checkpoint's value when resuming, else the default in ().
+  // Adversarial training: a PatchGAN discriminator (models/patch_discriminator.h) scores the
+  // composite against the truth; the generator adds w·L_adv and w·L_fm (losses/adversarial.h).
+  std::optional<double> adversarial;       // weight of the generator's adversarial loss (0: no discriminator)
+  std::optional<double> feature_matching;  // weight of discriminator feature matching (0)
+  std::string gan_loss;                    // "hinge" or "nonsaturating" (hinge)
+  double d_lr = 0;                         // the discriminator's Adam lr (4× the generator's lr)
+  int64_t d_width = 0, d_layers = 0;       // discriminator width (32) and strided layers (3)
+  // The feature extractor of the perceptual and style terms: "" for --vgg's, or
+  // "random:SEED[:SCALE]", a VGG-16 trunk at SCALE of its width (0.25) with fixed random weights.
+  std::string style_features;
+  std::optional<double> style_weight;      // (120, the paper's)
+  std::optional<double> perceptual_weight; // (0.05, the paper's; 0 with random features)
 };
 
 // One step's losses, the unweighted terms as InpaintingLoss reports them.
 struct StepLosses {
   int64_t step = 0;
   double total = 0, valid = 0, hole = 0, perceptual = 0, style_out = 0, style_comp = 0, tv = 0;
+  // With a discriminator: the generator's adversarial and feature-matching terms (unweighted),
+  // the discriminator's loss and its mean score of the truth and of the composite.
+  double adv = 0, fm = 0, d_loss = 0, d_real = 0, d_fake = 0;
 };
 
 struct ValidationResult {
   int64_t step = 0;
   double loss = 0, psnr = 0, ssim = 0, l1_percent = 0;  // means over the validation set
+  double hole_detail = 0;  // median over the validation set (core/metrics.h)
 };
 
 // Thrown when a loss term is NaN or Inf: nothing of the broken state was saved. The losses
@@ -111,6 +131,8 @@ class Trainer {
   int64_t step() const { return step_; }
   PConvUNet& model() { return *model_; }
   Adam& optimizer() { return *adam_; }
+  PatchDiscriminator* discriminator() { return disc_.get(); }  // null without --adversarial
+  Adam* discriminator_optimizer() { return d_adam_.get(); }
   TrainingData& data() { return *data_; }
   const TrainOptions& options() const { return opt_; }  // resolved (no zeros left)
   const std::vector<StepLosses>& history() const { return history_; }
@@ -123,6 +145,10 @@ class Trainer {
  private:
   void resolve_options(const SafetensorsFile* from);
   void load_vgg();
+  void setup_discriminator(const std::map<std::string, std::string>& saved,
+                           const std::map<std::string, Tensor>& tensors, const std::string& checkpoint, bool resuming);
+  void discriminator_step(const Tensor& real_scores, const Tensor& composite, const Tensor& mask, StepLosses& s);
+  void warn_if_discriminator_wins();
   void prepare_out_folder(bool resuming);
   void load_validation_set();
   void restore_logs();
@@ -141,6 +167,10 @@ class Trainer {
   std::shared_ptr<VGG16Features> vgg_;
   std::unique_ptr<InpaintingLoss> loss_;
   std::unique_ptr<Adam> adam_;
+  std::unique_ptr<PatchDiscriminator> disc_;
+  std::unique_ptr<Adam> d_adam_;
+  GanLoss gan_ = GanLoss::Hinge;
+  int64_t last_win_warning_ = -1;  // step of the last "discriminator wins" warning
   std::unique_ptr<TrainingData> data_;
   std::vector<ValidationSample> val_;
   std::vector<StepLosses> history_;

@@ -19,7 +19,12 @@ void Trainer::check_ranks_agree(const std::string& when, const std::string& advi
   std::vector<const Tensor*> tensors;
   const auto model_state = model_->state_dict();
   const auto adam_state = adam_->state_dict();
-  for (const auto* state : {&model_state, &adam_state})
+  const auto disc_state = disc_ ? disc_->state_dict() : std::map<std::string, Tensor>{};
+  const auto d_adam_state = d_adam_ ? d_adam_->state_dict() : std::map<std::string, Tensor>{};
+  char d_lr[32];
+  std::snprintf(d_lr, sizeof d_lr, "%.17g", opt_.d_lr);
+  text += "|" + opt_.fill + "|" + opt_.style_features + "|" + opt_.gan_loss + "|" + d_lr;
+  for (const auto* state : {&model_state, &adam_state, &disc_state, &d_adam_state})
     for (const auto& [name, t] : *state) {
       text += "|" + name;
       tensors.push_back(&t);

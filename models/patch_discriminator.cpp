@@ -1,0 +1,95 @@
+#include "models/patch_discriminator.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "core/ops.h"
+
+namespace pconv {
+
+void PatchDiscriminatorConfig::validate() const {
+  if (in_channels < 1 || in_channels > 64)
+    throw Error("discriminator in_channels " + std::to_string(in_channels) + " out of range (1..64)");
+  if (width < 1 || width > kMaxWidth)
+    throw Error("discriminator width " + std::to_string(width) + " out of range (1.." + std::to_string(kMaxWidth) + ")");
+  if (layers < 1 || layers > kMaxLayers)
+    throw Error("discriminator layers " + std::to_string(layers) + " out of range (1.." +
+                std::to_string(kMaxLayers) + ")");
+}
+
+int64_t PatchDiscriminatorConfig::channels(int64_t n) const {
+  return width * std::min<int64_t>(int64_t(1) << std::min<int64_t>(n - 1, 3), 8);
+}
+
+int64_t PatchDiscriminatorConfig::receptive_field() const {
+  // Back from one score: two stride-1 4×4 layers, then `layers` stride-2 ones.
+  int64_t r = 1;
+  r = r + 3, r = r + 3;
+  for (int64_t n = 0; n < layers; ++n) r = 2 * r + 2;
+  return r;
+}
+
+std::string PatchDiscriminatorConfig::to_json() const {
+  return nlohmann::json{{"in_channels", in_channels}, {"layers", layers}, {"width", width}}.dump();
+}
+
+PatchDiscriminatorConfig PatchDiscriminatorConfig::from_json(const std::string& text) {
+  const auto j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_object()) throw Error("discriminator config is not a JSON object");
+  PatchDiscriminatorConfig c;
+  for (auto [key, field] : {std::pair{"in_channels", &c.in_channels}, {"layers", &c.layers}, {"width", &c.width}}) {
+    if (!j.contains(key)) throw Error(std::string("discriminator config has no ") + key);
+    if (!j[key].is_number_integer()) throw Error(std::string("discriminator config ") + key + " is not an integer");
+    *field = j[key].get<int64_t>();
+  }
+  c.validate();
+  return c;
+}
+
+std::string PatchDiscriminatorConfig::describe() const {
+  const std::string r = std::to_string(receptive_field());
+  return "PatchGAN discriminator (spectral norm), " + std::to_string(layers) + " strided layers, width " +
+         std::to_string(width) + ", " + r + "×" + r + " patches";
+}
+
+PatchDiscriminator::PatchDiscriminator(const PatchDiscriminatorConfig& config, uint64_t seed, DType dtype,
+                                       Device device)
+    : config_(config) {
+  config_.validate();
+  Generator gen(seed);
+  int64_t in = config_.in_channels;
+  for (int64_t n = 1; n <= config_.layers + 1; ++n) {
+    const int64_t out = config_.channels(n);
+    const int64_t stride = n <= config_.layers ? 2 : 1;
+    convs_.push_back(register_module("d" + std::to_string(n),
+                                     std::make_shared<SNConv2d>(in, out, 4, stride, 1, gen, dtype, device)));
+    in = out;
+  }
+  convs_.push_back(register_module("score", std::make_shared<SNConv2d>(in, 1, 4, 1, 1, gen, dtype, device)));
+}
+
+DiscriminatorOutput PatchDiscriminator::forward(const Tensor& image, const Tensor& mask) const {
+  check_rank("PatchDiscriminator", "image", image, 4);
+  check_rank("PatchDiscriminator", "mask", mask, 4);
+  const int64_t min_side = (int64_t(1) << config_.layers) * 4;
+  if (image.size(1) + mask.size(1) != config_.in_channels || mask.size(1) != 1 || image.size(0) != mask.size(0) ||
+      image.size(2) != mask.size(2) || image.size(3) != mask.size(3) || image.size(2) < min_side ||
+      image.size(3) < min_side)
+    throw Error("PatchDiscriminator: image " + shape_str(image.shape()) + " and mask " + shape_str(mask.shape()) +
+                " do not fit a discriminator of " + std::to_string(config_.in_channels) +
+                " input channels (image + 1-channel mask, at least " + std::to_string(min_side) + " pixels a side)");
+  DiscriminatorOutput out;
+  Tensor x = concat({image, mask.detach()}, 1);
+  for (size_t i = 0; i + 1 < convs_.size(); ++i) {
+    x = leaky_relu(convs_[i]->forward(x), 0.2);
+    out.features.push_back(x);
+  }
+  out.scores = convs_.back()->forward(x);
+  return out;
+}
+
+void PatchDiscriminator::power_iterate() {
+  for (auto& c : convs_) c->power_iterate();
+}
+
+}  // namespace pconv
