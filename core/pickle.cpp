@@ -133,9 +133,18 @@ class Machine {
     return s;
   }
 
+  // Counts bytes about to be held (an estimate of the heap they take, nodes included) against
+  // the policy's cap, before they are allocated.
+  void charge(size_t bytes) {
+    bytes_ += bytes;
+    if (bytes_ > policy_.max_bytes)
+      fail("the values would take more than " + std::to_string(policy_.max_bytes >> 20) +
+           " MiB of memory (a state dict's pickle needs a few)");
+  }
   Value* make(Kind kind) {
     if (doc_.arena.size() >= policy_.max_values)
       fail("more than " + std::to_string(policy_.max_values) + " values");
+    charge(sizeof(Value) + 2 * sizeof(void*));
     doc_.arena.push_back(std::make_unique<Value>());
     doc_.arena.back()->kind = kind;
     return doc_.arena.back().get();
@@ -146,12 +155,19 @@ class Machine {
     return x;
   }
   Value* make_text(Kind kind, std::string_view s) {
+    charge(s.size());
     Value* x = make(kind);
     x->text = std::string(s);
     return x;
   }
 
-  void push(Value* v) { stack_.push_back(v); }
+  void push(Value* v) {
+    if (stack_.size() == stack_high_) {  // the stack's own growth, counted once
+      charge(sizeof(Value*));
+      ++stack_high_;
+    }
+    stack_.push_back(v);
+  }
   Value* pop() {
     if (stack_.size() <= (marks_.empty() ? 0 : marks_.back())) fail("the stack is empty");
     Value* v = stack_.back();
@@ -167,6 +183,7 @@ class Machine {
     if (marks_.empty()) fail("no MARK to pop to");
     const size_t m = marks_.back();
     marks_.pop_back();
+    charge((stack_.size() - m) * sizeof(Value*));  // the container these become
     std::vector<Value*> items(stack_.begin() + std::ptrdiff_t(m), stack_.end());
     stack_.resize(m);
     return items;
@@ -179,6 +196,7 @@ class Machine {
 
   void memo_put(uint64_t index) {
     if (memo_.size() >= policy_.max_values) fail("memo too large");
+    charge(4 * sizeof(void*));  // a hash node: next, key, value, cached hash
     memo_[index] = top();
   }
   void memo_get(uint64_t index) {
@@ -217,7 +235,9 @@ class Machine {
     // A key set again replaces its value, as in Python; the index keeps this linear.
     auto& index = key_index_[dict];
     for (size_t i = 0; i < kv.size(); i += 2) {
-      auto [it, fresh] = index.emplace(key_of(kv[i]), dict->entries.size());
+      const std::string key = key_of(kv[i]);
+      charge(sizeof(std::pair<Value*, Value*>) + key.size() + 6 * sizeof(void*));  // entry and index node
+      auto [it, fresh] = index.emplace(key, dict->entries.size());
       if (fresh) dict->entries.emplace_back(kv[i], kv[i + 1]);
       else dict->entries[it->second].second = kv[i + 1];
     }
@@ -314,12 +334,14 @@ class Machine {
       }
       case 'a': {
         Value* v = pop();
+        charge(sizeof(Value*));
         expect(top(), Kind::List, "APPEND target")->items.push_back(v);
         return;
       }
       case 'e': {
         std::vector<Value*> items = pop_to_mark();
         Value* l = expect(top(), Kind::List, "APPENDS target");
+        charge(items.size() * sizeof(Value*));
         l->items.insert(l->items.end(), items.begin(), items.end());
         return;
       }
@@ -390,6 +412,7 @@ class Machine {
   std::string_view data_;
   size_t pos_, op_pos_ = 0;
   const Policy& policy_;
+  size_t bytes_ = 0, stack_high_ = 0;
   Document doc_;
   std::vector<Value*> stack_;
   std::vector<size_t> marks_;

@@ -50,7 +50,12 @@ enum class GlobalUse {
 struct Policy {
   std::map<std::string, GlobalUse> globals;  // by "module.name"
   bool persistent_ids = false;               // BINPERSID gives PersistentId values
-  size_t max_values = 50'000'000;            // guards memory on hostile input
+  // Guards memory on hostile input: a few bytes of opcodes can build a value, a long string
+  // copies its bytes, and references through the memo make containers grow without new values,
+  // so the bytes the values, their strings, containers, memo and stack hold are capped too
+  // (counted as they are made; a state dict's pickle needs kilobytes to a few megabytes).
+  size_t max_values = 50'000'000;
+  size_t max_bytes = size_t(256) << 20;
 };
 
 struct Document {
@@ -62,7 +67,8 @@ struct Document {
 };
 
 // Parses one pickle starting at data[offset]. Throws pconv::Error
-// "pickle: <reason> at byte <n>" on anything outside the policy, malformed or truncated data.
+// "pickle: <reason> at byte <n>" on anything outside the policy (its caps included), malformed
+// or truncated data.
 Document parse(std::string_view data, size_t offset, const Policy& policy);
 
 }  // namespace pconv::pickle

@@ -136,6 +136,13 @@ class Interpreter {
   std::map<std::string, StorageInfo> storages;
   std::map<std::string, TorchTensorInfo> tensors;
   std::map<std::string, std::string> scalars;
+  // The bytes the flattened names and scalars may take: values shared through the memo let a
+  // small pickle name one long string a million times.
+  int64_t max_bytes = int64_t(64) << 20;
+
+  // Dotted paths longer than this are no layer's name; such entries are left out, which also
+  // keeps a deep nest of long keys from building gigabytes of path strings.
+  static constexpr size_t kMaxPath = 4096;
 
   void flatten(const Value* v, const std::string& path, int depth) {
     // Values shared through the memo can make a small pickle name exponentially many paths.
@@ -143,34 +150,50 @@ class Interpreter {
     if (depth > pickle::Document::walk_limit)
       throw Error("the checkpoint nests deeper than " + std::to_string(pickle::Document::walk_limit) +
                   " levels (or refers to itself) at '" + path + "'");
-    auto child = [&](const std::string& key) { return path.empty() ? key : path + "." + key; };
+    auto child = [&](const Value* x, const std::string& key) {
+      if (path.size() + 1 + key.size() <= kMaxPath) flatten(x, path.empty() ? key : path + "." + key, depth + 1);
+    };
     switch (v->kind) {
       case Kind::Dict:
         for (const auto& [k, x] : v->entries) {
-          if (k->kind == Kind::String) flatten(x, child(k->text), depth + 1);
-          else if (k->kind == Kind::Int) flatten(x, child(std::to_string(k->integer)), depth + 1);
+          if (k->kind == Kind::String) child(x, k->text);
+          else if (k->kind == Kind::Int) child(x, std::to_string(k->integer));
         }
         return;
       case Kind::List: case Kind::Tuple:
-        for (size_t i = 0; i < v->items.size(); ++i) flatten(v->items[i], child(std::to_string(i)), depth + 1);
+        for (size_t i = 0; i < v->items.size(); ++i) child(v->items[i], std::to_string(i));
         return;
-      case Kind::Reduce: tensors[path] = tensor(v, path, 0); return;
-      case Kind::Int: scalars[path] = std::to_string(v->integer); return;
+      case Kind::Reduce:
+        charge(path.size() + sizeof(TorchTensorInfo), path);
+        tensors[path] = tensor(v, path, 0);
+        return;
+      case Kind::Int: scalar(path, std::to_string(v->integer)); return;
       case Kind::Float: {
         char buf[32];
         std::snprintf(buf, sizeof buf, "%.17g", v->number);
-        scalars[path] = buf;
+        scalar(path, buf);
         return;
       }
-      case Kind::Bool: scalars[path] = v->boolean ? "True" : "False"; return;
-      case Kind::String: scalars[path] = v->text; return;
+      case Kind::Bool: scalar(path, v->boolean ? "True" : "False"); return;
+      case Kind::String: scalar(path, v->text); return;
       default: return;
     }
   }
 
  private:
   static constexpr int64_t kMaxVisits = 10'000'000;
-  int64_t visits_ = 0;
+  int64_t visits_ = 0, bytes_ = 0;
+
+  void charge(size_t bytes, const std::string& path) {
+    bytes_ += int64_t(bytes) + 64;  // 64: a map node
+    if (bytes_ > max_bytes)
+      throw Error("the checkpoint's names and values take more than " + std::to_string(max_bytes >> 20) +
+                  " MiB (at '" + path.substr(0, 200) + "')");
+  }
+  void scalar(const std::string& path, std::string value) {
+    charge(path.size() + value.size(), path);
+    scalars[path] = std::move(value);
+  }
 
   // A Reduce of one of torch's tensor rebuild functions.
   TorchTensorInfo tensor(const Value* r, const std::string& path, int depth) {
@@ -189,7 +212,13 @@ class Interpreter {
         throw Error(fn + " with " + std::to_string(args.size()) + " arguments");
       if (args[0]->kind != Kind::PersistentId) throw Error("tensor data is not a storage reference");
       TorchTensorInfo t = storage_reference(args[0]->items[0]);
-      t.storage_offset += as_int(args[1], "storage offset");
+      // Checked before the sum: a view's offset plus a hostile one could overflow int64.
+      const int64_t offset = as_int(args[1], "storage offset");
+      const int64_t storage_numel = storages.at(t.storage_key).numel;
+      if (offset < 0 || offset > storage_numel - t.storage_offset)
+        throw Error("storage offset " + std::to_string(offset) + " outside storage " + t.storage_key + " of " +
+                    std::to_string(storage_numel) + " elements");
+      t.storage_offset += offset;
       t.shape = as_ints(args[2], "tensor size");
       t.strides = as_ints(args[3], "tensor stride");
       if (t.shape.size() != t.strides.size())
@@ -257,6 +286,7 @@ class Interpreter {
 
 struct TorchCheckpoint::Impl {
   std::string path;
+  TorchReadLimits limits;
   bool zip = false;
   std::unique_ptr<MappedFile> file;    // legacy: storages are read from here
   std::unique_ptr<ZipArchive> archive;  // zip
@@ -266,6 +296,12 @@ struct TorchCheckpoint::Impl {
 
   void read_zip();
   void read_legacy();
+  // The allow-list with the limits' cap on the values' memory.
+  pickle::Policy object_policy() const {
+    pickle::Policy p = torch_policy();
+    p.max_bytes = size_t(std::max<int64_t>(limits.max_pickle_bytes, 0));
+    return p;
+  }
   std::string_view storage_bytes(const std::string& key, std::string& holder) const;
 };
 
@@ -280,11 +316,11 @@ void TorchCheckpoint::Impl::read_zip() {
   }
   if (prefix.empty()) throw Error("a zip archive without <name>/data.pkl: not a PyTorch checkpoint");
   if (archive->has(prefix + "byteorder")) {
-    const std::string order = archive->read(prefix + "byteorder");
+    const std::string order = archive->read(prefix + "byteorder", -1, 16);
     if (order != "little") throw Error("saved with byte order '" + order + "'; only little-endian files are read");
   }
-  const std::string pkl = archive->read(prefix + "data.pkl");
-  const pickle::Document doc = pickle::parse(pkl, 0, torch_policy());
+  const std::string pkl = archive->read(prefix + "data.pkl", -1, limits.max_pickle_bytes);
+  const pickle::Document doc = pickle::parse(pkl, 0, object_policy());
   data.flatten(doc.root, "", 0);
   for (const auto& [key, info] : data.storages)
     if (!archive->has(prefix + "data/" + key)) throw Error("storage " + key + " is missing from the zip archive");
@@ -308,7 +344,7 @@ void TorchCheckpoint::Impl::read_legacy() {
   const Value* little = sys_info.root->get("little_endian");
   if (!little || little->kind != Kind::Bool || !little->boolean)
     throw Error("saved on a big-endian machine; only little-endian files are read");
-  const pickle::Document object = pickle::parse(bytes, sys_info.end, torch_policy());
+  const pickle::Document object = pickle::parse(bytes, sys_info.end, object_policy());
   data.flatten(object.root, "", 0);
   const pickle::Document keys = pickle::parse(bytes, object.end, plain_policy());
   if (keys.root->kind != Kind::List) throw Error("malformed storage key list");
@@ -341,14 +377,17 @@ std::string_view TorchCheckpoint::Impl::storage_bytes(const std::string& key, st
   const StorageInfo& info = data.storages.at(key);
   const size_t nbytes = size_t(info.numel) * info.type->element_size;
   if (zip) {
-    holder = archive->read(prefix + "data/" + key, int64_t(nbytes));
+    holder = archive->read(prefix + "data/" + key, int64_t(nbytes), limits.max_storage_bytes);
     return holder;
   }
   return file->bytes().substr(storage_offsets.at(key), nbytes);
 }
 
-TorchCheckpoint::TorchCheckpoint(const std::string& path) : impl_(std::make_unique<Impl>()) {
+TorchCheckpoint::TorchCheckpoint(const std::string& path, const TorchReadLimits& limits)
+    : impl_(std::make_unique<Impl>()) {
   impl_->path = path;
+  impl_->limits = limits;
+  impl_->data.max_bytes = limits.max_pickle_bytes;
   try {
     char head[4] = {0, 0, 0, 0};
     {

@@ -31,13 +31,25 @@ struct TorchTensorInfo {
   std::vector<int64_t> strides;
 };
 
+// What reading a checkpoint may cost, whatever its header claims. Past these, and past the
+// memory budget (core/available_memory.h), a file is refused before the memory is allocated.
+struct TorchReadLimits {
+  // The object pickle (zip: the data.pkl entry) and the values parsed from it, each: a state
+  // dict's pickle takes kilobytes, a large training checkpoint's a few megabytes.
+  int64_t max_pickle_bytes = int64_t(64) << 20;
+  // One storage read from a zip archive; -1: only the memory budget. (A legacy file's storages
+  // are read from the mapped file, so its size bounds them.)
+  int64_t max_storage_bytes = -1;
+};
+
 class TorchCheckpoint {
  public:
   // Throws Error("<path>: <reason>") for a missing or unreadable file, a file in neither
   // format (e.g. the pre-2017 tar format, a Keras .h5), a truncated or corrupt zip or pickle,
   // a pickle with anything outside the allow-list (naming the opcode or global and its byte
-  // offset), a big-endian file, or tensors that point outside their storages.
-  explicit TorchCheckpoint(const std::string& path);
+  // offset), a big-endian file, tensors that point outside their storages, or sizes past the
+  // limits (zip bombs, pickles that build gigabytes of values).
+  explicit TorchCheckpoint(const std::string& path, const TorchReadLimits& limits = {});
   ~TorchCheckpoint();
   TorchCheckpoint(const TorchCheckpoint&) = delete;
   TorchCheckpoint& operator=(const TorchCheckpoint&) = delete;

@@ -23,7 +23,17 @@ class ZipArchive {
   bool has(const std::string& name) const;
   // The whole entry, its CRC checked; `expected` (when >= 0) must be its size. Throws Error
   // naming the entry when it is missing, of another size, truncated or corrupt.
-  std::string read(const std::string& name, int64_t expected = -1) const;
+  //
+  // Sizes in a zip directory are claims: nothing is allocated for an entry before its declared
+  // size is checked against what its bytes in the file can hold (stored: its compressed size;
+  // deflate: kMaxDeflateRatio times it; other methods are refused), against `max_bytes` (when
+  // >= 0) and against the memory budget (core/available_memory.h). Then it is inflated a chunk at
+  // a time and refused as soon as it gives more than it declared.
+  std::string read(const std::string& name, int64_t expected = -1, int64_t max_bytes = -1) const;
+
+  // Deflate's largest possible expansion: a 258-byte match costs at least 2 bits, so one byte of
+  // deflate data gives at most 1032 bytes (zlib's technical details, "maximum compression factor").
+  static constexpr int64_t kMaxDeflateRatio = 1032;
 
  private:
   struct Impl;
