@@ -17,6 +17,7 @@
 #include "apps/common/cli.h"
 #include "apps/common/hd_strategy.h"
 #include "apps/common/inference.h"
+#include "core/available_memory.h"
 #include "core/dataset.h"
 #include "core/metrics.h"
 
@@ -87,12 +88,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 std::string fmt_seconds(double s) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f s", s);
-  return buf;
-}
-
-std::string fmt_gib(int64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f GiB", double(bytes) / double(int64_t(1) << 30));
   return buf;
 }
 
@@ -273,7 +268,7 @@ int main(int argc, char** argv) {
         if (have >= 0 && need > have)
           cli::fail(jobs[start].image + ": " + std::to_string(images.size()) + " image(s) of " +
                     std::to_string(images[0].width) + "×" + std::to_string(images[0].height) + " need about " +
-                    fmt_gib(need) + " for the " + net->config().describe() + ", " + fmt_gib(have) +
+                    format_bytes(need) + " for the " + net->config().describe() + ", " + format_bytes(have) +
                     (memory_limit > 0 ? " allowed by --memory-limit" : " are available") + " (use " +
                     (hd.strategy == inference::HdStrategy::Original ? "--hd-strategy crop or resize, " : "") +
                     "a smaller image" + (images.size() > 1 ? ", --batch 1" : "") + " or a machine with more memory)");

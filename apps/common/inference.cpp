@@ -1,11 +1,11 @@
 #include "apps/common/inference.h"
 
 #include <cstdio>
-#include <fstream>
 
 #include "core/autograd.h"
 #include "core/harmonic_fill.h"
 #include "core/imagenet.h"
+#include "core/available_memory.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
 
@@ -47,14 +47,7 @@ int64_t forward_memory_bytes(const PConvUNetConfig& config, int64_t n, int64_t h
   return config.inference_bytes(n, h, w) + io + (int64_t(64) << 20);
 }
 
-int64_t available_memory_bytes() {
-  std::ifstream in("/proc/meminfo");
-  for (std::string line; std::getline(in, line);) {
-    long long kib = 0;
-    if (std::sscanf(line.c_str(), "MemAvailable: %lld kB", &kib) == 1) return int64_t(kib) * 1024;
-  }
-  return -1;
-}
+int64_t available_memory_bytes() { return pconv::available_memory_bytes(); }
 
 ImageU8 compose_u8(const ImageU8& input, const ImageU8& output, const MaskImage& mask) {
   if (input.width != output.width || input.height != output.height || mask.width != input.width ||

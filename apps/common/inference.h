@@ -37,7 +37,8 @@ Inpainted inpaint(PConvUNet& net, const ImageU8& image, const MaskImage& mask, b
 // around it, and the kernels' scratch memory. It follows the measured peak RSS (README
 // "Performance"): about 0.4 GiB per megapixel for the paper's model.
 int64_t forward_memory_bytes(const PConvUNetConfig& config, int64_t n, int64_t h, int64_t w);
-// MemAvailable of /proc/meminfo in bytes; -1 when it cannot be read.
+// The memory budget of core/available_memory.h in bytes (the smallest of MemAvailable and the
+// room left below the process's cgroup limits, v1 or v2); -1 when none can be read.
 int64_t available_memory_bytes();
 
 // The holes filled by core/harmonic_fill alone, no network: the starting point of a residual
