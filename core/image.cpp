@@ -10,6 +10,7 @@
 #define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
 #define STBI_ONLY_TGA
+#define STBI_ONLY_GIF  // the first frame: what browsers and phones send as a still
 // stb's own bound on each side (default 2^24): 65536 keeps the padding stb adds to whole JPEG
 // blocks (16 rows) small next to the pixels, so the cap on its allocations below stays tight.
 #define STBI_MAX_DIMENSIONS (1 << 16)
@@ -66,7 +67,9 @@ unsigned char* zlib_compress(unsigned char* data, int length, int* out_length, i
 #include <cstdio>
 #include <sys/stat.h>
 
+#include "core/image_meta.h"
 #include "core/safetensors.h"
+#include "core/webp_codec.h"
 
 namespace pconv {
 
@@ -113,12 +116,18 @@ constexpr size_t kHeaderAllocationCap = size_t(4) << 20;
 constexpr int64_t kMaxFileBytesPerPixel = 16;
 constexpr int64_t kMaxFileOverheadBytes = int64_t(16) << 20;
 
+void check_dimensions(const std::string& name, int64_t max_pixels, int width, int height);
+
 // The header's dimensions and channels (`info`), checked against the pixel limit.
 template <typename Info>
 void read_header(const std::string& name, int64_t max_pixels, Info info, int& width, int& height, int& channels) {
   StbCap cap(kHeaderAllocationCap);
   if (!info(&width, &height, &channels))
     fail(name, std::string("not a readable image (stb: ") + stbi_failure_reason() + ")");
+  check_dimensions(name, max_pixels, width, height);
+}
+
+void check_dimensions(const std::string& name, int64_t max_pixels, int width, int height) {
   // Not every format's header reader checks the size (BMP's returns negative heights): check
   // it here, before any arithmetic on it.
   if (width <= 0 || height <= 0 || width > STBI_MAX_DIMENSIONS || height > STBI_MAX_DIMENSIONS)
@@ -223,6 +232,20 @@ ImageU8 read_image_u8(const std::string& path, int64_t max_pixels, ImageAlpha al
   // readers disagree on files that end early).
   File file;
   const int64_t file_bytes = open_image_file(path, file);
+  char magic[12] = {};
+  const size_t got = std::fread(magic, 1, sizeof magic, file.f);
+  if (is_webp(std::string(magic, got))) {
+    // libwebp reads headers from memory only: bound the file by the largest image allowed.
+    const int64_t most = kMaxFileBytesPerPixel * max_pixels + kMaxFileOverheadBytes;
+    if (file_bytes > most)
+      fail(path, "file of " + std::to_string(file_bytes) + " bytes is larger than an image of at most " +
+                     std::to_string(max_pixels) + " pixels needs (at most " + std::to_string(most) + ")");
+    std::string bytes(size_t(file_bytes), '\0');
+    if (std::fseek(file.f, 0, SEEK_SET) != 0 || std::fread(bytes.data(), 1, bytes.size(), file.f) != bytes.size())
+      fail(path, "cannot read the whole file");
+    return decode_image_u8(bytes, path, max_pixels, alpha);
+  }
+  if (std::fseek(file.f, 0, SEEK_SET) != 0) fail(path, "cannot read the file");
   int width = 0, height = 0, channels = 0;
   read_header(
       path, max_pixels, [&](int* w, int* h, int* c) { return stbi_info_from_file(file.f, w, h, c); }, width, height,
@@ -237,14 +260,79 @@ ImageU8 read_image_u8(const std::string& path, int64_t max_pixels, ImageAlpha al
   return decode_image_u8(bytes, path, max_pixels, alpha);
 }
 
-ImageU8 decode_image_u8(const std::string& bytes, const std::string& name, int64_t max_pixels, ImageAlpha alpha) {
+const char* image_format_name(ImageFormat format) {
+  switch (format) {
+    case ImageFormat::Png: return "png";
+    case ImageFormat::Jpeg: return "jpeg";
+    case ImageFormat::Webp: return "webp";
+    case ImageFormat::Gif: return "gif";
+    case ImageFormat::Bmp: return "bmp";
+    case ImageFormat::Tga: return "tga";
+  }
+  return "?";
+}
+
+ImageFormat sniff_image_format(const std::string& b) {
+  if (b.compare(0, 8, "\x89PNG\r\n\x1a\n", 8) == 0) return ImageFormat::Png;
+  if (b.size() >= 3 && b.compare(0, 3, "\xff\xd8\xff", 3) == 0) return ImageFormat::Jpeg;
+  if (is_webp(b)) return ImageFormat::Webp;
+  if (b.compare(0, 4, "GIF8", 4) == 0) return ImageFormat::Gif;
+  if (b.compare(0, 2, "BM", 2) == 0) return ImageFormat::Bmp;
+  return ImageFormat::Tga;
+}
+
+ImageHeader read_image_header(const std::string& bytes, const std::string& name, int64_t max_pixels) {
   if (bytes.size() > size_t(INT_MAX))
     fail(name, std::to_string(bytes.size()) + " bytes is too large for an image");
+  ImageHeader header;
+  header.format = sniff_image_format(bytes);
+  if (header.format == ImageFormat::Webp) {
+    const WebpInfo info = webp_info(bytes, name);
+    check_dimensions(name, max_pixels, info.width, info.height);
+    header.width = info.width, header.height = info.height;
+    return header;
+  }
   const auto* buffer = reinterpret_cast<const stbi_uc*>(bytes.data());
-  const int length = int(bytes.size());
-  return decode(
-      name, max_pixels, alpha, [&](int* w, int* h, int* c) { return stbi_info_from_memory(buffer, length, w, h, c); },
-      [&](int* w, int* h, int* c, int wanted) { return stbi_load_from_memory(buffer, length, w, h, c, wanted); });
+  int channels = 0;
+  read_header(
+      name, max_pixels,
+      [&](int* w, int* h, int* c) { return stbi_info_from_memory(buffer, int(bytes.size()), w, h, c); },
+      header.width, header.height, channels);
+  return header;
+}
+
+DecodedImage decode_image(const std::string& bytes, const std::string& name, int64_t max_pixels, ImageAlpha alpha) {
+  if (bytes.size() > size_t(INT_MAX))
+    fail(name, std::to_string(bytes.size()) + " bytes is too large for an image");
+  DecodedImage d;
+  d.format = sniff_image_format(bytes);
+  ImageMetadata meta;
+  if (d.format == ImageFormat::Webp) {
+    const WebpInfo info = webp_info(bytes, name);
+    check_dimensions(name, max_pixels, info.width, info.height);
+    d.image = webp_decode(bytes, name, alpha == ImageAlpha::Keep);
+    d.lossless = info.lossless;
+    meta = webp_metadata(bytes);
+  } else {
+    const auto* buffer = reinterpret_cast<const stbi_uc*>(bytes.data());
+    const int length = int(bytes.size());
+    d.image = decode(
+        name, max_pixels, alpha,
+        [&](int* w, int* h, int* c) { return stbi_info_from_memory(buffer, length, w, h, c); },
+        [&](int* w, int* h, int* c, int wanted) { return stbi_load_from_memory(buffer, length, w, h, c, wanted); });
+    d.lossless = d.format != ImageFormat::Jpeg;
+    if (d.format == ImageFormat::Jpeg) meta = read_jpeg_metadata(bytes);
+    if (d.format == ImageFormat::Png) meta = read_png_metadata(bytes);
+  }
+  d.icc = std::move(meta.icc);
+  d.exif = std::move(meta.exif);
+  d.orientation = meta.orientation;
+  if (d.orientation != 1) d.image = apply_orientation(d.image, d.orientation);
+  return d;
+}
+
+ImageU8 decode_image_u8(const std::string& bytes, const std::string& name, int64_t max_pixels, ImageAlpha alpha) {
+  return decode_image(bytes, name, max_pixels, alpha).image;
 }
 
 Tensor image_to_tensor(const ImageU8& img) {
@@ -302,6 +390,28 @@ std::string encode_png(const ImageU8& img) {
     throw Error("encode_png: stb could not encode a " + std::to_string(img.width) + "×" +
                 std::to_string(img.height) + " image");
   return out;
+}
+
+std::string encode_image(const ImageU8& img, ImageFormat format, int quality, bool lossless, const std::string& icc,
+                         const std::string& exif) {
+  check_image("encode_image", img);
+  if (quality < 1 || quality > 100)
+    throw Error("encode_image: quality " + std::to_string(quality) + " is outside 1..100");
+  ImageMetadata meta;
+  meta.icc = icc;
+  meta.exif = exif;
+  switch (format) {
+    case ImageFormat::Jpeg: {
+      std::string bytes;
+      if (!stbi_write_jpg_to_func(append_bytes, &bytes, img.width, img.height, 3, img.rgb.data(), quality))
+        throw Error("encode_image: stb could not encode the JPEG");
+      return add_jpeg_metadata(bytes, meta);
+    }
+    case ImageFormat::Webp: return webp_encode(img, lossless, quality, meta);
+    case ImageFormat::Png: return add_png_metadata(encode_png(img), meta);
+    default:
+      throw Error(std::string("encode_image: cannot write ") + image_format_name(format) + " (png, jpeg or webp)");
+  }
 }
 
 void save_image(const std::string& path, const ImageU8& img, int jpeg_quality) {

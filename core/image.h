@@ -1,6 +1,8 @@
 #pragma once
-// Image files via stb: PNG, JPEG, BMP, TGA in (stb is compiled for these four only); PNG and
-// JPEG out. In memory an image is a 3×H×W f32 tensor in [0,1] (RGB; grey is replicated, alpha
+// Image files via stb: PNG, JPEG, BMP, TGA and GIF (its first frame) in (stb is compiled for
+// these only), WebP through libwebp (core/webp_codec.h); PNG, JPEG and WebP out. The EXIF
+// orientation is applied when a file is read (a phone's photo comes out as it is shown), and the
+// ICC profile and EXIF block can be carried into an encoded answer (core/image_meta.h). In memory an image is a 3×H×W f32 tensor in [0,1] (RGB; grey is replicated, alpha
 // dropped unless asked for) or 8-bit RGB.
 //
 // Hostile files: the dimensions come from the header (read from the stream) before any pixel
@@ -30,6 +32,11 @@ struct ImageU8 {
 
 enum class ImageAlpha { Drop, Keep };
 
+enum class ImageFormat { Png, Jpeg, Webp, Gif, Bmp, Tga };
+const char* image_format_name(ImageFormat format);  // "png", "jpeg", "webp", ...
+// What the bytes are, by their signature (TGA has none: anything else reads as TGA).
+ImageFormat sniff_image_format(const std::string& bytes);
+
 // Throws Error("<path>: <reason>") for a missing, unreadable, corrupt or truncated file, or
 // one over `max_pixels`.
 ImageU8 read_image_u8(const std::string& path, int64_t max_pixels = kMaxImagePixels,
@@ -37,6 +44,25 @@ ImageU8 read_image_u8(const std::string& path, int64_t max_pixels = kMaxImagePix
 // The same from bytes in memory (an upload, a fuzzer's input); `name` starts the messages.
 ImageU8 decode_image_u8(const std::string& bytes, const std::string& name,
                         int64_t max_pixels = kMaxImagePixels, ImageAlpha alpha = ImageAlpha::Drop);
+
+// A decoded file with what an answer in the same format should carry.
+struct DecodedImage {
+  ImageU8 image;  // orientation applied
+  ImageFormat format = ImageFormat::Png;
+  bool lossless = true;     // PNG, GIF, BMP, TGA and lossless WebP
+  std::string icc, exif;    // the ICC profile; the EXIF block with its orientation reset to 1
+  int orientation = 1;      // as the file said (already applied to `image`)
+};
+DecodedImage decode_image(const std::string& bytes, const std::string& name, int64_t max_pixels = kMaxImagePixels,
+                          ImageAlpha alpha = ImageAlpha::Drop);
+// The dimensions as the header gives them (before orientation) and the format, without
+// decoding (for budgeting memory); throws like decode_image for what is not an image or too large.
+struct ImageHeader {
+  int width = 0, height = 0;
+  ImageFormat format = ImageFormat::Png;
+};
+ImageHeader read_image_header(const std::string& bytes, const std::string& name, int64_t max_pixels = kMaxImagePixels);
+
 // 3×H×W f32 in [0,1].
 Tensor image_to_tensor(const ImageU8& img);
 Tensor load_image(const std::string& path, int64_t max_pixels = kMaxImagePixels);
@@ -51,5 +77,9 @@ void save_image(const std::string& path, const Tensor& chw, int jpeg_quality = 9
 // Encodes to PNG bytes in memory (for atomic writes, the server and tests): RGBA when the
 // image has alpha, else RGB; zlib's fastest level.
 std::string encode_png(const ImageU8& img);
+// Encodes as `format` (PNG, JPEG at `quality`, WebP lossless when `lossless` else at `quality`)
+// with the ICC profile and EXIF block given (either may be empty). JPEG drops alpha.
+std::string encode_image(const ImageU8& img, ImageFormat format, int quality = 100, bool lossless = true,
+                         const std::string& icc = "", const std::string& exif = "");
 
 }  // namespace pconv
