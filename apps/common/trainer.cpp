@@ -329,10 +329,10 @@ void Trainer::setup() {
     if (opt_.size == 0) opt_.size = option_int(o, "size", checkpoint);
     if (opt_.batch == 0) opt_.batch = option_int(o, "batch", checkpoint);
     // The loss continues as it was unless the command line changes it.
-    if (opt_.vgg.empty() && opt_.style_features.empty()) {  // neither given: the checkpoint's network
-      opt_.style_features = option_string(o, "style_features", checkpoint);
-      opt_.vgg = opt_.style_features.empty() ? option_string(o, "vgg", checkpoint) : "none";
-    }
+    // The feature network continues as it was: random features stay (a VGG file cannot
+    // replace them in a resume), and a run without them keeps its --vgg unless given.
+    if (opt_.style_features.empty()) opt_.style_features = option_string(o, "style_features", checkpoint);
+    if (opt_.vgg.empty()) opt_.vgg = opt_.style_features.empty() ? option_string(o, "vgg", checkpoint) : "none";
     if (!opt_.adversarial) opt_.adversarial = option_number(o, "adversarial", checkpoint);
     if (!opt_.feature_matching) opt_.feature_matching = option_number(o, "feature_matching", checkpoint);
     if (opt_.gan_loss.empty()) opt_.gan_loss = option_string(o, "gan_loss", checkpoint);
