@@ -32,6 +32,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+double cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
 // Metadata keys of a training checkpoint (the model's config is under PConvUNet::kConfigKey).
 constexpr const char* kStepKey = "train.step";
 constexpr const char* kPhaseKey = "train.phase";  // "train" or "finetune"
@@ -615,6 +621,8 @@ void Trainer::append_log(const StepLosses& s) {
 
 StepLosses Trainer::train_step() {
   const Batch batch = data_->next();
+  const double cpu_start = cpu_seconds();
+  double disc_cpu = 0;
   const NetBatch b = to_network(batch.images, batch.masks, opt_.device);
   if (disc_) disc_->power_iterate();  // once per step: every pass of this step uses the same σ
   const Tensor out = model_->forward(b.input, b.mask);
@@ -625,11 +633,13 @@ StepLosses Trainer::train_step() {
     // The truth's scores with a graph into the discriminator only: its step below reuses them
     // (its weights do not change before then). The composite's with a graph into the
     // generator only: the discriminator is frozen for that pass.
+    const double d_start = cpu_seconds();
     real = disc_->forward(b.gt, b.mask);
     comp = composite(out, b.gt, b.mask);
     disc_->freeze(true);
     const DiscriminatorOutput fake = disc_->forward(comp, b.mask);
     disc_->freeze(false);
+    disc_cpu += cpu_seconds() - d_start;
     adv = generator_adversarial_loss(fake.scores, gan_);
     fm = feature_matching_loss(fake.features, real.features);
     total = total + adv * *opt_.adversarial + fm * *opt_.feature_matching;
@@ -665,7 +675,12 @@ StepLosses Trainer::train_step() {
   total.backward();
   average_gradients();
   adam_->step();
-  if (disc_) discriminator_step(real.scores, comp.detach(), b.mask, s);
+  if (disc_) {
+    const double d_start = cpu_seconds();
+    discriminator_step(real.scores, comp.detach(), b.mask, s);
+    disc_cpu += cpu_seconds() - d_start;
+  }
+  window_cpu_ += cpu_seconds() - cpu_start, window_disc_cpu_ += disc_cpu;
   ++step_;
   history_.push_back(s);
   if (writes()) append_log(s);
@@ -947,7 +962,10 @@ int64_t Trainer::run(const std::atomic<bool>* stop) {
                        format("%.3f", s.d_loss) + " (real " + format("%+.2f", s.d_real) + ", fake " +
                        format("%+.2f", s.d_fake) + ")"
                  : std::string()) +
+          (disc_ && window_cpu_ > 0 ? "  disc " + format("%.0f", 100 * window_disc_cpu_ / window_cpu_) + "% CPU"
+                                    : std::string()) +
           "  " + format("%.1f", images_per_second_) + " img/s  ETA " + duration(eta));
+      window_cpu_ = window_disc_cpu_ = 0;
       warn_if_discriminator_wins();
     }
     if (step_ % opt_.val_every == 0) {

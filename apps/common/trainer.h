@@ -179,6 +179,10 @@ class Trainer {
   std::string last_checkpoint_;
   int64_t saved_step_ = -1;  // step of the last checkpoint this object wrote
   double images_per_second_ = 0;
+  // CPU seconds (all threads) of the steps since the last progress line, and of their
+  // discriminator passes (its forwards and its update; the generator's backward through it is
+  // counted with the generator): what the discriminator costs, whatever else the machine runs.
+  double window_cpu_ = 0, window_disc_cpu_ = 0;
 };
 
 // Checkpoints of a run folder (out/checkpoints/step-*.safetensors), oldest first.
