@@ -4,8 +4,11 @@
 // requests, a full queue (503), the time limit, stopping, the page; then the binary itself
 // (its URL, Ctrl-C, one-line errors).
 #include <doctest/doctest.h>
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -84,7 +87,8 @@ struct TestServer {
   }
 };
 
-// The answer was {"error": "<one line holding needle>"} with this status.
+// The answer was IOPaint's {"error", "detail", "body", "errors"}, with the one-line message
+// holding needle in "detail" and "errors", and this status.
 void check_error(const httplib::Result& r, int status, const std::string& needle) {
   REQUIRE(r);
   CAPTURE(r->body);
@@ -92,8 +96,11 @@ void check_error(const httplib::Result& r, int status, const std::string& needle
   CHECK(r->get_header_value("Content-Type") == "application/json");
   const json j = json::parse(r->body, nullptr, false);
   REQUIRE(j.is_object());
-  REQUIRE(j.contains("error"));
-  const std::string message = j["error"].get<std::string>();
+  REQUIRE(j.contains("errors"));
+  CHECK(j["error"] == "HTTPException");
+  CHECK(j["body"] == "");
+  const std::string message = j["errors"].get<std::string>();
+  CHECK(j["detail"] == message);
   CHECK(message.find(needle) != std::string::npos);
   CHECK(message.find('\n') == std::string::npos);
 }
@@ -288,6 +295,10 @@ TEST_CASE("serve: a good request answers the pixels inpaint-run writes for the s
   const std::string image_url = "data:image/png;base64," + base64_encode(encode_png(img));
   const std::string mask_url = "data:image/png;base64," + base64_encode(encode_png(mask_png_image(mask)));
   CHECK(decode_answer(post(client, body(image_url, mask_url))).rgb == want_default.rgb);
+  // sd_seed (a number or a numeric string) comes back in X-Seed, as IOPaint's web app reads it.
+  auto seeded = post(client, body(img, mask, {{"sd_seed", "1234"}}));
+  REQUIRE(seeded);
+  CHECK(seeded->get_header_value("X-Seed") == "1234");
   // RGBA comes back RGBA with the same alpha; a mask without holes returns the image.
   ImageU8 rgba = img;
   for (size_t i = 0; i < 300 * 200; ++i) rgba.alpha.push_back(uint8_t(255 - i % 7));
@@ -320,7 +331,7 @@ TEST_CASE("serve: every bad request gets its status and a one-line JSON error") 
   check_error(post(client, body(base64_encode("hello, not an image"), mask_png)), 400,
               "image: not a readable image");
   check_error(post(client, body(truncated, mask_png)), 400, "image: not a readable image");
-  check_error(post(client, body(png, base64_encode("GIF89a"))), 400, "mask: not a readable image");
+  check_error(post(client, body(png, base64_encode("GIF89a"))), 400, "mask: corrupt image");
   check_error(post(client, body(img, box_mask(31, 40, 0, 0, 4, 4))), 400,
               "the mask is 40×31, the image 40×30 (they must be the same size)");
   check_error(post(client, body(img, mask, {{"hd_strategy", "Tile"}})), 400, "unknown HD strategy 'Tile'");
@@ -333,7 +344,7 @@ TEST_CASE("serve: every bad request gets its status and a one-line JSON error") 
   check_error(post(client, body(big, box_mask(100, 101, 0, 0, 5, 5))), 413, "over the limit of 10000 pixels");
   check_error(post(client, std::string(300 * 1024, ' ')), 413, "the request body is over the limit of 204800 bytes");
   check_error(client.Get("/api/v1/nothing"), 404, "no such endpoint: GET /api/v1/nothing");
-  check_error(client.Post("/", "{}", "application/json"), 404, "no such endpoint: POST /");
+  check_error(client.Post("/", "{}", "application/json"), 405, "method POST is not allowed on /");
   // The server is still fine after all of that.
   CHECK(decode_answer(post(client, body(img, mask))).width == 40);
 }
@@ -538,7 +549,8 @@ TEST_CASE("serve: inpaint-serve prints its URL, answers, and stops cleanly on Ct
   client.set_read_timeout(60);
   auto r = client.Get("/api/v1/model");
   REQUIRE(r);
-  CHECK(json::parse(r->body)["path"] == model.path);
+  CHECK(json::parse(r->body)["name"] == "model");  // the file's stem, never the server's paths
+  CHECK(r->body.find(model.dir) == std::string::npos);
   const ImageU8 img = random_image(32, 24, 9);
   const MaskImage mask = box_mask(24, 32, 4, 4, 12, 12);
   const ImageU8 got = decode_answer(client.Post("/api/v1/inpaint", body(img, mask), "application/json"));
@@ -547,6 +559,33 @@ TEST_CASE("serve: inpaint-serve prints its URL, answers, and stops cleanly on Ct
   const std::string err = read_bytes(process.err_path);
   CHECK(err.find("inpaint-serve: stopped") != std::string::npos);
   CHECK(err.find("error") == std::string::npos);
+}
+
+TEST_CASE("serve: Ctrl-C stops inpaint-serve within two seconds with stalled clients connected") {
+  const Model model("serve_binary_stall");
+  ServeProcess process(model.dir, {"--model", model.path, "--port", "0"});
+  const int port = process.wait_for_port();
+  REQUIRE(port > 0);
+  // Two clients that sent half a request and stall (the issue measured 57 s to exit).
+  std::vector<int> stalled;
+  for (int i = 0; i < 2; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    const std::string half = "POST /api/v1/inpaint HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n";
+    REQUIRE(::send(fd, half.data(), half.size(), MSG_NOSIGNAL) > 0);
+    stalled.push_back(fd);
+  }
+  std::this_thread::sleep_for(200ms);
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(process.stop(SIGINT) == 0);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  MESSAGE("inpaint-serve exited " << s << " s after Ctrl-C with 2 stalled clients");
+  CHECK(s < 2.0);
+  for (int fd : stalled) ::close(fd);
 }
 
 TEST_CASE("serve: inpaint-serve refuses a missing model, a busy port and bad options in one line") {

@@ -1,29 +1,35 @@
 #pragma once
-// inpaint-serve's server: cpp-httplib (Debian's libcpp-httplib-dev) serving the page and the
-// API of apps/common/serve_api.h. HTTP threads read, check and decode requests and encode the
-// answers; one worker thread runs the model, fed by a bounded JobQueue, so the server keeps
-// answering (the page, the config, 503 when full) while the model runs. No request reads or
-// writes a file.
+// inpaint-serve's server: the page and the API of apps/common/serve_api.h over the
+// event-driven HTTP server of apps/common/http_server.h. Cheap routes (the page, the config,
+// refusals) are answered on the I/O thread; heavy ones (decoding, encoding) on worker threads;
+// one more thread runs the model, fed by a bounded JobQueue, so the server keeps answering
+// while the model runs. Requests hold their bodies and images against a memory budget.
+// Only --input (read) and --output-dir (save_image) touch files.
 #include <memory>
 #include <string>
 
+#include "apps/common/iopaint_routes.h"
 #include "apps/common/job_queue.h"
+#include "apps/common/serve_access.h"
 #include "apps/common/serve_api.h"
 
 namespace pconv::serve {
-
-// The inpainting a request asks for, run on the worker thread. `cancelled` turns true when
-// the request has given up (time limit) or the server is stopping; between passes the work
-// stops with inference::Cancelled. May throw ApiError (e.g. 413 when memory is short).
-using Inpainter = std::function<ImageU8(const InpaintRequest& request, const JobQueue::Cancelled& cancelled)>;
 
 // The model's inpainter: inference::inpaint_any_size with the request's HD options, after
 // refusing (413) a pass that would not fit in the memory the system has available.
 Inpainter model_inpainter(std::shared_ptr<PConvUNet> net);
 
+// Connections: how long a client may take, how many it may hold.
+struct ConnectionSettings {
+  double client_timeout_s = 10;  // headers within this; bodies within this + length at 64 KiB/s
+  size_t max_connections_per_client = 32;
+  size_t max_connections = 512;
+};
+
 class InpaintServer {
  public:
-  InpaintServer(Inpainter inpainter, nlohmann::json model, ServerSettings settings);
+  InpaintServer(Inpainter inpainter, nlohmann::json model, ServerSettings settings, AccessSettings access = {},
+                ConnectionSettings connections = {}, IopaintSettings iopaint = {});
   ~InpaintServer();  // stop()
   InpaintServer(const InpaintServer&) = delete;
   InpaintServer& operator=(const InpaintServer&) = delete;
@@ -32,8 +38,9 @@ class InpaintServer {
   int bind(const std::string& host, int port);
   // Answers requests until stop(); call after bind().
   void serve();
-  // From any thread: cancels the inference jobs (their requests get 503), waits for a running
-  // pass to end, and makes serve() return once the open requests are answered.
+  // From any thread: cancels the inference jobs (their requests get 503) and makes serve()
+  // return within about a second, whatever the clients do. A pass under way ends at the
+  // destructor (the model cannot be interrupted inside a pass).
   void stop();
 
  private:
