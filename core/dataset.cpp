@@ -1,34 +1,113 @@
 // Training and validation data. See core/dataset.h.
 #include "core/dataset.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 
 namespace pconv {
 
 namespace fs = std::filesystem;
 
-std::vector<std::string> list_images(const std::string& dir) {
+namespace {
+
+bool is_image_name(const fs::path& p) {
+  std::string ext = p.extension().string();
+  for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp" || ext == ".tga";
+}
+
+// A file's identity: two paths (symlinks, hard links, bind mounts) to one file share it.
+struct FileId {
+  dev_t dev;
+  ino_t ino;
+  bool operator<(const FileId& o) const { return dev != o.dev ? dev < o.dev : ino < o.ino; }
+};
+std::optional<FileId> file_id(const fs::path& p, struct stat& st) {
+  if (::stat(p.c_str(), &st) != 0) return std::nullopt;  // a broken link, a file gone meanwhile
+  return FileId{st.st_dev, st.st_ino};
+}
+
+}  // namespace
+
+std::vector<std::string> list_images(const std::string& dir, std::vector<std::string>* warnings) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw Error(dir + ": not a folder");
+  auto warn = [&](const std::string& w) {
+    if (warnings) warnings->push_back(w);
+  };
+  // Depth first with an explicit stack (no recursion limit), following symlinks, but each
+  // folder is entered once and each file listed once by device and inode: a link back to a
+  // folder above (a loop) would otherwise be walked until paths grow too long, and two links to
+  // one folder would count its photos twice. Links are followed only after every real path has
+  // been walked, so a photo reached both ways keeps its own path.
+  std::set<FileId> folders, files;
   std::vector<std::string> out;
-  const auto opts = fs::directory_options::follow_directory_symlink | fs::directory_options::skip_permission_denied;
-  for (auto it = fs::recursive_directory_iterator(dir, opts, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
-    if (!it->is_regular_file(ec)) continue;
-    std::string ext = it->path().extension().string();
-    for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
-    if (ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp" || ext == ".tga")
-      out.push_back(it->path().string());
+  struct stat st {};
+  const std::optional<FileId> root = file_id(dir, st);
+  if (!root) throw Error(dir + ": cannot list (" + std::strerror(errno) + ")");
+  folders.insert(*root);
+  std::vector<fs::path> stack{fs::path(dir)}, linked_folders, linked_files;
+  size_t next_link = 0;
+  for (;;) {
+    if (stack.empty()) {
+      if (next_link == linked_folders.size()) break;
+      const fs::path& link = linked_folders[next_link++];
+      const std::optional<FileId> id = file_id(link, st);
+      if (id && folders.insert(*id).second) stack.push_back(link);
+      else if (id) warn(link.string() + ": a link to a folder already listed (a loop, or a second way in); not followed");
+      continue;
+    }
+    const fs::path folder = stack.back();
+    stack.pop_back();
+    std::vector<fs::path> entries;
+    for (auto it = fs::directory_iterator(folder, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+      entries.push_back(it->path());
+    if (ec) {
+      if (folder == fs::path(dir)) throw Error(dir + ": cannot list (" + ec.message() + ")");
+      warn(folder.string() + ": cannot read this folder (" + ec.message() + "); its photos are left out");
+      ec.clear();
+    }
+    // Sorted, so what is kept of a file reached twice does not depend on the file system.
+    std::sort(entries.begin(), entries.end());
+    std::vector<fs::path> subfolders;
+    for (const fs::path& p : entries) {
+      const std::optional<FileId> id = file_id(p, st);
+      if (!id) continue;
+      const bool link = fs::is_symlink(p, ec);
+      if (S_ISDIR(st.st_mode)) {
+        if (link) linked_folders.push_back(p);
+        else if (folders.insert(*id).second) subfolders.push_back(p);
+      } else if (S_ISREG(st.st_mode) && is_image_name(p)) {
+        if (link) linked_files.push_back(p);
+        else if (files.insert(*id).second) out.push_back(p.string());
+      }
+    }
+    for (auto it = subfolders.rbegin(); it != subfolders.rend(); ++it) stack.push_back(*it);
   }
-  if (ec) throw Error(dir + ": cannot list (" + ec.message() + ")");
+  for (const fs::path& p : linked_files)
+    if (const std::optional<FileId> id = file_id(p, st); id && files.insert(*id).second) out.push_back(p.string());
   std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> list_images(const std::string& dir) {
+  std::vector<std::string> warnings;
+  std::vector<std::string> out = list_images(dir, &warnings);
+  // A few lines, then a count: a tree of many links must not bury the training log.
+  for (size_t i = 0; i < warnings.size() && i < 5; ++i) std::cerr << "warning: " << warnings[i] << '\n';
+  if (warnings.size() > 5) std::cerr << "warning: and " << warnings.size() - 5 << " more like these in " << dir << '\n';
   return out;
 }
 

@@ -28,8 +28,13 @@
 namespace pconv {
 
 // Image files (jpg, jpeg, png, bmp, tga; any case) below `dir`, recursively, sorted by path.
-// Throws when `dir` is not a folder.
+// Symlinks are followed, but every folder is entered once and every file listed once (by
+// device and inode), so a link loop ends and a second way to the same photos does not count
+// them twice. Throws when `dir` is not a folder or cannot be read. Links that are not
+// followed and sub-folders that cannot be read are warned about on stderr (at most 5 lines and
+// a count), or handed back in `warnings`.
 std::vector<std::string> list_images(const std::string& dir);
+std::vector<std::string> list_images(const std::string& dir, std::vector<std::string>* warnings);
 
 // File name without folder and extension ("a/b/photo.jpg" → "photo").
 std::string file_stem(const std::string& path);
