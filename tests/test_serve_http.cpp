@@ -443,7 +443,7 @@ TEST_CASE("serve_http: over-limit bodies are refused at once, half-closed client
 
 TEST_CASE("serve_http: the memory budget refuses what cannot fit (413) and what does not fit now (503)") {
   serve::ServerSettings settings;
-  settings.memory_budget_bytes = 3 << 20;
+  settings.memory_budget_bytes = 5 << 20;  // a 2 MiB JSON body holds 3.5 MiB (its base64 decoded too)
   settings.limits.max_body_bytes = 8 << 20;
   Server server(settings);
   httplib::Client client = server.client();
@@ -458,10 +458,10 @@ TEST_CASE("serve_http: the memory budget refuses what cannot fit (413) and what 
   CHECK(r->status == 413);
   CHECK(json::parse(r->body)["errors"].get<std::string>().find("decoding these images needs") != std::string::npos);
   // A body larger than the budget: 413 from its Content-Length alone.
-  r = client.Post("/api/v1/inpaint", std::string(4 << 20, ' '), "application/json");
+  r = client.Post("/api/v1/inpaint", std::string(6 << 20, ' '), "application/json");
   REQUIRE(r);
   CHECK(r->status == 413);
-  // Two bodies of 2 MiB: while the first is still arriving, the second does not fit.
+  // Two JSON bodies of 2 MiB: while the first is still arriving, the second does not fit.
   Raw first(server.port);
   first.send("POST /api/v1/inpaint HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: " +
              std::to_string(2 << 20) + "\r\n\r\n{");

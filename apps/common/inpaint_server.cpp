@@ -162,8 +162,10 @@ std::optional<http::Response> InpaintServer::Impl::check(http::Request& r) {
                                                             : "multipart/form-data") +
                                    ", not '" + (type.empty() ? "(no Content-Type)" : type) + "'");
   // The body's bytes are held from now until the answer is sent: a chunked body may grow to
-  // the limit, so that much is held for it.
-  const int64_t body_bytes = r.content_length >= 0 ? r.content_length : settings.limits.max_body_bytes;
+  // the limit, so that much is held for it; JSON's base64 is decoded into a second copy of
+  // three quarters of its size, held with it.
+  int64_t body_bytes = r.content_length >= 0 ? r.content_length : settings.limits.max_body_bytes;
+  if (type == "application/json") body_bytes += body_bytes / 4 * 3;
   if (body_bytes > 0) {
     try {
       r.holds.push_back(reserve(body_bytes, "a request body of this size"));
