@@ -209,6 +209,7 @@ int main(int argc, char** argv) {
       levels = 1;
       while (levels < 8 && (size >> (levels + 1)) >= 2) ++levels;
     }
+    if (!checkpoint_path.empty() && !json_path.empty()) cli::check_not_input(checkpoint_path, json_path, "the --json file");
     if (!checkpoint_path.empty()) cli::check_can_write(checkpoint_path, force);
 
     PConvUNetConfig config;

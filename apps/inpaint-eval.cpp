@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
 
   return cli::run(app, argc, argv, [&] {
     const MaskHoles convention = parse_mask_holes(holes);
+    if (!csv.empty() && !per_image_csv.empty()) cli::check_not_input(per_image_csv, csv, "the --csv file");
     if (!csv.empty()) cli::check_can_write(csv, force);
     if (!per_image_csv.empty()) cli::check_can_write(per_image_csv, force);
     if (images.empty() && results.empty())

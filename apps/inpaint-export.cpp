@@ -24,8 +24,8 @@ int main(int argc, char** argv) {
   app.add_option("--meta", notes, "KEY=VALUE added to the file's metadata (repeatable)");
   app.add_flag("--force", force, "overwrite an existing --out");
   return cli::run(app, argc, argv, [&] {
+    cli::check_not_input(out, model, "the --model file");
     cli::check_can_write(out, force);
-    if (out == model) cli::fail("--out must differ from --model");
     std::map<std::string, std::string> extra;
     for (const std::string& n : notes) {
       const auto eq = n.find('=');

@@ -36,9 +36,7 @@ int main(int argc, char** argv) {
 
   return cli::run(app, argc, argv, [&] {
     if (fs::path(out).extension() != ".safetensors") cli::fail(out + ": the output must be a .safetensors file");
-    std::error_code ec;
-    if (fs::exists(out, ec) && fs::exists(from, ec) && fs::equivalent(out, from, ec))
-      cli::fail(out + ": is the input; refusing to overwrite it");
+    cli::check_not_input(out, from, "the --from file");
     cli::check_can_write(out, force);
     const ImportedModel model = import_pconv_file(from, options);
     for (const std::string& line : model.report) std::cout << line << "\n";

@@ -41,20 +41,14 @@ std::string raw_path(const std::string& out) {
   return (p.parent_path() / (p.stem().string() + "_raw" + p.extension().string())).string();
 }
 
-bool same_file(const std::string& a, const std::string& b) {
-  std::error_code ec;
-  if (fs::exists(a, ec) && fs::exists(b, ec) && fs::equivalent(a, b, ec)) return true;
-  return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
-}
-
 // Everything that would stop a write is checked before the first image is computed, so a run
 // never stops half-way on a bad output path.
 void check_output(const std::string& out, const Job& job, bool force) {
   const std::string ext = lower_extension(out);
   if (ext != ".png" && ext != ".jpg" && ext != ".jpeg")
     cli::fail(out + ": unknown image extension '" + ext + "' (use .png, .jpg or .jpeg)");
-  if (same_file(out, job.image)) cli::fail(out + ": is the input image; refusing to overwrite it");
-  if (same_file(out, job.mask)) cli::fail(out + ": is the mask; refusing to overwrite it");
+  cli::check_not_input(out, job.image, "the input image");
+  cli::check_not_input(out, job.mask, "the mask");
   std::error_code ec;
   if (fs::is_directory(out, ec)) cli::fail(out + ": is a folder");
   cli::check_can_write(out, force);

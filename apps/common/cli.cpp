@@ -73,6 +73,26 @@ void check_can_write(const std::string& path, bool force) {
   if (!force && std::filesystem::exists(path, ec)) fail(path + " exists (use --force to overwrite)");
 }
 
+bool same_file(const std::string& a, const std::string& b) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(a, ec) && fs::exists(b, ec)) {
+    const bool same = fs::equivalent(a, b, ec);
+    if (!ec) return same;
+  }
+  ec.clear();
+  const fs::path x = fs::weakly_canonical(fs::absolute(a, ec), ec);
+  if (ec) return false;
+  const fs::path y = fs::weakly_canonical(fs::absolute(b, ec), ec);
+  return !ec && x == y;
+}
+
+void check_not_input(const std::string& out, const std::string& input, const std::string& what) {
+  if (same_file(out, input))
+    fail(out + ": is " + what + " (" + input + ")" + (out == input ? "" : " under another name") +
+         "; refusing to overwrite it");
+}
+
 void ensure_folder(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;

@@ -33,6 +33,14 @@ void progress(const std::string& line);
 
 // Fails when `path` exists and `force` is false ("<path> exists (use --force to overwrite)").
 void check_can_write(const std::string& path, bool force);
+// True when `a` and `b` name one file: the same device and inode when both exist (so a
+// symlink, a hard link, "exp/x" and "$PWD/exp/x" are all caught); otherwise the same absolute
+// path once "..", "." and symlinked folders are resolved.
+bool same_file(const std::string& a, const std::string& b);
+// Fails with "<out>: is <what> (<input>) under another name; refusing to overwrite it" when
+// same_file(out, input). Every tool that writes checks each output against each input with it,
+// before --force is considered.
+void check_not_input(const std::string& out, const std::string& input, const std::string& what);
 // Creates the folder (and parents) when missing; fails when the path exists and is not a folder.
 void ensure_folder(const std::string& dir);
 
