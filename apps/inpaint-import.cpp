@@ -9,6 +9,7 @@
 #include <string>
 
 #include "apps/common/cli.h"
+#include "core/finite.h"
 #include "core/safetensors.h"
 #include "models/pconv_import.h"
 
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
     cli::check_not_input(out, from, "the --from file");
     cli::check_can_write(out, force);
     const ImportedModel model = import_pconv_file(from, options);
+    for (const auto& [name, t] : model.state) check_finite(from + ": " + name + " (pconv's name)", t);
     for (const std::string& line : model.report) std::cout << line << "\n";
     save_safetensors(out, model.state, model.metadata);
     int64_t parameters = 0;

@@ -5,6 +5,7 @@
 
 #include "core/autograd.h"
 #include "core/backend.h"
+#include "core/finite.h"
 #include "core/safetensors.h"
 
 namespace pconv {
@@ -114,6 +115,7 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
     if (value.dtype() == DType::I64 && target->dtype() != DType::I64)
       throw Error("load_state_dict: " + name + " is i64 in the file, the model expects " +
                   dtype_name(target->dtype()));
+    check_finite("load_state_dict: " + name, value);
     plan.emplace_back(target, &value);
   }
   if (strict)

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "core/finite.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
 #include "models/pconv_unet.h"
@@ -46,6 +47,9 @@ ExportReport export_model(const std::string& checkpoint, const std::string& out,
     const double* b = back.data<double>();
     double max_err = 0, max_val = 0;
     for (int64_t i = 0; i < f.numel(); ++i) {
+      // Not finite before the conversion: broken weights, whatever the storage type (the model
+      // check above refuses them first; this keeps the message right if it ever did not).
+      if (!std::isfinite(a[i])) check_finite(checkpoint + ": " + name, t);
       if (!std::isfinite(b[i]))
         throw Error(checkpoint + ": " + name + " holds " + std::to_string(a[i]) + ", which " +
                     std::string(dtype_name(dtype)) + " cannot store (use --dtype f32 or bf16)");
