@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
 
   // Texture: what pixel losses average away (README "Texture").
   double adversarial = 0, feature_matching = 0, style_weight = 0, perceptual_weight = 0;
+  double valid_weight = 0, hole_weight = 0, tv_weight = 0;
   auto* adv_option = app.add_option("--adversarial", adversarial,
                                     "weight of the adversarial loss of a PatchGAN discriminator scoring the "
                                     "composite (0: none) [0; a resume keeps the checkpoint's]")
@@ -108,6 +109,13 @@ int main(int argc, char** argv) {
       app.add_option("--perceptual-weight", perceptual_weight,
                      "weight of the perceptual term [0.05, the paper's; 0 with --style-features random]")
           ->check(cli::non_negative);
+  auto* valid_option = app.add_option("--valid-weight", valid_weight, "weight of the l1 term on known pixels [1]")
+                           ->check(cli::non_negative);
+  auto* hole_option =
+      app.add_option("--hole-weight", hole_weight, "weight of the l1 term in the holes [6, the paper's]")
+          ->check(cli::non_negative);
+  auto* tv_option = app.add_option("--tv-weight", tv_weight, "weight of total variation around the holes [0.1]")
+                        ->check(cli::non_negative);
 
   return cli::run(app, argc, argv, [&] {
     if (precision != "fp32")
@@ -119,6 +127,9 @@ int main(int argc, char** argv) {
     if (fm_option->count() > 0) o.feature_matching = feature_matching;
     if (style_option->count() > 0) o.style_weight = style_weight;
     if (perc_option->count() > 0) o.perceptual_weight = perceptual_weight;
+    if (valid_option->count() > 0) o.valid_weight = valid_weight;
+    if (hole_option->count() > 0) o.hole_weight = hole_weight;
+    if (tv_option->count() > 0) o.tv_weight = tv_weight;
     // One process, or one rank of mpirun's job (then every rank runs this same line).
     const std::unique_ptr<Communicator> ranks = make_communicator(o.device);
     cli::run_on_ranks(app.get_name(), *ranks, [&] {

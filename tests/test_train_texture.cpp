@@ -162,11 +162,12 @@ TEST_CASE("train texture: random-feature style term trains, resumes with its net
   o.vgg = "";
   o.style_features = "random:5:0.125";
   o.style_weight = 50.0;
+  o.hole_weight = 2.0, o.tv_weight = 0.5;
   Trainer t(o);
   const StepLosses s = t.train_step();
   CHECK(s.style_out > 0);
   CHECK(s.style_comp > 0);
-  CHECK(s.total == doctest::Approx(s.valid + 6 * s.hole + 50 * (s.style_out + s.style_comp) + 0.1 * s.tv).epsilon(1e-5));
+  CHECK(s.total == doctest::Approx(s.valid + 2 * s.hole + 50 * (s.style_out + s.style_comp) + 0.5 * s.tv).epsilon(1e-5));
   t.run();
   TrainOptions r;
   r.data_dir = o.data_dir, r.out_dir = out, r.resume = out, r.steps = 3, r.quiet = true;
@@ -174,6 +175,7 @@ TEST_CASE("train texture: random-feature style term trains, resumes with its net
   CHECK(c.options().style_features == "random:5:0.125");
   CHECK(c.options().vgg == "none");
   CHECK(*c.options().style_weight == 50.0);
+  CHECK(*c.options().hole_weight == 2.0);  // the loss continues as it was
   CHECK(c.train_step().style_out > 0);
 }
 

@@ -344,6 +344,9 @@ void Trainer::setup() {
     if (opt_.gan_loss.empty()) opt_.gan_loss = option_string(o, "gan_loss", checkpoint);
     if (!opt_.style_weight) opt_.style_weight = option_number(o, "style_weight", checkpoint);
     if (!opt_.perceptual_weight) opt_.perceptual_weight = option_number(o, "perceptual_weight", checkpoint);
+    if (!opt_.valid_weight) opt_.valid_weight = option_number(o, "valid_weight", checkpoint);
+    if (!opt_.hole_weight) opt_.hole_weight = option_number(o, "hole_weight", checkpoint);
+    if (!opt_.tv_weight) opt_.tv_weight = option_number(o, "tv_weight", checkpoint);
     if (opt_.vgg.empty() && !opt_.style_features.empty()) opt_.vgg = "none";
     if (opt_.vgg.empty()) throw Error(vgg_missing_message());
     if (opt_.seed && *opt_.seed != start.seed)
@@ -384,6 +387,9 @@ void Trainer::setup() {
                                     {"--feature-matching", *opt_.feature_matching},
                                     {"--style-weight", opt_.style_weight.value_or(0)},
                                     {"--perceptual-weight", opt_.perceptual_weight.value_or(0)},
+                                    {"--valid-weight", opt_.valid_weight.value_or(0)},
+                                    {"--hole-weight", opt_.hole_weight.value_or(0)},
+                                    {"--tv-weight", opt_.tv_weight.value_or(0)},
                                     {"--d-lr", opt_.d_lr}})
     if (!(value >= 0) || !std::isfinite(value)) throw Error(std::string(name) + " must be a finite number ≥ 0");
   if (opt_.gan_loss.empty()) opt_.gan_loss = "hinge";
@@ -504,6 +510,9 @@ void Trainer::load_vgg() {
   }
   if (opt_.style_weight) w.style = *opt_.style_weight;
   if (opt_.perceptual_weight) w.perceptual = *opt_.perceptual_weight;
+  if (opt_.valid_weight) w.valid = *opt_.valid_weight;
+  if (opt_.hole_weight) w.hole = *opt_.hole_weight;
+  if (opt_.tv_weight) w.tv = *opt_.tv_weight;
   loss_ = std::make_unique<InpaintingLoss>(vgg_, w);
 }
 
@@ -875,6 +884,9 @@ std::string Trainer::save_checkpoint() {
                       {"gan_loss", opt_.gan_loss}, {"style_features", opt_.style_features}};
   if (opt_.style_weight) o["style_weight"] = *opt_.style_weight;
   if (opt_.perceptual_weight) o["perceptual_weight"] = *opt_.perceptual_weight;
+  if (opt_.valid_weight) o["valid_weight"] = *opt_.valid_weight;
+  if (opt_.hole_weight) o["hole_weight"] = *opt_.hole_weight;
+  if (opt_.tv_weight) o["tv_weight"] = *opt_.tv_weight;
   std::map<std::string, std::string> m = {
       {kStepKey, std::to_string(step_)},
       {kPhaseKey, opt_.finetune ? "finetune" : "train"},

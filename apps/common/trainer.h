@@ -79,6 +79,9 @@ struct TrainOptions {
   std::string style_features;
   std::optional<double> style_weight;      // (120, the paper's)
   std::optional<double> perceptual_weight; // (0.05, the paper's; 0 with random features)
+  // The pixel terms (the paper's 1, 6, 0.1): a lower hole weight lets texture terms pull
+  // harder against the blur an ℓ1 in the hole prefers.
+  std::optional<double> valid_weight, hole_weight, tv_weight;
 };
 
 // One step's losses, the unweighted terms as InpaintingLoss reports them.
