@@ -46,6 +46,7 @@ struct Route {
 
 const Route kRoutes[] = {
     {"GET", "/", Body::None, false},
+    {"GET", "/favicon.ico", Body::None, false},  // browsers ask; 204 keeps their console clean
     {"GET", "/api/v1/model", Body::None, false},
     {"POST", "/api/v1/model", Body::Json, true},
     {"GET", "/api/v1/server-config", Body::None, false},
@@ -184,6 +185,9 @@ http::Response InpaintServer::Impl::handle(http::Request& r) {
     if (path == "/") {
       answer.content_type = "text/html; charset=utf-8";
       answer.body = kPageHtml;
+    } else if (path == "/favicon.ico") {
+      answer.status = 204;
+      answer.content_type.clear();
     } else if (path == "/api/v1/model") {
       answer = r.method == "POST" ? switch_model(r) : json_answer(current_model());
     } else if (path == "/api/v1/server-config") {
