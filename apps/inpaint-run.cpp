@@ -71,7 +71,7 @@ std::vector<Job> folder_jobs(const std::string& image_dir, const std::string& ma
     const std::string out = (fs::path(out_dir) / (f.name + ".png")).string();
     jobs.push_back({f.name, f.result, f.mask, out, raw_path(out)});
   }
-  if (jobs.empty()) cli::fail(image_dir + ": no images (png, jpg, jpeg, bmp, tga)");
+  if (jobs.empty()) cli::fail(image_dir + ": no images (png, jpg, jpeg, bmp, tga, gif, webp)");
   return jobs;
 }
 

@@ -25,7 +25,8 @@ namespace {
 bool is_image_name(const fs::path& p) {
   std::string ext = p.extension().string();
   for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp" || ext == ".tga";
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp" || ext == ".tga" || ext == ".gif" ||
+         ext == ".webp";
 }
 
 // A file's identity: two paths (symlinks, hard links, bind mounts) to one file share it.
@@ -274,7 +275,7 @@ TrainingData::TrainingData(DatasetOptions options, DatasetState start) : opt_(st
     throw Error("TrainingData: share " + std::to_string(opt_.shard) + " of " + std::to_string(opt_.shards) +
                 " of a batch of " + std::to_string(opt_.batch) + " (the batch must be a multiple of the shares)");
   files_ = list_images(opt_.image_dir);
-  if (files_.empty()) throw Error(opt_.image_dir + ": no images (jpg, jpeg, png, bmp, tga) in this folder");
+  if (files_.empty()) throw Error(opt_.image_dir + ": no images (jpg, jpeg, png, bmp, tga, gif, webp) in this folder");
   if (!opt_.mask_dir.empty()) {
     mask_files_ = list_images(opt_.mask_dir);
     if (mask_files_.empty()) throw Error(opt_.mask_dir + ": no mask images in this folder");
@@ -463,7 +464,7 @@ std::vector<ValidationSample> make_validation_set(const std::string& image_dir, 
                                                   const std::string& mask_dir, MaskHoles mask_holes) {
   if (size <= 0) throw Error("make_validation_set: size " + std::to_string(size) + " must be positive");
   const std::vector<std::string> files = list_images(image_dir);
-  if (files.empty()) throw Error(image_dir + ": no images (jpg, jpeg, png, bmp, tga) in this folder");
+  if (files.empty()) throw Error(image_dir + ": no images (jpg, jpeg, png, bmp, tga, gif, webp) in this folder");
   std::vector<std::string> mask_files;
   if (!mask_dir.empty()) {
     mask_files = list_images(mask_dir);

@@ -204,7 +204,7 @@ std::map<std::string, std::string> by_stem(const std::string& dir) {
 std::vector<EvalFiles> match_eval_files(const std::string& results_dir, const std::string& gt_dir,
                                         const std::string& masks_dir) {
   const auto results = by_stem(results_dir), gts = by_stem(gt_dir), masks = by_stem(masks_dir);
-  if (results.empty()) throw Error(results_dir + ": no images (jpg, jpeg, png, bmp, tga) in this folder");
+  if (results.empty()) throw Error(results_dir + ": no images (jpg, jpeg, png, bmp, tga, gif, webp) in this folder");
   std::vector<EvalFiles> out;
   std::vector<std::string> no_gt, no_mask;
   for (const auto& [stem, path] : results) {

@@ -265,7 +265,7 @@ TEST_CASE("dataset: empty folders fail at once, unreadable files are skipped and
   DatasetOptions opt;
   opt.size = 8, opt.batch = 2;
   opt.image_dir = testing::scratch_dir("dataset_empty");
-  CHECK_THROWS_WITH_AS(TrainingData{opt}, (opt.image_dir + ": no images (jpg, jpeg, png, bmp, tga) in this folder").c_str(),
+  CHECK_THROWS_WITH_AS(TrainingData{opt}, (opt.image_dir + ": no images (jpg, jpeg, png, bmp, tga, gif, webp) in this folder").c_str(),
                        Error);
 
   // 2 unreadable photos of 5 (garbage, a truncated PNG): each warned about by name, counted,

@@ -4,6 +4,7 @@
 // "no orientation".
 #include <doctest/doctest.h>
 
+#include "core/dataset.h"
 #include "core/image.h"
 #include "core/image_meta.h"
 #include "core/webp_codec.h"
@@ -194,4 +195,12 @@ TEST_CASE("image_meta: a GIF's first frame is read") {
   CHECK(d.format == ImageFormat::Gif);
   REQUIRE(d.image.width == 1);
   CHECK(d.image.rgb == std::vector<uint8_t>{255, 255, 255});
+}
+
+TEST_CASE("image_meta: folders list WebP and GIF photos with the others (training, inpaint-run, inpaint-eval)") {
+  const std::string dir = testing::scratch_dir("image_meta_listing");
+  for (const char* name : {"a.webp", "b.GIF", "c.jpg", "d.txt"}) testing::write_bytes(dir + "/" + name, "x");
+  std::vector<std::string> names;
+  for (const std::string& path : list_images(dir)) names.push_back(path.substr(path.find_last_of('/') + 1));
+  CHECK(names == std::vector<std::string>{"a.webp", "b.GIF", "c.jpg"});
 }
