@@ -2,8 +2,12 @@
 // on a loopback port with a stand-in inpainter: adjust_mask, samplers, gen-info, inputimage,
 // save_image, the file manager, model switching, connected_clients, Socket.IO long-polling, and
 // requests as IOPaint's web app, Krita's and darktable's plugins send them.
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <future>
@@ -248,6 +252,22 @@ TEST_CASE("serve_iopaint: Socket.IO long-polling connects and carries progress; 
   std::string all = got->body;
   if (all.find("diffusion_finish") == std::string::npos) all += client.Get(poll)->body;
   CHECK(all.find("42[\"diffusion_finish\"]") != std::string::npos);
+  // A browser tab that closes drops its poll: the count falls within 2 s (darktable's cue).
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(server.port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    const std::string get = "GET " + poll + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    REQUIRE(::send(fd, get.data(), get.size(), MSG_NOSIGNAL) == ssize_t(get.size()));
+    std::this_thread::sleep_for(2500ms);  // the earlier polls' 2 s have passed; this one is open
+    CHECK(json::parse(client.Get("/api/v1/connected_clients")->body) == json{{"count", 1}});
+    ::close(fd);
+    std::this_thread::sleep_for(2500ms);
+    CHECK(json::parse(client.Get("/api/v1/connected_clients")->body) == json{{"count", 0}});
+  }
   auto unknown = client.Get("/socket.io/?EIO=4&transport=polling&sid=nope");
   REQUIRE(unknown);
   CHECK(unknown->status == 400);

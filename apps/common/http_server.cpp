@@ -167,6 +167,7 @@ void Server::Impl::respond(Connection& c, Response r) {
     c.waiting = std::move(r);
     return;
   }
+  c.waiting = Response();  // a long poll's `ready` (and what it holds) ends with its answer
   c.keep_alive = c.keep_alive && !r.close && !c.peer_eof && c.phase != Phase::Head && c.phase != Phase::Body;
   c.out += serialize(r, c.keep_alive, c.head_only);
   c.phase = Phase::Writing;
@@ -352,6 +353,8 @@ void Server::Impl::loop() {
     for (auto& [id, c] : connections) {
       short events = 0;
       if (c.phase == Phase::Head || c.phase == Phase::Body || c.phase == Phase::Draining) events |= POLLIN;
+      // A long poll's client that closes (a browser tab) is dropped at once, not at `until`.
+      if (c.phase == Phase::Waiting) events |= POLLRDHUP;
       if (!c.out.empty()) events |= POLLOUT;
       fds.push_back({c.fd, events, 0});
       ids.push_back(id);
@@ -373,7 +376,8 @@ void Server::Impl::loop() {
       if (it == connections.end()) continue;
       Connection& c = it->second;
       bool keep = true;
-      if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+      if (c.phase == Phase::Waiting && (fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR))) keep = false;
+      if (keep && (fds[i].revents & (POLLIN | POLLHUP | POLLERR))) {
         if (c.phase == Phase::Head || c.phase == Phase::Body || c.phase == Phase::Draining) {
           on_readable(ids[i], c);
           if (c.peer_eof && (c.phase == Phase::Head || c.phase == Phase::Body || c.phase == Phase::Draining))

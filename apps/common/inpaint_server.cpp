@@ -212,7 +212,7 @@ http::Response InpaintServer::Impl::handle(http::Request& r) {
       const std::string* type = r.header("content-type");
       answer = save_image_answer(iopaint.output_dir, type ? *type : "", r.body);
     } else if (path == "/api/v1/connected_clients") {
-      answer = json_answer({{"count", std::max<size_t>(socket_io->sessions(), 1)}});
+      answer = json_answer({{"count", socket_io->sessions()}});
     } else if (path == "/api/v1/adjust_mask") {
       answer = adjust_mask_answer(r.body, settings.limits);
     } else if (path == "/api/v1/samplers") {

@@ -355,10 +355,20 @@ http::Response SocketIo::handle(const http::Request& request) {
     session.packets.clear();
     return r;
   }
-  // Nothing yet: held until an event comes, else a ping after pingInterval.
+  // Nothing yet: held until an event comes, else a ping after pingInterval. The guard counts
+  // the poll as open until the server answers or drops it (it lives in `ready`).
   r.body = "2";
   r.until = now + std::chrono::seconds(25);
-  r.ready = [this, sid]() -> std::optional<http::Response> {
+  ++session.polls;
+  std::shared_ptr<void> guard(static_cast<void*>(this), [this, sid](void*) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto s = sessions_.find(sid);
+    if (s != sessions_.end()) {
+      --s->second.polls;
+      s->second.last_seen = http::Clock::now();
+    }
+  });
+  r.ready = [this, sid, guard]() -> std::optional<http::Response> {
     std::lock_guard<std::mutex> lock(mutex_);
     auto s = sessions_.find(sid);
     if (s == sessions_.end() || s->second.packets.empty()) return std::nullopt;
@@ -384,7 +394,10 @@ void SocketIo::emit(const std::string& event, const json& data) {
 
 size_t SocketIo::sessions() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return sessions_.size();
+  const auto now = http::Clock::now();
+  return size_t(std::count_if(sessions_.begin(), sessions_.end(), [&](const auto& s) {
+    return s.second.polls > 0 || now - s.second.last_seen < std::chrono::seconds(2);
+  }));
 }
 
 }  // namespace pconv::serve

@@ -61,12 +61,15 @@ class SocketIo {
   http::Response handle(const http::Request& request);
   // Queues an event for every connected session; waiting polls are answered.
   void emit(const std::string& event, const nlohmann::json& data);
+  // Sessions with a poll open now or within the last 2 s: the browser tabs connected (a
+  // closed tab's poll is dropped at once, so darktable's plugin sees it go within seconds).
   size_t sessions() const;
 
  private:
   struct Session {
     std::vector<std::string> packets;
     http::Clock::time_point last_seen;
+    int polls = 0;  // long polls held open now
   };
   std::function<void()> wake_;
   mutable std::mutex mutex_;

@@ -104,6 +104,11 @@ try {
   if (head !== "\x89PNG\r\n\x1a\n") fail("the download is not a PNG");
   say("download");
 
+  // The page keeps a Socket.IO session: the server counts it as a connected client.
+  const clients = await (await fetch(url + "api/v1/connected_clients")).json();
+  if (clients.count < 1) fail("connected_clients does not count the page: " + JSON.stringify(clients));
+  say("counted as a connected client");
+
   if (errors.length) fail("console errors: " + errors.join(" | "));
   say("no console errors");
 } finally {
