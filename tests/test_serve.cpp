@@ -196,7 +196,7 @@ TEST_CASE("serve: numeric HD options take whole numbers in range, and nothing ou
   CHECK(margin(800.0) == 800);  // IOPaint's clients may send whole floats
   CHECK(margin(uint64_t(7)) == 7);
   // Out of range or not whole: a 400, never a conversion (1e300 or NaN cast to int64 is UB).
-  for (const nlohmann::json v : {nlohmann::json(1e300), nlohmann::json(-1e300), nlohmann::json(2.5),
+  for (const nlohmann::json& v : {nlohmann::json(1e300), nlohmann::json(-1e300), nlohmann::json(2.5),
                                  nlohmann::json(1e10), nlohmann::json(uint64_t(1) << 63), nlohmann::json(-0.5)}) {
     CAPTURE(v.dump());
     CHECK_THROWS_WITH_AS(margin(v), doctest::Contains("'hd_strategy_crop_margin' must be an integer >= 0"),

@@ -12,6 +12,7 @@
 #include "apps/common/job_queue.h"
 #include "apps/common/serve_access.h"
 #include "apps/common/serve_api.h"
+#include "apps/common/socket_io.h"
 
 namespace pconv::serve {
 

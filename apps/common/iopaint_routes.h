@@ -1,12 +1,9 @@
 #pragma once
 // IOPaint's routes beyond inpainting, for its web app and the Krita and darktable plugins:
 // model switching, the input image (--input), saving results (--output-dir), adjust_mask,
-// samplers, gen-info, connected_clients, and the Socket.IO (Engine.IO v4 long-polling)
-// endpoint the web app opens for progress. The answers that need no server state are pure
+// samplers, gen-info, the file manager (Socket.IO is apps/common/socket_io.h). The answers that need no server state are pure
 // functions here, tested without sockets.
 #include <functional>
-#include <map>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -52,29 +49,7 @@ http::Response save_image_answer(const std::string& output_dir, const std::strin
 http::Response medias_answer(const IopaintSettings& settings, const std::string& query);
 http::Response media_file_answer(const IopaintSettings& settings, const std::string& query, const Limits& limits);
 
-// Engine.IO v4 long-polling sessions (Socket.IO's "/" namespace), enough for IOPaint's web app
-// to connect and receive "diffusion_progress" and "diffusion_finish" events.
-class SocketIo {
- public:
-  explicit SocketIo(std::function<void()> wake) : wake_(std::move(wake)) {}
-  // GET or POST /socket.io/?EIO=4&transport=polling[&sid=...].
-  http::Response handle(const http::Request& request);
-  // Queues an event for every connected session; waiting polls are answered.
-  void emit(const std::string& event, const nlohmann::json& data);
-  // Sessions with a poll open now or within the last 2 s: the browser tabs connected (a
-  // closed tab's poll is dropped at once, so darktable's plugin sees it go within seconds).
-  size_t sessions() const;
-
- private:
-  struct Session {
-    std::vector<std::string> packets;
-    http::Clock::time_point last_seen;
-    int polls = 0;  // long polls held open now
-  };
-  std::function<void()> wake_;
-  mutable std::mutex mutex_;
-  std::map<std::string, Session> sessions_;
-  uint64_t counter_ = 0;
-};
+// The value of `name` in a query string ("a=1&b=2"), %XX and '+' decoded; "" when absent.
+std::string query_param(const std::string& query, const std::string& name);
 
 }  // namespace pconv::serve
