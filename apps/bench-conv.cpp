@@ -1,16 +1,21 @@
 // bench-conv: times the backend's conv2d forward, backward-data and backward-weight at the
 // PConv UNet's layer shapes (PAPER.md table) and at a reference shape, median of several
 // runs after a warm-up, and prints ms and GFLOP/s (2·N·K·C·kh·kw·Ho·Wo flops per pass).
+// `--precision both` times the f32 and the bf16 kernels of each pass one after the other and
+// prints their ratio, so a shared, noisy machine slows both alike.
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "apps/common/cli.h"
 #include "core/backend.h"
+#include "core/cpu/dot_precision.h"
 #include "core/tensor.h"
 
 using namespace pconv;
@@ -65,36 +70,54 @@ int main(int argc, char** argv) {
   CLI::App app{"Times CPU convolution kernels at the PConv UNet's shapes"};
   int64_t size = 512, batch = 1;
   int runs = 5;
-  std::string filter, dtype = "f32";
+  std::string filter, dtype = "f32", precision = "fp32";
   app.add_option("--size", size, "UNet input size (the layers' shapes follow)")->check(CLI::Range(256, 4096));
   app.add_option("--batch", batch, "images per pass")->check(CLI::PositiveNumber);
   app.add_option("--runs", runs, "timed runs per measurement (median)")->check(CLI::PositiveNumber);
   app.add_option("--only", filter, "run layers whose name contains this");
   app.add_option("--dtype", dtype, "f32 or f64")->check(CLI::IsMember({"f32", "f64"}));
-  CLI11_PARSE(app, argc, argv);
-
-  const DType dt = dtype == "f64" ? DType::F64 : DType::F32;
-  Backend& cpu = backend(Device::CPU);
-  std::printf("conv2d on the CPU, %s, batch %lld, %d threads, median of %d runs\n", dtype.c_str(),
-              (long long)batch, omp_get_max_threads(), runs);
-  std::printf("%-18s %-14s %-14s %9s %7s %9s %7s %9s %7s\n", "layer", "input", "output", "fwd ms",
-              "GF/s", "bwd-x ms", "GF/s", "bwd-w ms", "GF/s");
-  for (const Layer& l : layers(size)) {
-    if (!filter.empty() && l.name.find(filter) == std::string::npos) continue;
-    const int64_t pad = l.k / 2, ho = (l.H + 2 * pad - l.k) / l.stride + 1;
-    Generator gen(1);
-    Tensor x = Tensor::randn({batch, l.C, l.H, l.H}, gen, dt);
-    Tensor w = Tensor::randn({l.K, l.C, l.k, l.k}, gen, dt);
-    Tensor y = Tensor::empty({batch, l.K, ho, ho}, dt);
-    Tensor gx = Tensor::empty(x.shape(), dt), gw = Tensor::empty(w.shape(), dt);
-    const Conv2dParams p{l.stride, pad};
-    const double gflop = 2.0 * double(batch * l.K * l.C * l.k * l.k * ho * ho) * 1e-9;
-    const double fwd = median_ms([&] { cpu.conv2d_forward(x, w, y, p); }, runs);
-    const double bwd_x = median_ms([&] { cpu.conv2d_backward_data(y, w, gx, p); }, runs);
-    const double bwd_w = median_ms([&] { cpu.conv2d_backward_weight(y, x, gw, p); }, runs);
-    std::printf("%-18s %-14s %-14s %9.2f %7.1f %9.2f %7.1f %9.2f %7.1f\n", l.name.c_str(),
-                chw(l.C, l.H).c_str(), chw(l.K, ho).c_str(), fwd,
-                gflop / fwd * 1e3, bwd_x, gflop / bwd_x * 1e3, bwd_w, gflop / bwd_w * 1e3);
-  }
-  return 0;
+  app.add_option("--precision", precision,
+                 "fp32, bf16 (f32 tensors, bf16 operands summed in f32; needs AVX512-BF16) or both, side by side")
+      ->check(CLI::IsMember({"fp32", "bf16", "both"}));
+  // cli::run: its range checks of numbers, and one error line instead of an exception.
+  return cli::run(app, argc, argv, [&] {
+    const DType dt = dtype == "f64" ? DType::F64 : DType::F32;
+    if (precision != "fp32" && dt != DType::F32) throw Error("--precision " + precision + " needs --dtype f32");
+    if (precision != "fp32") set_cpu_dot_precision(CpuDotPrecision::BF16);  // says so without AVX512-BF16
+    const std::vector<std::string> precisions =
+        precision == "both" ? std::vector<std::string>{"fp32", "bf16"} : std::vector<std::string>{precision};
+    Backend& cpu = backend(Device::CPU);
+    std::printf("conv2d on the CPU, %s, %s, batch %lld, %d threads, median of %d runs\n", dtype.c_str(), precision.c_str(),
+                (long long)batch, omp_get_max_threads(), runs);
+    std::printf("%-18s %-14s %-14s %-5s %9s %7s %9s %7s %9s %7s\n", "layer", "input", "output", "prec", "fwd ms",
+                "GF/s", "bwd-x ms", "GF/s", "bwd-w ms", "GF/s");
+    for (const Layer& l : layers(size)) {
+      if (!filter.empty() && l.name.find(filter) == std::string::npos) continue;
+      const int64_t pad = l.k / 2, ho = (l.H + 2 * pad - l.k) / l.stride + 1;
+      Generator gen(1);
+      Tensor x = Tensor::randn({batch, l.C, l.H, l.H}, gen, dt);
+      Tensor w = Tensor::randn({l.K, l.C, l.k, l.k}, gen, dt);
+      Tensor y = Tensor::empty({batch, l.K, ho, ho}, dt);
+      Tensor gx = Tensor::empty(x.shape(), dt), gw = Tensor::empty(w.shape(), dt);
+      const Conv2dParams p{l.stride, pad};
+      const double gflop = 2.0 * double(batch * l.K * l.C * l.k * l.k * ho * ho) * 1e-9;
+      // [precision][pass] ms; each pass's precisions are timed one right after the other.
+      double ms[2][3];
+      const std::function<void()> passes[3] = {[&] { cpu.conv2d_forward(x, w, y, p); },
+                                                [&] { cpu.conv2d_backward_data(y, w, gx, p); },
+                                                [&] { cpu.conv2d_backward_weight(y, x, gw, p); }};
+      for (int pass = 0; pass < 3; ++pass)
+        for (size_t q = 0; q < precisions.size(); ++q) {
+          set_cpu_dot_precision(precisions[q] == "bf16" ? CpuDotPrecision::BF16 : CpuDotPrecision::F32);
+          ms[q][pass] = median_ms(passes[pass], runs);
+        }
+      for (size_t q = 0; q < precisions.size(); ++q)
+        std::printf("%-18s %-14s %-14s %-5s %9.2f %7.1f %9.2f %7.1f %9.2f %7.1f\n", l.name.c_str(),
+                    chw(l.C, l.H).c_str(), chw(l.K, ho).c_str(), precisions[q].c_str(), ms[q][0],
+                    gflop / ms[q][0] * 1e3, ms[q][1], gflop / ms[q][1] * 1e3, ms[q][2], gflop / ms[q][2] * 1e3);
+      if (precisions.size() == 2)
+        std::printf("%-18s %-14s %-14s %-5s %8.2fx %7s %8.2fx %7s %8.2fx\n", "  f32/bf16 time", "", "", "",
+                    ms[0][0] / ms[1][0], "", ms[0][1] / ms[1][1], "", ms[0][2] / ms[1][2]);
+    }
+  });
 }

@@ -2,6 +2,8 @@
 // --mask-holes black) and prints its hole-ratio histogram. Mask i of a seed is the same
 // whatever --count is, so sets can be extended.
 #include <CLI/CLI.hpp>
+#include <charconv>
+#include <string_view>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -29,14 +31,17 @@ int main(int argc, char** argv) {
   app.add_flag("--force", force, "overwrite existing files");
 
   return cli::run(app, argc, argv, [&] {
+    // from_chars, not sscanf: sscanf's %lld is undefined on numbers past long long.
     int64_t width = 0, height = 0;
-    char extra = 0;
-    long long a = 0, b = 0;
-    const int n = std::sscanf(size.c_str(), "%lldx%lld%c", &a, &b, &extra);
-    if (n == 1 && size.find('x') == std::string::npos)
-      width = height = a;
-    else if (n == 2)
-      width = a, height = b;
+    auto side = [](std::string_view text, int64_t& v) {
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+      return !text.empty() && ec == std::errc() && end == text.data() + text.size();
+    };
+    const size_t x = size.find('x');
+    if (x == std::string::npos ? !side(size, width) || !side(size, height)
+                               : !side(std::string_view(size).substr(0, x), width) ||
+                                     !side(std::string_view(size).substr(x + 1), height))
+      width = height = 0;
     if (width <= 0 || height <= 0 || width > 16384 || height > 16384)
       cli::fail("--size '" + size + "' is not S or WxH with sides in 1..16384");
     MaskGeneratorOptions opt{min_ratio, max_ratio};

@@ -1,5 +1,8 @@
 #include "apps/common/cli.h"
 
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -9,7 +12,53 @@
 
 namespace pconv::cli {
 
+namespace {
+
+// Every numeric option's text is checked before CLI11 converts it, because CLI11 2.1 converts
+// without range checks: strtoll clamps "99999999999999999999" to 2^63 − 1, strtoull turns "-1"
+// into 2^64 − 1, and doubles come through as 1e300, inf or nan, which the apps multiply and
+// cast to integers (undefined behaviour). No option of pconv's tools takes a negative number,
+// and none needs more than 2^31 − 1 except seeds (any 64-bit value), so every number must be in
+// [0, 2^31 − 1] — whole for integer options, finite for real ones — which keeps products such as
+// GiB × 2^30 far inside int64. Options' own validators still apply their tighter bounds.
+constexpr double kMaxNumber = 2147483647.0;
+
+std::string check_number_text(const std::string& text, const std::string& type, bool seed) {
+  const bool real = type == "FLOAT";
+  const std::string range = seed ? "a whole number >= 0" : std::string(real ? "a number" : "a whole number") +
+                                                               " from 0 to 2147483647";
+  const std::string bad = "must be " + range + ", got '" + text + "'";
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) || text[0] == '-') return bad;
+  char* end = nullptr;
+  errno = 0;
+  if (real) {
+    const double v = std::strtod(text.c_str(), &end);
+    if (end != text.c_str() + text.size() || errno == ERANGE || !std::isfinite(v) || v < 0 || v > kMaxNumber)
+      return bad;
+    return {};
+  }
+  const unsigned long long v = std::strtoull(text.c_str(), &end, 0);
+  if (end != text.c_str() + text.size() || errno == ERANGE) return bad;
+  if (seed ? type == "INT" && v > uint64_t(INT64_MAX) : double(v) > kMaxNumber) return bad;
+  return {};
+}
+
+void guard_numbers(CLI::App& app) {
+  for (CLI::Option* option : app.get_options()) {
+    // CLI11 appends the validators' descriptions ("INT:a number > 0"): the type is what precedes.
+    const std::string full = option->get_type_name(), type = full.substr(0, full.find(':'));
+    if (type != "INT" && type != "UINT" && type != "FLOAT") continue;
+    const std::string name = option->get_name();
+    const bool seed = name.size() >= 4 && name.compare(name.size() - 4, 4, "seed") == 0;
+    option->check(CLI::Validator([type, seed](std::string& text) { return check_number_text(text, type, seed); }, ""));
+  }
+  for (CLI::App* sub : app.get_subcommands({})) guard_numbers(*sub);
+}
+
+}  // namespace
+
 int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body) {
+  guard_numbers(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
