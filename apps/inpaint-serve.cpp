@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve::IopaintSettings iopaint;
   std::string model_dir;
-  app.add_option("--input", iopaint.input, "a photo served at GET /api/v1/inputimage (IOPaint's --input)")
+  app.add_option("--input", iopaint.input, "a photo (GET /api/v1/inputimage) or a folder (IOPaint's file manager), as IOPaint's --input")
       ->check(CLI::ExistingPath);
   app.add_option("--output-dir", iopaint.output_dir, "folder POST /api/v1/save_image writes into")
       ->check(CLI::ExistingDirectory);
