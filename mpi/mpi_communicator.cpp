@@ -40,7 +40,16 @@ class MpiCommunicator final : public Communicator {
     if (!initialized) {
       // Only the main thread calls MPI (the data loader's threads never do).
       int provided = 0;
-      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+      if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        throw Error("MPI: MPI_Init_thread failed");
+      // A library that only gives MPI_THREAD_SINGLE may not be called from a process with
+      // other threads at all (the OpenMP pool, the data loader): refused, not hoped for.
+      if (provided < MPI_THREAD_FUNNELED) {
+        MPI_Finalize();
+        throw Error("MPI: the library provides thread level " + std::to_string(provided) +
+                    ", pconv needs MPI_THREAD_FUNNELED (" + std::to_string(MPI_THREAD_FUNNELED) +
+                    "): use an MPI built with thread support");
+      }
       owns_mpi_ = true;
     }
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
