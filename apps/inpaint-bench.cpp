@@ -25,6 +25,7 @@
 #include "apps/common/cli.h"
 #include "core/autograd.h"
 #include "core/backend.h"
+#include "core/cpu/dot_precision.h"
 #include "core/distributed.h"
 #include "core/imagenet.h"
 #include "core/masks.h"
@@ -159,7 +160,8 @@ int main(int argc, char** argv) {
   uint64_t seed = 0;
   bool force = false;
   app.add_option("--device", device_name, "cpu or cuda")->check(cli::device_validator())->capture_default_str();
-  app.add_option("--precision", precision, "fp32 (bf16 is not implemented yet)")
+  app.add_option("--precision", precision,
+                 "fp32, or bf16: the CPU's convolutions multiply bf16 operands, summing in f32 (needs AVX512-BF16)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
   app.add_option("--batch", batch, "training batch size")->check(cli::positive)->capture_default_str();
@@ -185,8 +187,11 @@ int main(int argc, char** argv) {
   app.add_flag("--force", force, "overwrite existing --json / --write-checkpoint files");
 
   return cli::run(app, argc, argv, [&] {
-    if (precision == "bf16") cli::fail("--precision bf16 is not implemented yet (use fp32)");
     const Device device = cli::parse_device(device_name);
+    if (precision == "bf16") {
+      if (device != Device::CPU) cli::fail("--precision bf16 is implemented on the CPU only (use fp32)");
+      set_cpu_dot_precision(CpuDotPrecision::BF16);  // says so when the CPU lacks AVX512-BF16
+    }
     // One process, or one of mpirun's ranks (all run this).
     const std::unique_ptr<Communicator> ranks = make_communicator(device);
     const bool reports = ranks->rank() == 0;
@@ -220,7 +225,7 @@ int main(int argc, char** argv) {
     if (reports)
       cli::progress("inpaint-bench: " + config.describe() + " (" + std::to_string(net.parameter_count()) +
                     " parameters), " + std::to_string(size) + "x" + std::to_string(size) + ", " + device_name +
-                    " fp32" + (ranks->size() > 1 ? ", " + ranks->describe() : std::string()));
+                    " " + precision + (ranks->size() > 1 ? ", " + ranks->describe() : std::string()));
     if (!checkpoint_path.empty() && reports) net.save_checkpoint(checkpoint_path);
 
     std::vector<Measure> results;
@@ -272,8 +277,9 @@ int main(int argc, char** argv) {
       for (const Measure& m : results)
         std::printf("| %s | %lld | %.4f | %.4f | %.3f | %.0f |\n", m.name.c_str(), (long long)m.batch, m.median_s,
                     m.min_s, m.per_second, m.peak_mib);
-      std::printf("\n%s, %lldx%lld, %s fp32, warm-up %d, median of %d; peak memory: %s\n",
-                  config.describe().c_str(), (long long)size, (long long)size, device_name.c_str(), warmup, iters,
+      std::printf("\n%s, %lldx%lld, %s %s, warm-up %d, median of %d; peak memory: %s\n",
+                  config.describe().c_str(), (long long)size, (long long)size, device_name.c_str(), precision.c_str(),
+                  warmup, iters,
                   device == Device::CPU ? "process max RSS so far" : "CUDA allocator peak in the measure");
     }
 

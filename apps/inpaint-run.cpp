@@ -18,6 +18,7 @@
 #include "apps/common/hd_strategy.h"
 #include "apps/common/inference.h"
 #include "core/available_memory.h"
+#include "core/cpu/dot_precision.h"
 #include "core/dataset.h"
 #include "core/metrics.h"
 
@@ -136,6 +137,11 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "images of one size per forward pass (default: 1 on cpu, 8 on cuda)")
       ->check(cli::positive);
   app.add_option("--max-pixels", max_pixels, "refuse larger images")->check(cli::positive)->capture_default_str();
+  std::string precision = "fp32";
+  app.add_option("--precision", precision,
+                 "fp32, or bf16: the CPU's convolutions multiply bf16 operands, summing in f32 (needs AVX512-BF16)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
   inference::HdOptions hd;
   std::string hd_strategy = "crop";
   app.add_option("--hd-strategy", hd_strategy,
@@ -161,6 +167,10 @@ int main(int argc, char** argv) {
     const auto t_start = std::chrono::steady_clock::now();
     const MaskHoles convention = parse_mask_holes(holes);
     const Device device = cli::parse_device(device_name);
+    if (precision == "bf16") {
+      if (device != Device::CPU) cli::fail("--precision bf16 is implemented on the CPU only (use fp32)");
+      set_cpu_dot_precision(CpuDotPrecision::BF16);  // says so when the CPU lacks AVX512-BF16
+    }
     // On the CPU a batch costs more per image than one image at a time (inpaint-bench, 256²,
     // 2 cores: 0.12 s per image alone, 0.43 s per image in a batch of 16); GPUs gain from it.
     if (batch == 0) batch = device == Device::CPU ? 1 : 8;

@@ -12,6 +12,7 @@
 
 #include "apps/common/cli.h"
 #include "apps/common/trainer.h"
+#include "core/cpu/dot_precision.h"
 
 using namespace pconv;
 
@@ -80,7 +81,11 @@ int main(int argc, char** argv) {
       ->check(cli::non_negative)
       ->capture_default_str();
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
-  app.add_option("--precision", precision, "fp32 (bf16 is planned)")->capture_default_str();
+  app.add_option("--precision", precision,
+                 "fp32, or bf16: the CPU's convolutions multiply bf16 operands, summing in f32 (needs AVX512-BF16; "
+                 "weights, BatchNorm, losses and Adam stay f32)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
 
   // Texture: what pixel losses average away (README "Texture").
   double adversarial = 0, feature_matching = 0, style_weight = 0, perceptual_weight = 0;
@@ -118,8 +123,10 @@ int main(int argc, char** argv) {
                         ->check(cli::non_negative);
 
   return cli::run(app, argc, argv, [&] {
-    if (precision != "fp32")
-      cli::fail("--precision " + precision + ": " + precision + " is not implemented yet (use fp32)");
+    if (precision == "bf16") {
+      if (device != "cpu") cli::fail("--precision bf16 is implemented on the CPU only (use fp32)");
+      set_cpu_dot_precision(CpuDotPrecision::BF16);  // says so when the CPU lacks AVX512-BF16
+    }
     o.mask_holes = parse_mask_holes(holes);
     o.device = device == "cuda" ? Device::CUDA : Device::CPU;
     if (seed_option->count() > 0) o.seed = seed;

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "apps/common/trainer.h"
+#include "core/cpu/dot_precision.h"
 #include "core/masks.h"
 #include "core/safetensors.h"
 #include "tests/test_util.h"
@@ -196,9 +197,13 @@ TEST_CASE("e2e: inpaint-train errors are one line with a non-zero exit") {
     check_one_line_error(r, "python3 scripts/export_vgg16.py");
     check_one_line_error(r, "--vgg none");
   }
-  SUBCASE("--precision bf16") {
-    check_one_line_error(run("inpaint-train", plus(tiny_args(out, 2), {"--precision", "bf16"}), dir),
-                         "bf16 is not implemented yet");
+  SUBCASE("--precision bf16 off the CPU, or on a CPU without AVX512-BF16") {
+    check_one_line_error(
+        run("inpaint-train", plus(tiny_args(out, 2), {"--precision", "bf16", "--device", "cuda"}), dir),
+        "--precision bf16 is implemented on the CPU only");
+    if (!cpu_has_bf16_dot())
+      check_one_line_error(run("inpaint-train", plus(tiny_args(out, 2), {"--precision", "bf16"}), dir),
+                           "AVX512-BF16");
   }
   SUBCASE("--device cuda without a GPU") {
     if (cuda_available()) return;

@@ -17,6 +17,7 @@
 #include "apps/common/hd_strategy.h"
 #include "apps/common/inference.h"
 #include "core/backend.h"
+#include "core/cpu/dot_precision.h"
 #include "core/imagenet.h"
 #include "core/safetensors.h"
 #include "tests/test_util.h"
@@ -509,7 +510,7 @@ TEST_CASE("run: inpaint-eval --model inpaints the images and evaluates the compo
   check_one_line_error(run_app("inpaint-eval", "--masks " + quote(dir + "/masks"), dir), "--model");
 }
 
-TEST_CASE("run: inpaint-bench measures a tiny model and writes JSON; bf16 is refused") {
+TEST_CASE("run: inpaint-bench measures a tiny model and writes JSON; bf16 runs where the CPU has it") {
   const std::string dir = testing::scratch_dir("run_bench");
   const AppRun r = run_app("inpaint-bench",
                            "--size 32 --levels 3 --width 4 --batch 2 --infer-batch 3 --warmup 1 --iters 2 --json " +
@@ -526,7 +527,15 @@ TEST_CASE("run: inpaint-bench measures a tiny model and writes JSON; bf16 is ref
     CHECK(m["median_s"].get<double>() > 0);
     CHECK(m["peak_memory_mib"].get<double>() > 0);
   }
-  check_one_line_error(run_app("inpaint-bench", "--precision bf16", dir), "not implemented yet");
+  const AppRun bf16 = run_app("inpaint-bench", "--size 32 --levels 3 --width 4 --batch 2 --only train --warmup 0 "
+                              "--iters 1 --precision bf16", dir);
+  if (cpu_has_bf16_dot()) {
+    CAPTURE(bf16.err);
+    CHECK(bf16.status == 0);
+    CHECK(bf16.err.find("cpu bf16") != std::string::npos);
+  } else {
+    check_one_line_error(bf16, "AVX512-BF16");
+  }
   check_one_line_error(run_app("inpaint-bench", "--only train,speed", dir), "'speed'");
   check_one_line_error(run_app("inpaint-bench", "--size 32 --levels 3 --width 4 --json " + quote(dir + "/bench.json"), dir),
                        "exists");
