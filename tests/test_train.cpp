@@ -23,6 +23,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using testing::check_same_tensors;
+using testing::error_of;
 using testing::read_bytes;
 
 // The tiny model of these tests: 3 levels, width 8, 32×32 crops, batch 2 (~30 ms a step).
@@ -42,30 +44,6 @@ TrainOptions tiny(const std::string& out, int64_t steps) {
 int64_t line_count(const std::string& path) {
   const std::string t = read_bytes(path);
   return int64_t(std::count(t.begin(), t.end(), '\n'));
-}
-
-// Every tensor equal bit for bit (NaN-free here, so == on floats is bitwise equality).
-void check_same_tensors(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b) {
-  REQUIRE(a.size() == b.size());
-  for (const auto& [name, t] : a) {
-    const std::string tensor = name;  // a plain variable: clang 14 cannot capture a binding
-    INFO(tensor);
-    REQUIRE(b.count(name) == 1);
-    CHECK(t.shape() == b.at(name).shape());
-    CHECK(t.to_double_vector() == b.at(name).to_double_vector());
-  }
-}
-
-// The message of the Error `f` throws; fails the test when it throws nothing.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL("no error thrown");
-  return "";
 }
 
 Tensor& parameter(Trainer& t, const std::string& name) {

@@ -14,6 +14,9 @@
 using namespace pconv;
 namespace fs = std::filesystem;
 
+using testing::check_same_tensors;
+using testing::error_of;
+
 namespace {
 
 // test_train.cpp's tiny run (3 levels, width 8, 32×32 crops, batch 2) with a 2-layer discriminator.
@@ -30,27 +33,6 @@ TrainOptions tiny_gan(const std::string& out, int64_t steps) {
   o.adversarial = 0.5, o.feature_matching = 2.0;
   o.d_width = 4, o.d_layers = 2;
   return o;
-}
-
-void check_same_tensors(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b) {
-  REQUIRE(a.size() == b.size());
-  for (const auto& [name, t] : a) {
-    const std::string tensor = name;
-    INFO(tensor);
-    REQUIRE(b.count(name) == 1);
-    CHECK(t.to_double_vector() == b.at(name).to_double_vector());
-  }
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL("no error thrown");
-  return "";
 }
 
 std::vector<std::string> csv_row(const std::string& path, int row) {

@@ -4,10 +4,29 @@
 #include <string>
 #include <vector>
 
+#include <doctest/doctest.h>
+
+#include <map>
+
 #include "core/backend.h"
 #include "core/image.h"
 
 namespace pconv::testing {
+
+// Every tensor of two state dicts equal bit for bit (NaN-free, so == on values is bitwise).
+void check_same_tensors(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b);
+
+// The message of the Error `f` throws; fails the test when it throws nothing.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  FAIL("no error thrown");
+  return "";
+}
 
 // GPU tests belong to the doctest test suite "gpu": TEST_CASE("..." * doctest::test_suite("gpu")).
 // Without a usable device main excludes that suite, so doctest reports them as skipped.

@@ -682,7 +682,7 @@ StepLosses Trainer::train_step() {
   }
   adam_->zero_grad();
   total.backward();
-  average_gradients();
+  average_gradients(*model_);
   adam_->step();
   if (disc_) {
     const double d_start = cpu_seconds();
@@ -717,14 +717,7 @@ void Trainer::discriminator_step(const Tensor& real_scores, const Tensor& compos
                           comm_.rank());
   d_adam_->zero_grad();
   d_loss.backward();
-  if (comm_.size() > 1) {
-    std::vector<Tensor> grads;
-    for (Tensor* p : disc_->parameters())
-      if (Tensor g = p->grad(); g.defined()) grads.push_back(g);
-    std::vector<Tensor*> pointers;
-    for (Tensor& g : grads) pointers.push_back(&g);
-    comm_.allreduce_mean(pointers);
-  }
+  average_gradients(*disc_);
   d_adam_->step();
 }
 

@@ -159,7 +159,7 @@ class Trainer {
   void check_parameters_finite() const;
   void setup();
   bool writes() const { return comm_.rank() == 0; }  // rank 0 writes every file
-  void average_gradients();
+  void average_gradients(Module& module);  // of the generator or the discriminator, over the ranks
   // A CollectiveError on every rank unless all ranks hold rank 0's state; `when` and `advice`
   // go into the message.
   void check_ranks_agree(const std::string& when, const std::string& advice);

@@ -41,10 +41,10 @@ void Trainer::check_ranks_agree(const std::string& when, const std::string& advi
                         comm_.rank());
 }
 
-void Trainer::average_gradients() {
+void Trainer::average_gradients(Module& module) {
   if (comm_.size() == 1) return;
   std::vector<Tensor> grads;
-  for (Tensor* p : model_->parameters())
+  for (Tensor* p : module.parameters())
     if (Tensor g = p->grad(); g.defined()) grads.push_back(g);
   std::vector<Tensor*> pointers;
   for (Tensor& g : grads) pointers.push_back(&g);
