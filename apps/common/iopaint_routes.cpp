@@ -189,7 +189,11 @@ json samplers_json() {
                       "LMS", "LMS Karras"});
 }
 
-http::Response gen_info_answer(const std::string& content_type, const std::string& body) {
+namespace {
+
+// The multipart part named "file" of a route's body; a 400 naming the route when the body is
+// not multipart or has no such part.
+FormPart multipart_file(const std::string& content_type, const std::string& body, const char* route) {
   std::vector<FormPart> parts;
   try {
     parts = parse_multipart(body, multipart_boundary(content_type));
@@ -197,10 +201,17 @@ http::Response gen_info_answer(const std::string& content_type, const std::strin
     throw ApiError(400, e.what());
   }
   const FormPart* file = find_part(parts, "file");
-  if (!file) throw ApiError(400, "gen-info takes a multipart 'file'");
+  if (!file) throw ApiError(400, std::string(route) + " takes a multipart 'file'");
+  return std::move(parts[size_t(file - parts.data())]);
+}
+
+}  // namespace
+
+http::Response gen_info_answer(const std::string& content_type, const std::string& body) {
+  const FormPart file = multipart_file(content_type, body, "gen-info");
   // A PNG's tEXt "parameters" (what Stable Diffusion front ends write).
   std::string parameters;
-  const std::string& png = file->data;
+  const std::string& png = file.data;
   for (size_t at = 8; png.compare(0, 4, "\x89PNG") == 0 && at + 12 <= png.size();) {
     const size_t length = (size_t(uint8_t(png[at])) << 24) | (size_t(uint8_t(png[at + 1])) << 16) |
                           (size_t(uint8_t(png[at + 2])) << 8) | size_t(uint8_t(png[at + 3]));
@@ -241,22 +252,15 @@ http::Response save_image_answer(const std::string& output_dir, const std::strin
   struct stat st {};
   if (output_dir.empty() || ::stat(output_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     throw ApiError(400, "Output directory not configured or doesn't exist");
-  std::vector<FormPart> parts;
-  try {
-    parts = parse_multipart(body, multipart_boundary(content_type));
-  } catch (const Error& e) {
-    throw ApiError(400, e.what());
-  }
-  const FormPart* file = find_part(parts, "file");
-  if (!file) throw ApiError(400, "save_image takes a multipart 'file'");
+  const FormPart file = multipart_file(content_type, body, "save_image");
   // The name's last component only (IOPaint: Path(filename).name): no way out of the folder.
-  std::string name = file->filename;
+  std::string name = file.filename;
   const size_t slash = name.find_last_of("/\\");
   if (slash != std::string::npos) name = name.substr(slash + 1);
   if (name.empty() || name == "." || name == ".." || name.find('\0') != std::string::npos)
     throw ApiError(400, "save_image: the file needs a name");
   try {
-    write_file_atomic(output_dir + "/" + name, file->data);
+    write_file_atomic(output_dir + "/" + name, file.data);
   } catch (const Error& e) {
     throw ApiError(500, std::string("save_image: ") + e.what());
   }
