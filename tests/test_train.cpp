@@ -17,6 +17,7 @@
 #include "core/safetensors.h"
 #include "models/vgg16.h"
 #include "tests/test_util.h"
+#include "tests/train_options.h"
 
 using namespace pconv;
 namespace fs = std::filesystem;
@@ -27,19 +28,7 @@ using testing::check_same_tensors;
 using testing::error_of;
 using testing::read_bytes;
 
-// The tiny model of these tests: 3 levels, width 8, 32×32 crops, batch 2 (~30 ms a step).
-TrainOptions tiny(const std::string& out, int64_t steps) {
-  TrainOptions o;
-  o.data_dir = testing::source_path("data/train");
-  o.out_dir = out;
-  o.vgg = "none";
-  o.size = 32, o.batch = 2, o.levels = 3, o.width = 8;
-  o.seed = 7;
-  o.steps = steps;
-  o.save_every = 2, o.keep = 10, o.val_every = 2, o.sample_every = 3, o.val_count = 2, o.log_every = 1;
-  o.quiet = true;
-  return o;
-}
+TrainOptions tiny(const std::string& out, int64_t steps) { return testing::tiny_train_options(out, steps); }
 
 int64_t line_count(const std::string& path) {
   const std::string t = read_bytes(path);

@@ -10,6 +10,7 @@
 #include "apps/common/trainer.h"
 #include "core/safetensors.h"
 #include "tests/test_util.h"
+#include "tests/train_options.h"
 
 using namespace pconv;
 namespace fs = std::filesystem;
@@ -19,17 +20,10 @@ using testing::error_of;
 
 namespace {
 
-// test_train.cpp's tiny run (3 levels, width 8, 32×32 crops, batch 2) with a 2-layer discriminator.
+// The trainer tests' tiny run with a 2-layer discriminator (and no sample grids).
 TrainOptions tiny_gan(const std::string& out, int64_t steps) {
-  TrainOptions o;
-  o.data_dir = testing::source_path("data/train");
-  o.out_dir = out;
-  o.vgg = "none";
-  o.size = 32, o.batch = 2, o.levels = 3, o.width = 8;
-  o.seed = 7;
-  o.steps = steps;
-  o.save_every = 2, o.keep = 10, o.val_every = 2, o.sample_every = 100, o.val_count = 2, o.log_every = 1;
-  o.quiet = true;
+  TrainOptions o = testing::tiny_train_options(out, steps);
+  o.sample_every = 100;
   o.adversarial = 0.5, o.feature_matching = 2.0;
   o.d_width = 4, o.d_layers = 2;
   return o;
