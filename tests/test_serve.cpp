@@ -22,6 +22,7 @@
 #include "apps/common/inpaint_server.h"
 #include "apps/common/job_queue.h"
 #include "apps/common/page.h"
+#include "tests/serve_util.h"
 #include "tests/test_util.h"
 
 using namespace pconv;
@@ -65,26 +66,11 @@ std::string body(const ImageU8& image, const MaskImage& mask, json extra = json:
 }
 
 // A server on 127.0.0.1 and a free port, serving from its own thread.
-struct TestServer {
-  std::unique_ptr<serve::InpaintServer> server;
-  std::thread thread;
-  int port = 0;
-  TestServer(serve::Inpainter inpainter, serve::ServerSettings settings = {}) {
-    server = std::make_unique<serve::InpaintServer>(std::move(inpainter), serve::model_json("test", tiny(), "cpu"),
-                                                    settings);
-    port = server->bind("127.0.0.1", 0);
-    thread = std::thread([this] { server->serve(); });
-  }
-  ~TestServer() {
-    server->stop();
-    thread.join();
-  }
-  httplib::Client client() const {
-    httplib::Client c("127.0.0.1", port);
-    c.set_read_timeout(120);
-    c.set_write_timeout(60);
-    return c;
-  }
+struct TestServer : testing::RunningServer {
+  TestServer(serve::Inpainter inpainter, serve::ServerSettings settings = {})
+      : RunningServer(std::make_unique<serve::InpaintServer>(std::move(inpainter),
+                                                             serve::model_json("test", tiny(), "cpu"), settings),
+                      120, 60) {}
 };
 
 // The answer was IOPaint's {"error", "detail", "body", "errors"}, with the one-line message

@@ -21,6 +21,7 @@
 #include "apps/common/multipart.h"
 #include "core/image_meta.h"
 #include "core/webp_codec.h"
+#include "tests/serve_util.h"
 #include "tests/test_util.h"
 
 using namespace pconv;
@@ -49,26 +50,11 @@ PConvUNetConfig tiny() {
   return c;
 }
 
-struct Server {
-  std::unique_ptr<serve::InpaintServer> server;
-  std::thread thread;
-  int port = 0;
+struct Server : testing::RunningServer {
   explicit Server(serve::ServerSettings settings = {}, serve::AccessSettings access = {},
-                  serve::ConnectionSettings connections = {}, serve::IopaintSettings iopaint = {}) {
-    server = std::make_unique<serve::InpaintServer>(painter(), serve::model_json("test", tiny(), "cpu"), settings,
-                                                    access, connections, iopaint);
-    port = server->bind("127.0.0.1", 0);
-    thread = std::thread([this] { server->serve(); });
-  }
-  ~Server() {
-    server->stop();
-    thread.join();
-  }
-  httplib::Client client() const {
-    httplib::Client c("127.0.0.1", port);
-    c.set_read_timeout(30);
-    return c;
-  }
+                  serve::ConnectionSettings connections = {}, serve::IopaintSettings iopaint = {})
+      : RunningServer(std::make_unique<serve::InpaintServer>(painter(), serve::model_json("test", tiny(), "cpu"),
+                                                             settings, access, connections, iopaint)) {}
 };
 
 // A raw loopback connection, for what HTTP clients libraries will not send.

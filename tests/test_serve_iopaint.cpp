@@ -15,6 +15,7 @@
 
 #include "apps/common/base64.h"
 #include "apps/common/inpaint_server.h"
+#include "tests/serve_util.h"
 #include "tests/test_util.h"
 
 using namespace pconv;
@@ -41,26 +42,11 @@ serve::Inpainter painter(uint8_t v) {
   };
 }
 
-struct Server {
-  std::unique_ptr<serve::InpaintServer> server;
-  std::thread thread;
-  int port = 0;
-  explicit Server(serve::IopaintSettings iopaint = {}) {
-    server = std::make_unique<serve::InpaintServer>(painter(1), serve::model_json("first", tiny(), "cpu"),
-                                                    serve::ServerSettings{}, serve::AccessSettings{},
-                                                    serve::ConnectionSettings{}, std::move(iopaint));
-    port = server->bind("127.0.0.1", 0);
-    thread = std::thread([this] { server->serve(); });
-  }
-  ~Server() {
-    server->stop();
-    thread.join();
-  }
-  httplib::Client client() const {
-    httplib::Client c("127.0.0.1", port);
-    c.set_read_timeout(30);
-    return c;
-  }
+struct Server : testing::RunningServer {
+  explicit Server(serve::IopaintSettings iopaint = {})
+      : RunningServer(std::make_unique<serve::InpaintServer>(
+            painter(1), serve::model_json("first", tiny(), "cpu"), serve::ServerSettings{}, serve::AccessSettings{},
+            serve::ConnectionSettings{}, std::move(iopaint))) {}
 };
 
 ImageU8 mask_image(int w, int h, const std::vector<std::pair<int, int>>& holes) {
