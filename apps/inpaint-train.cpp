@@ -56,6 +56,11 @@ int main(int argc, char** argv) {
   app.add_option("--batch", o.batch, "images per step [6; a resume keeps the checkpoint's]");
   app.add_option("--levels", o.levels, "UNet depth [log2(size)-1: 7 at 256, 8 at 512]");
   app.add_option("--width", o.width, "channels of the first layer [64]");
+  app.add_option("--noise", o.noise,
+                 "decoder levels (from half size down) that add learned-strength noise in the holes, to grow "
+                 "texture from (strengths start at 0: --init from a model without noise starts at its output) "
+                 "[0; the checkpoint's]")
+      ->check(CLI::Range(int64_t(0), int64_t(15)));
   app.add_option("--fill", o.fill,
                  "none: the paper's model; harmonic: the network adds to a harmonic fill of the holes "
                  "(with --init from a model without it, training starts at the fill) [none; the checkpoint's]")

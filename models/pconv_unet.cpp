@@ -34,6 +34,9 @@ void check_ranges(const PConvUNetConfig& c) {
     throw Error("PConvUNetConfig: levels " + std::to_string(c.levels) + " (1.." + std::to_string(C::kMaxLevels) +
                 "), width " + std::to_string(c.width) + " (1.." + std::to_string(C::kMaxWidth) + "), in_channels " +
                 std::to_string(c.in_channels) + " (1.." + std::to_string(C::kMaxInChannels) + ") out of range");
+  if (c.noise < 0 || c.noise > c.levels - 1)
+    throw Error("PConvUNetConfig: noise " + std::to_string(c.noise) + " is not a number of decoder levels 0.." +
+                std::to_string(c.levels - 1));
 }
 
 }  // namespace
@@ -52,7 +55,7 @@ std::vector<PConvUNetLayerSpec> PConvUNetConfig::layers() const {
     // (s = 0: the input image), and maps them to the skip's width.
     const int64_t s = 2 * L - n;
     const int64_t skip = s == 0 ? in_channels : channels(s);
-    out.push_back({channels(s + 1) + skip, skip, 3, 1, s != 0, true});
+    out.push_back({channels(s + 1) + skip, skip, 3, 1, s != 0, true, s >= 1 && s <= noise});
   }
   return out;
 }
@@ -67,6 +70,7 @@ std::map<std::string, Shape> PConvUNetConfig::state_shapes() const {
       for (const char* b : {"weight", "bias", "running_mean", "running_var"}) shapes[name + ".bn." + b] = {l.out_channels};
     else
       shapes[name + ".bias"] = {l.out_channels};
+    if (l.noise) shapes[name + ".noise"] = {l.out_channels};
   }
   return shapes;
 }
@@ -92,6 +96,7 @@ void PConvUNetConfig::validate() const {
 std::string PConvUNetConfig::to_json() const {
   nlohmann::json j{{"levels", levels}, {"width", width}, {"in_channels", in_channels}};
   if (fill == Fill::Harmonic) j["fill"] = "harmonic";
+  if (noise > 0) j["noise"] = noise;
   return j.dump();
 }
 
@@ -104,7 +109,7 @@ PConvUNetConfig PConvUNetConfig::from_json(const std::string& text) {
     throw Error("PConvUNetConfig: '" + quoted + "' is not a JSON object");
   // Missing fields keep the paper's defaults; unknown fields are ignored (newer writers).
   for (auto [key, field] : {std::pair{"levels", &c.levels}, std::pair{"width", &c.width},
-                            std::pair{"in_channels", &c.in_channels}}) {
+                            std::pair{"in_channels", &c.in_channels}, std::pair{"noise", &c.noise}}) {
     if (!j.contains(key)) continue;
     if (!j[key].is_number_integer())
       throw Error("PConvUNetConfig: '" + std::string(key) + "' in '" + quoted + "' is not an integer");
@@ -126,6 +131,7 @@ std::string PConvUNetConfig::describe() const {
   if (in_channels != 3) s.append(" ").append(std::to_string(in_channels)).append("-channel");
   s.append(" PConvUNet");
   if (fill == Fill::Harmonic) s.append(" on a harmonic fill");
+  if (noise > 0) s.append(" with noise at ").append(std::to_string(noise)).append(noise == 1 ? " level" : " levels");
   return s;
 }
 
@@ -163,6 +169,8 @@ int64_t PConvUNetConfig::inference_bytes(int64_t n, int64_t h, int64_t w) const 
   // A residual model keeps its fill (and, while it is made, a copy and the mask as floats)
   // from the start to the end.
   if (fill == Fill::Harmonic) peak += 2 * in_channels * h * w + h * w;
+  // Noise: a level's draw and its hole-masked copy, at most at half size (level 1).
+  if (noise > 0) peak += 2 * pixels(1);
   // And 64 KiB for the small tensors beside those (per-channel vectors, scalars).
   return (peak * int64_t(sizeof(float)) + (int64_t(64) << 10)) * n;
 }
@@ -181,16 +189,23 @@ std::string with_article(const PConvUNetConfig& c) {
 
 PConvUNetLayer::PConvUNetLayer(int64_t in_channels, int64_t out_channels, int64_t kernel,
                                int64_t stride, bool batch_norm, Activation activation,
-                               Generator& gen, DType dtype, Device device, bool initialize)
+                               Generator& gen, DType dtype, Device device, bool initialize, bool noise)
     // PAPER.md: convolutions followed by BatchNorm have no bias.
     : PartialConv2d(in_channels, out_channels, kernel, stride, !batch_norm, gen, dtype, device, initialize),
       activation_(activation) {
   if (batch_norm) bn_ = register_module("bn", std::make_shared<BatchNorm2d>(out_channels, dtype, device));
+  if (noise) noise_ = &register_parameter("noise", Tensor::zeros({out_channels}, dtype, device));
 }
 
-PConvResult PConvUNetLayer::forward(const Tensor& x, const Mask& mask) {
+Tensor PConvUNetLayer::add_noise(const Tensor& out, const Tensor& noise) const {
+  if (!noise_ || !noise.defined()) return out;
+  return add(out, mul(noise, noise_->reshape({1, noise_->size(0), 1, 1})));
+}
+
+PConvResult PConvUNetLayer::forward(const Tensor& x, const Mask& mask, const Tensor& noise) {
   PConvResult r = PartialConv2d::forward(x, mask);
   if (bn_) r.out = bn_->forward(r.out);
+  r.out = add_noise(r.out, noise);
   switch (activation_) {
     case Activation::None: break;
     case Activation::Relu: r.out = relu(r.out); break;
@@ -199,9 +214,10 @@ PConvResult PConvUNetLayer::forward(const Tensor& x, const Mask& mask) {
   return r;
 }
 
-PConvResult PConvUNetLayer::forward_(Tensor& x, const Mask& mask) {
+PConvResult PConvUNetLayer::forward_(Tensor& x, const Mask& mask, const Tensor& noise) {
   PConvResult r = partial_conv2d_(x, mask, weight(), bias(), stride(), padding());
   if (bn_) bn_->forward_(r.out);
+  r.out = add_noise(r.out, noise);
   switch (activation_) {
     case Activation::None: break;
     case Activation::Relu: relu_(r.out); break;
@@ -229,7 +245,7 @@ PConvUNet::PConvUNet(const PConvUNetConfig& config, uint64_t seed, DType dtype, 
     const Act act = !l.decoder ? Act::Relu : &l == &specs.back() ? Act::None : Act::LeakyRelu;
     layers_.push_back(register_module(
         name, std::make_shared<PConvUNetLayer>(l.in_channels, l.out_channels, l.kernel, l.stride, l.batch_norm, act,
-                                               gen, dtype, device, initialize)));
+                                               gen, dtype, device, initialize, l.noise)));
   }
 }
 
@@ -295,11 +311,13 @@ Tensor PConvUNet::forward(const Tensor& image, const Mask& mask) {
     encoded.push_back({r.out, r.mask});
   }
   MaskedFeatures current = encoded.back();
+  Generator noise_gen(noise_seed_);
   for (int64_t n = L + 1; n <= 2 * L; ++n) {
     const MaskedFeatures& skip = encoded[size_t(2 * L - n)];
     MaskedFeatures joined = concat_.forward(
         MaskedFeatures{upsample_.forward(current.x), upsample_.forward(current.mask)}, skip);
-    PConvResult r = layers_[size_t(n - 1)]->forward(joined.x, joined.mask);
+    const Tensor noise = hole_noise(n, skip.mask, noise_gen);
+    PConvResult r = layers_[size_t(n - 1)]->forward(joined.x, joined.mask, noise);
     current = {r.out, r.mask};
   }
   return finish(current.x);
@@ -330,13 +348,15 @@ Tensor PConvUNet::forward_no_grad(const Tensor& x, const Mask& m) {
     r = layers_[size_t(n - 1)]->forward_(input.x, input.mask);
   }
   MaskedFeatures current{r.out, r.mask};
+  Generator noise_gen(noise_seed_);  // the same draws in the same order as forward's
   for (int64_t n = L + 1; n <= 2 * L; ++n) {
     MaskedFeatures& skip = skips[size_t(2 * L - n)];
     Tensor joined = upsample_concat(current.x, skip.x);
     const Mask joined_mask = concat(upsample_nearest2x(current.mask), skip.mask);
+    const Tensor noise = hole_noise(n, skip.mask, noise_gen);
     current = {};
     skip = {};
-    PConvResult out = layers_[size_t(n - 1)]->forward_(joined, joined_mask);
+    PConvResult out = layers_[size_t(n - 1)]->forward_(joined, joined_mask, noise);
     const size_t freed = joined.nbytes();
     joined = {};
     current = {out.out, out.mask};
@@ -347,6 +367,14 @@ Tensor PConvUNet::forward_no_grad(const Tensor& x, const Mask& m) {
     if (freed >= kReleaseBytes) backend(device()).release_free_memory();
   }
   return current.x;
+}
+
+Tensor PConvUNet::hole_noise(int64_t n, const Mask& skip, Generator& gen) const {
+  if (!layers_[size_t(n - 1)]->has_noise()) return {};
+  // Encoder outputs (the skips at levels ≥ 1) carry one mask group.
+  const Tensor& known = skip.front().mask;
+  const Tensor noise = Tensor::randn(known.shape(), gen, known.dtype(), known.device());
+  return mul(noise, rsub(1.0, known));
 }
 
 void PConvUNet::set_finetune(bool on) {

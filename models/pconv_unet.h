@@ -9,6 +9,8 @@
 //   up ×2 (nearest, features and mask), concat [upsampled, skip], 3×3 stride 1 PConv,
 //   pconv(L+1)..(2L-1): c_{n-1 or L} + c_s → c_s, BatchNorm, LeakyReLU(0.2)
 //   pconv2L: c_1 + in_channels (the input image and its mask) → in_channels, bias, nothing else
+// Optional (config.noise = K > 0, not in the paper): decoder layers at levels s = 1..K add
+// per-channel-scaled Gaussian noise after BatchNorm where their skip is hole (see "noise" below).
 // Checkpoint names: pconv{n}.weight, pconv{1,2L}.bias, pconv{n}.bn.{weight,bias,running_mean,
 // running_var} for n = 2..2L-1.
 #include <map>
@@ -32,6 +34,7 @@ struct PConvUNetLayerSpec {
   int64_t in_channels, out_channels, kernel, stride;
   bool batch_norm;  // else a bias
   bool decoder;     // LeakyReLU(0.2) (none for the last layer), else ReLU
+  bool noise = false;  // adds scaled noise in the skip's hole (PConvUNetConfig::noise)
 };
 
 struct PConvUNetConfig {
@@ -44,6 +47,14 @@ struct PConvUNetConfig {
   // "fill":"harmonic" in pconv.config (absent for None, so the paper's files are unchanged).
   enum class Fill { None, Harmonic };
   Fill fill = Fill::None;
+  // Noise injection (not in the paper): the decoder layers at levels s = 1..noise (half size
+  // and below) add noise · strength_c after BatchNorm, where their skip's mask is hole. Deep in
+  // a large hole every encoder level is empty, so without it the decoder can only repeat the
+  // same nearest-upsampled pattern there (a content-independent grid under adversarial
+  // training); noise gives it something to shape into texture. The strengths
+  // (pconv{n}.noise, one per channel) start at zero, so adding noise to a trained model
+  // changes nothing until training moves them. In checkpoints as "noise":K (absent for 0).
+  int64_t noise = 0;
 
   // Upper bounds, so a crafted checkpoint's pconv.config cannot ask for any allocation:
   // 16× the paper's width, 64 channels, and at most 1e9 parameters and statistics in all
@@ -57,7 +68,7 @@ struct PConvUNetConfig {
   // this configuration, computed without building it; and their total number of elements.
   std::map<std::string, Shape> state_shapes() const;
   int64_t state_elements() const;
-  std::string to_json() const;        // {"in_channels":3,"levels":8,"width":64}[,"fill":"harmonic"]
+  std::string to_json() const;        // {"in_channels":3,"levels":8,"width":64}[,"fill":"harmonic"][,"noise":K]
   // Throws Error naming the text when it is not such an object or a value is out of range.
   static PConvUNetConfig from_json(const std::string& text);
   std::string describe() const;       // "8-level width-64 PConvUNet" (+ channels when not 3, + fill)
@@ -78,15 +89,21 @@ class PConvUNetLayer : public PartialConv2d {
   enum class Activation { None, Relu, LeakyRelu };
   PConvUNetLayer(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride,
                  bool batch_norm, Activation activation, Generator& gen, DType dtype,
-                 Device device, bool initialize = true);
-  PConvResult forward(const Tensor& x, const Mask& mask);
+                 Device device, bool initialize = true, bool noise = false);
+  // noise: N×1×H×W (the output's size), added after BatchNorm scaled by the per-channel
+  // parameter "noise"; ignored (may be undefined) for a layer without it.
+  PConvResult forward(const Tensor& x, const Mask& mask, const Tensor& noise = {});
   // Inference (grad mode off): the same result, but x is overwritten with x ⊙ m and BatchNorm
   // and the activation work in place on the output.
-  PConvResult forward_(Tensor& x, const Mask& mask);
+  PConvResult forward_(Tensor& x, const Mask& mask, const Tensor& noise = {});
   BatchNorm2d* bn() const { return bn_.get(); }  // null without BatchNorm
+  bool has_noise() const { return noise_ != nullptr; }
 
  private:
+  Tensor add_noise(const Tensor& out, const Tensor& noise) const;
+
   std::shared_ptr<BatchNorm2d> bn_;
+  Tensor* noise_ = nullptr;  // per-channel strengths, [out_channels]
   Activation activation_;
 };
 
@@ -121,6 +138,12 @@ class PConvUNet : public Module {
   void set_finetune(bool on);
   bool is_finetune() const { return finetune_; }
 
+  // The seed of the noise a model with config.noise draws: each forward draws the same noise
+  // for the same seed and input size (0 by default, so inference is deterministic; training
+  // sets a new seed per step).
+  void set_noise_seed(uint64_t seed) { noise_seed_ = seed; }
+  uint64_t noise_seed() const { return noise_seed_; }
+
   // Checkpoints (DESIGN.md "Modules and checkpoints"): the state dict, the configuration under
   // kConfigKey in the metadata, and optional extra tensors, which must be named "optim.*" or "train.*"
   // (the optimiser's state, so a resume is exact).
@@ -149,12 +172,16 @@ class PConvUNet : public Module {
  private:
   PConvUNet(const PConvUNetConfig& config, uint64_t seed, DType dtype, Device device, bool initialize);
   Tensor forward_no_grad(const Tensor& x, const Mask& m);
+  // Unit Gaussian noise where `skip`'s (single-group) mask is hole, 0 elsewhere, N×1×H×W;
+  // undefined for a layer without noise.
+  Tensor hole_noise(int64_t n, const Mask& skip, Generator& gen) const;
 
   PConvUNetConfig config_;
   std::vector<std::shared_ptr<PConvUNetLayer>> layers_;
   Upsample upsample_;
   Concat concat_;
   bool finetune_ = false;
+  uint64_t noise_seed_ = 0;
 };
 
 }  // namespace pconv

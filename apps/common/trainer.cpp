@@ -21,6 +21,7 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/imagenet.h"
+#include "core/masks.h"
 #include "core/metrics.h"
 #include "core/safetensors.h"
 #include "layers/batchnorm.h"
@@ -355,6 +356,7 @@ void Trainer::setup() {
     opt_.seed = start.seed;
   }
   bool init_adds_fill = false;  // --init from a model without the fill into --fill harmonic
+  int64_t init_noise = 0;       // --init: the checkpoint's noise levels (more may be added)
   if (!checkpoint.empty()) {
     const PConvUNetConfig c = PConvUNet::checkpoint_config(saved);  // checked above
     if (opt_.levels == 0) opt_.levels = c.levels;
@@ -365,8 +367,17 @@ void Trainer::setup() {
       throw Error("--fill " + opt_.fill + " differs from the checkpoint's (" + saved_fill +
                   "): a resume continues the same model (start a new run with --init)");
     init_adds_fill = !resuming && opt_.fill == "harmonic" && saved_fill == "none";
+    if (opt_.noise < 0) opt_.noise = c.noise;
+    if (resuming && opt_.noise != c.noise)
+      throw Error("--noise " + std::to_string(opt_.noise) + " differs from the checkpoint's (" +
+                  std::to_string(c.noise) + "): a resume continues the same model (start a new run with --init)");
+    if (opt_.noise < c.noise)
+      throw Error("--noise " + std::to_string(opt_.noise) + " is below " + checkpoint + "'s " + std::to_string(c.noise) +
+                  ": --init can add noise levels to a model, not remove them");
+    init_noise = c.noise;
   }
   if (opt_.fill.empty()) opt_.fill = "none";
+  if (opt_.noise < 0) opt_.noise = 0;
   opt_.finetune = opt_.finetune || saved_finetune;
   if (opt_.size == 0) opt_.size = 256;
   if (opt_.batch == 0) opt_.batch = 6;
@@ -415,29 +426,44 @@ void Trainer::setup() {
   PConvUNetConfig config;
   config.levels = opt_.levels, config.width = opt_.width;
   config.fill = opt_.fill == "harmonic" ? PConvUNetConfig::Fill::Harmonic : PConvUNetConfig::Fill::None;
-  config.validate();
+  config.noise = opt_.noise;
+  try {
+    config.validate();
+  } catch (const Error& e) {
+    throw Error("--noise " + std::to_string(opt_.noise) + ": at most --levels − 1 (" + std::to_string(opt_.levels - 1) +
+                ") decoder levels");
+  }
   model_ = std::make_unique<PConvUNet>(config, *opt_.seed, DType::F32, opt_.device);
   SafetensorsFile file;
-  if (init_adds_fill) {
+  const bool init_adds_noise = !resuming && !checkpoint.empty() && opt_.noise > init_noise;
+  if (init_adds_fill || init_adds_noise) {
     // The weights of a model without the fill, its last layer zeroed: the new model starts
     // exactly at the harmonic fill and learns what to add, keeping the trained features.
+    // New noise strengths start at zero, so the model starts exactly where the file was.
     file = load_safetensors(checkpoint);
     std::map<std::string, Tensor> weights;
     for (auto& [name, t] : file.tensors)
       if (!PConvUNet::is_training_state_key(name)) weights.emplace(name, t);
     const std::string last = "pconv" + std::to_string(model_->layer_count());
-    for (const char* p : {".weight", ".bias"}) {
-      auto it = weights.find(last + p);
-      if (it != weights.end()) it->second = Tensor::zeros(it->second.shape(), it->second.dtype());
-    }
+    if (init_adds_fill)
+      for (const char* p : {".weight", ".bias"}) {
+        auto it = weights.find(last + p);
+        if (it != weights.end()) it->second = Tensor::zeros(it->second.shape(), it->second.dtype());
+      }
+    for (const auto& [name, shape] : config.state_shapes())
+      if (name.size() > 6 && name.compare(name.size() - 6, 6, ".noise") == 0 && !weights.count(name))
+        weights[name] = Tensor::zeros(shape);
     try {
       model_->load_state_dict(weights, true);
     } catch (const Error& e) {
       throw Error(checkpoint + ": " + e.what());
     }
-    if (writes() && !opt_.quiet)
+    if (writes() && !opt_.quiet && init_adds_fill)
       cli::progress("inpaint-train: --fill harmonic from " + checkpoint + ": its weights, " + last +
                     " zeroed, so training starts at the harmonic fill");
+    if (writes() && !opt_.quiet && init_adds_noise)
+      cli::progress("inpaint-train: --noise " + std::to_string(opt_.noise) + " from " + checkpoint +
+                    ": new noise strengths start at 0, so training starts at its output");
   } else if (!checkpoint.empty()) {
     file = model_->load_checkpoint(checkpoint);
   }
@@ -634,7 +660,11 @@ StepLosses Trainer::train_step() {
   double disc_cpu = 0;
   const NetBatch b = to_network(batch.images, batch.masks, opt_.device);
   if (disc_) disc_->power_iterate();  // once per step: every pass of this step uses the same σ
+  // Fresh noise every step and rank, the same on a resume; validation and samples draw with
+  // seed 0, as inference does.
+  model_->set_noise_seed(mix_seed(*opt_.seed, uint64_t(step_), uint64_t(comm_.rank()) + 1));
   const Tensor out = model_->forward(b.input, b.mask);
+  model_->set_noise_seed(0);
   const LossTerms t = loss_->compute(out, b.gt, b.mask);
   Tensor total = t.total, adv = Tensor::zeros({}, out.dtype(), out.device()), fm = adv, comp;
   DiscriminatorOutput real;

@@ -52,6 +52,7 @@ struct TrainOptions {
   int64_t levels = 0;           // UNet depth (log2(size) − 1: 7 at 256, 8 at 512)
   int64_t width = 0;            // channels of the first layer (64)
   std::string fill;             // "none" (the paper's model) or "harmonic" (residual on a harmonic fill) (none)
+  int64_t noise = -1;           // decoder levels with noise injection (PConvUNetConfig::noise) (0; the checkpoint's)
   double lr = 0;                // (2e-4; 5e-5 when fine-tuning)
   std::optional<uint64_t> seed; // data order, masks, initial weights (0)
 

@@ -23,7 +23,7 @@ void Trainer::check_ranks_agree(const std::string& when, const std::string& advi
   const auto d_adam_state = d_adam_ ? d_adam_->state_dict() : std::map<std::string, Tensor>{};
   char d_lr[32];
   std::snprintf(d_lr, sizeof d_lr, "%.17g", opt_.d_lr);
-  text += "|" + opt_.fill + "|" + opt_.style_features + "|" + opt_.gan_loss + "|" + d_lr;
+  text += "|" + opt_.fill + "|" + std::to_string(opt_.noise) + "|" + opt_.style_features + "|" + opt_.gan_loss + "|" + d_lr;
   for (const auto* state : {&model_state, &adam_state, &disc_state, &d_adam_state})
     for (const auto& [name, t] : *state) {
       text += "|" + name;
