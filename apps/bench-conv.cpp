@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/common/cli.h"
+#include "apps/cli/cli.h"
 #include "core/backend.h"
 #include "core/cpu/dot_precision.h"
 #include "core/tensor.h"

@@ -22,16 +22,16 @@
 #include <string>
 #include <vector>
 
-#include "apps/common/cli.h"
+#include "apps/cli/cli.h"
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/cpu/dot_precision.h"
-#include "core/distributed.h"
-#include "core/imagenet.h"
-#include "core/masks.h"
+#include "core/distributed/communicator.h"
+#include "core/data/imagenet.h"
+#include "core/data/masks.h"
 #include "core/ops.h"
 #include "core/optim.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "layers/batchnorm.h"
 #include "losses/inpainting_loss.h"
 #include "models/pconv_unet.h"

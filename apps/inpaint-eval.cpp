@@ -1,20 +1,20 @@
 // inpaint-eval: compares inpainted results with their ground truths as the paper does — ℓ1
 // (%), PSNR and SSIM on the whole image after compositing the result with the ground truth
-// through the mask — and by hole detail (core/metrics.h: the fill's share of the truth's
+// through the mask — and by hole detail (core/metrics/metrics.h: the fill's share of the truth's
 // gradient inside the hole, median per row), grouped by hole ratio, and prints the markdown
 // table (CSV optional).
 // Files are paired by name stem across the three folders. With --images DIR --masks DIR it runs
-// the model (--model CKPT, or the bundled one) (apps/common/inference.h) on the images, which are the
+// the model (--model CKPT, or the bundled one) (apps/inference/inference.h) on the images, which are the
 // ground truth, and evaluates its composites directly.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
 
-#include "apps/common/bundled_model.h"
-#include "apps/common/cli.h"
-#include "apps/common/inference.h"
-#include "core/safetensors.h"  // write_file_atomic
-#include "core/metrics.h"
+#include "apps/inference/bundled_model.h"
+#include "apps/cli/cli.h"
+#include "apps/inference/inference.h"
+#include "core/io/safetensors.h"  // write_file_atomic
+#include "core/metrics/metrics.h"
 
 using namespace pconv;
 

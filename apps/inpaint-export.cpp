@@ -1,12 +1,12 @@
 // inpaint-export: turns a training checkpoint into a compact model file for inference and
-// shipping (apps/common/export_model.h): weights and BatchNorm statistics only, in f16, bf16 or
+// shipping (apps/inference/export_model.h): weights and BatchNorm statistics only, in f16, bf16 or
 // f32, with the architecture and training metadata. inpaint-run, inpaint-eval and --init read it.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <sstream>
 
-#include "apps/common/cli.h"
-#include "apps/common/export_model.h"
+#include "apps/cli/cli.h"
+#include "apps/inference/export_model.h"
 
 using namespace pconv;
 

@@ -8,9 +8,9 @@
 #include <iostream>
 #include <string>
 
-#include "apps/common/cli.h"
+#include "apps/cli/cli.h"
 #include "core/finite.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "models/pconv_import.h"
 
 using namespace pconv;

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "apps/common/cli.h"
-#include "core/masks.h"
-#include "core/metrics.h"
+#include "apps/cli/cli.h"
+#include "core/data/masks.h"
+#include "core/metrics/metrics.h"
 
 using namespace pconv;
 

@@ -1,5 +1,5 @@
 // inpaint-serve: the web page where one brushes over a photo and gets it filled, and the
-// IOPaint-compatible HTTP API behind it (apps/common/serve_api.h), with the model loaded once.
+// IOPaint-compatible HTTP API behind it (apps/serving/serve_api.h), with the model loaded once.
 // Localhost by default; Ctrl-C (or SIGTERM) stops it within a second or two, a second one at once.
 #include <pthread.h>
 #include <signal.h>
@@ -10,9 +10,9 @@
 #include <filesystem>
 #include <thread>
 
-#include "apps/common/bundled_model.h"
-#include "apps/common/cli.h"
-#include "apps/common/inpaint_server.h"
+#include "apps/inference/bundled_model.h"
+#include "apps/cli/cli.h"
+#include "apps/serving/inpaint_server.h"
 
 using namespace pconv;
 
@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
       ->check(cli::positive)
       ->capture_default_str();
   app.add_option("--hd-strategy", hd_strategy, "default for requests that name none: crop, resize or original")
-      ->check(CLI::IsMember({"crop", "resize", "original"}, CLI::ignore_case))
+      ->check(CLI::IsMember(inference::kHdStrategyNames, CLI::ignore_case))
       ->capture_default_str();
   app.add_option("--quality", settings.quality, "JPEG (and lossy WebP) answers' quality, 1-100")
       ->check(CLI::Range(1, 100))

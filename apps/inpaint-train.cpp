@@ -2,7 +2,7 @@
 // (PAPER.md "Training"), writing checkpoints, logs, loss curves, sample grids and validation
 // metrics below --out. Ctrl-C (or SIGTERM) finishes the current step, saves, and exits 0;
 // --resume continues bit for bit. Under mpirun, every rank trains on its share of each batch
-// (core/distributed.h, apps/common/trainer.h); SIGUSR1, which mpirun forwards to every rank,
+// (core/distributed/communicator.h, apps/training/trainer.h); SIGUSR1, which mpirun forwards to every rank,
 // stops the job like Ctrl-C does a single process.
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -10,8 +10,8 @@
 #include <memory>
 #include <string>
 
-#include "apps/common/cli.h"
-#include "apps/common/trainer.h"
+#include "apps/cli/cli.h"
+#include "apps/training/trainer.h"
 #include "core/cpu/dot_precision.h"
 
 using namespace pconv;

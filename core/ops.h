@@ -10,7 +10,7 @@
 
 namespace pconv {
 
-class Communicator;  // core/distributed.h
+class Communicator;  // core/distributed/communicator.h
 
 // ---- elementwise (core/ops/elementwise.cpp). Binary ops broadcast numpy-style (a dim of
 // size 1, or a missing leading dim, stretches): per-channel N,C,1,1 against N,C,H,W etc.

@@ -41,7 +41,7 @@ endif()
 
 function(pconv_add_cuda_backend target)
   file(GLOB_RECURSE _cuda_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/cuda/*.cu ${CMAKE_CURRENT_SOURCE_DIR}/cuda/*.cpp)
-  # Built only with NCCL and MPI (mpi/mpi.cmake's pconv_add_distributed).
+  # Built only with NCCL and MPI (core/distributed/distributed.cmake's pconv_add_distributed).
   list(FILTER _cuda_sources EXCLUDE REGEX "/cuda/nccl_communicator\\.cpp$")
   target_sources(${target} PRIVATE ${_cuda_sources})
   target_compile_definitions(${target} PUBLIC PCONV_HAS_CUDA=1)

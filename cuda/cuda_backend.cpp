@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "core/distributed.h"
+#include "core/distributed/communicator.h"
 #include "cuda/allocator.h"
 #include "cuda/check.h"
 

@@ -2,7 +2,7 @@
 // (ncclAvg) on the CUDA backend's stream, so they never cross host memory; the small host
 // reductions (BatchNorm statistics, losses, stop flags), the broadcasts and the launch go
 // through the MPI communicator it wraps, which also carries NCCL's unique id to every rank.
-// Built only when CUDA, NCCL and MPI are found (cuda/cuda.cmake, mpi/mpi.cmake).
+// Built only when CUDA, NCCL and MPI are found (cuda/cuda.cmake, core/distributed/distributed.cmake).
 //
 // Status: compiled in CI, never run: no machine with two GPUs was available yet (README).
 #include <nccl.h>
@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "core/distributed.h"
+#include "core/distributed/communicator.h"
 #include "cuda/check.h"
 #include "cuda/cuda_backend.h"
 

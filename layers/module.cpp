@@ -6,7 +6,7 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/finite.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 
 namespace pconv {
 

@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "core/torch_checkpoint.h"
+#include "core/io/torch_checkpoint.h"
 #include "models/pconv_unet.h"
 
 namespace pconv {
@@ -49,7 +49,7 @@ struct ImportedModel {
 // pconv cannot represent exactly.
 ImportedModel import_pconv(const TorchCheckpoint& file, const ImportOptions& options = {});
 
-// Reads `path` (a PyTorch checkpoint, see core/torch_checkpoint.h) and imports it as above.
+// Reads `path` (a PyTorch checkpoint, see core/io/torch_checkpoint.h) and imports it as above.
 ImportedModel import_pconv_file(const std::string& path, const ImportOptions& options = {});
 
 // The layout names ImportOptions::layout takes, for the CLI.

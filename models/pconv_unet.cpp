@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
-#include "core/harmonic_fill.h"
+#include "models/harmonic_fill.h"
 
 
 namespace pconv {

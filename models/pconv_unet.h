@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "core/ops.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "layers/activations.h"
 #include "layers/batchnorm.h"
 #include "layers/concat.h"
@@ -42,7 +42,7 @@ struct PConvUNetConfig {
   int64_t width = 64;        // channels of pconv1; deeper layers double up to 8·width
   int64_t in_channels = 3;   // image channels in and out
   // What the network's output is added to. None: the paper's model, the output is the image.
-  // Harmonic: the output is harmonic_fill(image, mask) (core/harmonic_fill.h) plus the network,
+  // Harmonic: the output is harmonic_fill(image, mask) (models/harmonic_fill.h) plus the network,
   // which then learns the residual texture; the fill carries no gradient. In checkpoints as
   // "fill":"harmonic" in pconv.config (absent for None, so the paper's files are unchanged).
   enum class Fill { None, Harmonic };

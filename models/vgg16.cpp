@@ -5,7 +5,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 
 namespace pconv {
 

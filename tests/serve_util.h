@@ -6,7 +6,7 @@
 #include <memory>
 #include <thread>
 
-#include "apps/common/inpaint_server.h"
+#include "apps/serving/inpaint_server.h"
 
 namespace pconv::testing {
 

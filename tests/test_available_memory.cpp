@@ -6,11 +6,11 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "apps/common/inference.h"
-#include "apps/common/inpaint_server.h"
+#include "apps/inference/inference.h"
+#include "apps/serving/inpaint_server.h"
 #include "core/available_memory.h"
-#include "core/image.h"
-#include "core/masks.h"
+#include "core/io/image.h"
+#include "core/data/masks.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

@@ -1,5 +1,5 @@
 // Numbers on the command line (issue 22, item 7): every numeric option of every tool is
-// range-checked as text before CLI11 converts it (apps/common/cli.cpp guard_numbers), so 1e300,
+// range-checked as text before CLI11 converts it (apps/cli/cli.cpp guard_numbers), so 1e300,
 // -1, nan, inf and 2^64 are usage errors (status 1, the option named), never a clamp, a
 // wrap-around or an undefined cast. The options are read from each tool's --help, so an option
 // added later is covered without editing this test.
@@ -9,7 +9,7 @@
 #include <set>
 #include <sstream>
 
-#include "apps/common/cli.h"
+#include "apps/cli/cli.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

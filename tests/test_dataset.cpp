@@ -8,8 +8,8 @@
 #include <random>
 #include <sstream>
 
-#include "core/dataset.h"
-#include "core/metrics.h"
+#include "core/data/dataset.h"
+#include "core/metrics/metrics.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

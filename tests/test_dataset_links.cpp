@@ -1,5 +1,5 @@
 // --data folders with symlinks (issue 22, item 4): loops end, each folder is entered once and
-// each photo counted once, and what is left out is warned about (core/dataset.h list_images).
+// each photo counted once, and what is left out is warned about (core/data/dataset.h list_images).
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -7,8 +7,8 @@
 #include <chrono>
 #include <filesystem>
 
-#include "core/dataset.h"
-#include "core/image.h"
+#include "core/data/dataset.h"
+#include "core/io/image.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

@@ -10,10 +10,10 @@
 #include <limits>
 #include <map>
 
-#include "apps/common/cli.h"
-#include "apps/common/trainer.h"
-#include "core/dataset.h"
-#include "core/distributed.h"
+#include "apps/cli/cli.h"
+#include "apps/training/trainer.h"
+#include "core/data/dataset.h"
+#include "core/distributed/communicator.h"
 #include "core/ops.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"

@@ -13,10 +13,10 @@
 #include <sstream>
 #include <thread>
 
-#include "apps/common/trainer.h"
+#include "apps/training/trainer.h"
 #include "core/cpu/dot_precision.h"
-#include "core/masks.h"
-#include "core/safetensors.h"
+#include "core/data/masks.h"
+#include "core/io/safetensors.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

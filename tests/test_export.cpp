@@ -8,11 +8,11 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "apps/common/bundled_model.h"
-#include "apps/common/export_model.h"
-#include "apps/common/inference.h"
+#include "apps/inference/bundled_model.h"
+#include "apps/inference/export_model.h"
+#include "apps/inference/inference.h"
 #include "core/ops.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "models/pconv_unet.h"
 #include "tests/test_util.h"
 

@@ -6,7 +6,7 @@
 #include <doctest/doctest.h>
 
 #include "core/autograd.h"
-#include "core/imagenet.h"
+#include "core/data/imagenet.h"
 #include "core/ops.h"
 #include "models/pconv_unet.h"
 #include "tests/gradcheck.h"

@@ -1,10 +1,10 @@
-// Harmonic fill (core/harmonic_fill.h): against a direct dense solve of the same linear system,
+// Harmonic fill (models/harmonic_fill.h): against a direct dense solve of the same linear system,
 // exact on harmonic functions, known pixels untouched, edge cases and bad input.
 #include <doctest/doctest.h>
 
 #include <cmath>
 
-#include "core/harmonic_fill.h"
+#include "models/harmonic_fill.h"
 #include "core/ops.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"

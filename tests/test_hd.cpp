@@ -1,10 +1,10 @@
-// Photos of any size (apps/common/hd_strategy.h): hole boxes, crop regions and plans against
+// Photos of any size (apps/inference/hd_strategy.h): hole boxes, crop regions and plans against
 // hand-worked cases, and each strategy end to end against inference::inpaint run by hand on
 // the crop or the scaled copy.
 #include <doctest/doctest.h>
 
-#include "apps/common/hd_strategy.h"
-#include "core/dataset.h"
+#include "apps/inference/hd_strategy.h"
+#include "core/data/dataset.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

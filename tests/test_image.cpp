@@ -1,7 +1,7 @@
 #include <algorithm>
 #include <doctest/doctest.h>
 
-#include <stb_image_write.h>  // the implementation lives in core/image.cpp
+#include <stb_image_write.h>  // the implementation lives in core/io/image.cpp
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -12,10 +12,10 @@
 #include <fstream>
 #include <sstream>
 
-// stb_image_write's deflate, compiled in core/image.cpp (its header declares no prototype).
+// stb_image_write's deflate, compiled in core/io/image.cpp (its header declares no prototype).
 extern "C" unsigned char* stbi_zlib_compress(unsigned char* data, int data_len, int* out_len, int quality);
 
-#include "core/image.h"
+#include "core/io/image.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

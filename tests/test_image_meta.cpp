@@ -4,10 +4,10 @@
 // "no orientation".
 #include <doctest/doctest.h>
 
-#include "core/dataset.h"
-#include "core/image.h"
-#include "core/image_meta.h"
-#include "core/webp_codec.h"
+#include "core/data/dataset.h"
+#include "core/io/image.h"
+#include "core/io/image_meta.h"
+#include "core/io/webp_codec.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

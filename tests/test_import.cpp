@@ -1,4 +1,4 @@
-// Importing PyTorch PConv UNets (core/torch_checkpoint.h, models/pconv_import.h, inpaint-import).
+// Importing PyTorch PConv UNets (core/io/torch_checkpoint.h, models/pconv_import.h, inpaint-import).
 // tests/data/import/ was made by scripts/torch_pconv_reference.py with Debian's python3-torch:
 // re-implementations of naoto0804's net.py (current and early layouts) and of a UNet on
 // NVIDIA's PartialConv2d, random weights, BatchNorm statistics measured on photos with holes,
@@ -11,14 +11,14 @@
 #include <filesystem>
 
 #include "core/autograd.h"
-#include "core/image.h"
-#include "core/imagenet.h"
-#include "core/masks.h"
+#include "core/io/image.h"
+#include "core/data/imagenet.h"
+#include "core/data/masks.h"
 #include "core/ops.h"
-#include "core/pickle.h"
-#include "core/safetensors.h"
-#include "core/torch_checkpoint.h"
-#include "core/zip_archive.h"
+#include "core/io/pickle.h"
+#include "core/io/safetensors.h"
+#include "core/io/torch_checkpoint.h"
+#include "core/io/zip_archive.h"
 #include "models/pconv_import.h"
 #include "tests/test_util.h"
 

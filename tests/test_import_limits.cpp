@@ -1,6 +1,6 @@
 // Import bombs (issue 22, item 1): files whose headers claim more than they hold, or whose few
 // bytes build gigabytes, are refused in one line before the memory is allocated
-// (core/zip_archive.h, core/pickle.h, core/torch_checkpoint.h's TorchReadLimits, and the memory
+// (core/io/zip_archive.h, core/io/pickle.h, core/io/torch_checkpoint.h's TorchReadLimits, and the memory
 // budget of core/available_memory.h).
 #include <doctest/doctest.h>
 
@@ -8,9 +8,9 @@
 #include <filesystem>
 
 #include "core/dtype.h"
-#include "core/pickle.h"
-#include "core/torch_checkpoint.h"
-#include "core/zip_archive.h"
+#include "core/io/pickle.h"
+#include "core/io/torch_checkpoint.h"
+#include "core/io/zip_archive.h"
 #include "tests/test_util.h"
 #include "tests/zip_writer.h"
 

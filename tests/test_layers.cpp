@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "core/ops.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "layers/activations.h"
 #include "layers/batchnorm.h"
 #include "layers/concat.h"

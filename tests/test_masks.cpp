@@ -1,13 +1,13 @@
 #include <doctest/doctest.h>
 
-#include <stb_image_write.h>  // the implementation lives in core/image.cpp
+#include <stb_image_write.h>  // the implementation lives in core/io/image.cpp
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 
-#include "core/image.h"
-#include "core/masks.h"
+#include "core/io/image.h"
+#include "core/data/masks.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

@@ -6,7 +6,7 @@
 #include <tuple>
 #include <vector>
 
-#include "core/metrics.h"
+#include "core/metrics/metrics.h"
 
 using namespace pconv;
 
@@ -160,7 +160,7 @@ TEST_CASE("metrics: hole-ratio buckets as in the paper, accumulation and tables"
 
 namespace {
 
-// Hole detail the slow way, in double, straight from the definition in core/metrics.h: the
+// Hole detail the slow way, in double, straight from the definition in core/metrics/metrics.h: the
 // region by an explicit Chebyshev-distance-2 scan, Sobel with a replicate border (which the
 // region's pixels never reach), the two means divided.
 double naive_hole_detail(const Tensor& result, const Tensor& truth, const MaskImage& mask) {

@@ -12,9 +12,9 @@
 #include <fstream>
 #include <thread>
 
-#include "apps/common/trainer.h"
-#include "core/distributed.h"
-#include "core/safetensors.h"
+#include "apps/training/trainer.h"
+#include "core/distributed/communicator.h"
+#include "core/io/safetensors.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

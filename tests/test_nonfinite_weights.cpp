@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <limits>
 
-#include "apps/common/inference.h"
+#include "apps/inference/inference.h"
 #include "core/finite.h"
-#include "core/image.h"
-#include "core/masks.h"
+#include "core/io/image.h"
+#include "core/data/masks.h"
 #include "models/pconv_unet.h"
 #include "tests/test_util.h"
 

@@ -5,7 +5,7 @@
 
 #include "core/backend.h"
 #include "core/optim.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

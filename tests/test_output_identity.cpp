@@ -1,13 +1,13 @@
 // Outputs compared with inputs by identity, not by spelling (issue 22, item 5): every tool that
 // writes refuses an output that is one of its inputs under another name (a relative and an
-// absolute path, "..", a symlink, a hard link), even with --force (apps/common/cli.h same_file).
+// absolute path, "..", a symlink, a hard link), even with --force (apps/cli/cli.h same_file).
 #include <doctest/doctest.h>
 
 #include <filesystem>
 
-#include "apps/common/cli.h"
-#include "core/image.h"
-#include "core/masks.h"
+#include "apps/cli/cli.h"
+#include "core/io/image.h"
+#include "core/data/masks.h"
 #include "models/pconv_unet.h"
 #include "tests/test_util.h"
 

@@ -1,4 +1,4 @@
-// The pickle parser (core/pickle.h) on pickles Python wrote (bytes pasted from pickle.dumps)
+// The pickle parser (core/io/pickle.h) on pickles Python wrote (bytes pasted from pickle.dumps)
 // and on hand-made hostile ones: values come out right, anything outside the policy is
 // refused with the opcode or global and its offset, and nothing is ever called.
 #include <doctest/doctest.h>
@@ -6,7 +6,7 @@
 #include <string>
 
 #include "core/dtype.h"
-#include "core/pickle.h"
+#include "core/io/pickle.h"
 
 using namespace pconv;
 using pickle::Kind;

@@ -1,8 +1,8 @@
-// Inference (apps/common/inference.h) and the apps that use it: inpaint-run, inpaint-eval's
+// Inference (apps/inference/inference.h) and the apps that use it: inpaint-run, inpaint-eval's
 // --model mode, inpaint-bench. The library is called directly for the pixel-exact properties;
 // the built binaries are spawned for exit statuses, one-line errors and files left behind.
 #include <doctest/doctest.h>
-#include <stb_image_write.h>  // the implementation lives in core/image.cpp
+#include <stb_image_write.h>  // the implementation lives in core/io/image.cpp
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,13 +13,13 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "apps/common/bundled_model.h"
-#include "apps/common/hd_strategy.h"
-#include "apps/common/inference.h"
+#include "apps/inference/bundled_model.h"
+#include "apps/inference/hd_strategy.h"
+#include "apps/inference/inference.h"
 #include "core/backend.h"
 #include "core/cpu/dot_precision.h"
-#include "core/imagenet.h"
-#include "core/safetensors.h"
+#include "core/data/imagenet.h"
+#include "core/io/safetensors.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

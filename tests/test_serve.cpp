@@ -17,11 +17,11 @@
 #include <future>
 #include <thread>
 
-#include "apps/common/base64.h"
-#include "apps/common/bundled_model.h"
-#include "apps/common/inpaint_server.h"
-#include "apps/common/job_queue.h"
-#include "apps/common/page.h"
+#include "apps/serving/base64.h"
+#include "apps/inference/bundled_model.h"
+#include "apps/serving/inpaint_server.h"
+#include "apps/serving/job_queue.h"
+#include "apps/serving/page.h"
 #include "tests/serve_util.h"
 #include "tests/test_util.h"
 

@@ -15,12 +15,12 @@
 #include <chrono>
 #include <thread>
 
-#include "apps/common/base64.h"
-#include "apps/common/http_parse.h"
-#include "apps/common/inpaint_server.h"
-#include "apps/common/multipart.h"
-#include "core/image_meta.h"
-#include "core/webp_codec.h"
+#include "apps/serving/base64.h"
+#include "apps/serving/http_parse.h"
+#include "apps/serving/inpaint_server.h"
+#include "apps/serving/multipart.h"
+#include "core/io/image_meta.h"
+#include "core/io/webp_codec.h"
 #include "tests/serve_util.h"
 #include "tests/test_util.h"
 

@@ -13,8 +13,8 @@
 #include <future>
 #include <thread>
 
-#include "apps/common/base64.h"
-#include "apps/common/inpaint_server.h"
+#include "apps/serving/base64.h"
+#include "apps/serving/inpaint_server.h"
 #include "tests/serve_util.h"
 #include "tests/test_util.h"
 

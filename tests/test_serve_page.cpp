@@ -9,9 +9,9 @@
 #include <filesystem>
 #include <thread>
 
-#include "apps/common/inpaint_server.h"
-#include "core/image_meta.h"
-#include "core/webp_codec.h"
+#include "apps/serving/inpaint_server.h"
+#include "core/io/image_meta.h"
+#include "core/io/webp_codec.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

@@ -1,4 +1,4 @@
-// The training loop as a library (apps/common/trainer.h) and its pictures (apps/common/plot.h):
+// The training loop as a library (apps/training/trainer.h) and its pictures (apps/training/plot.h):
 // exact resume, fine-tune phase, divergence, bad inputs, the files a run writes.
 #include <doctest/doctest.h>
 #include <sys/wait.h>
@@ -11,10 +11,10 @@
 #include <limits>
 #include <sstream>
 
-#include "apps/common/plot.h"
-#include "apps/common/trainer.h"
-#include "core/metrics.h"
-#include "core/safetensors.h"
+#include "apps/training/plot.h"
+#include "apps/training/trainer.h"
+#include "core/metrics/metrics.h"
+#include "core/io/safetensors.h"
 #include "models/vgg16.h"
 #include "tests/test_util.h"
 #include "tests/train_options.h"

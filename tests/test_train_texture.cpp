@@ -1,4 +1,4 @@
-// The trainer's texture terms (apps/common/trainer.h): a PatchGAN discriminator trained beside
+// The trainer's texture terms (apps/training/trainer.h): a PatchGAN discriminator trained beside
 // the generator (its state in checkpoints, exact resume, a fresh one from --init), the
 // random-feature style term, and their one-line refusals.
 #include <doctest/doctest.h>
@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <sstream>
 
-#include "apps/common/trainer.h"
-#include "core/safetensors.h"
+#include "apps/training/trainer.h"
+#include "core/io/safetensors.h"
 #include "tests/test_util.h"
 #include "tests/train_options.h"
 

@@ -5,14 +5,14 @@
 
 #include <tuple>
 
-#include "core/masks.h"
-#include "core/metrics.h"
+#include "core/data/masks.h"
+#include "core/metrics/metrics.h"
 
 #include "core/cpu/cpu_backend.h"
-#include "core/harmonic_fill.h"
+#include "models/harmonic_fill.h"
 #include "core/autograd.h"
 #include "core/ops.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "losses/inpainting_loss.h"
 #include "models/pconv_unet.h"
 #include "tests/gradcheck.h"
@@ -125,7 +125,7 @@ TEST_CASE("unet: the library's composites keep the known pixels and take the out
   Tensor m = hole_mask(1, 8, 12, 5, DType::F32);
   Tensor out = net.forward(mul(gt, m), m);
   // What the loss and the training samples use (losses/inpainting_loss.h), and what
-  // inpaint-eval scores (core/metrics.h, per image with a MaskImage).
+  // inpaint-eval scores (core/metrics/metrics.h, per image with a MaskImage).
   Tensor comp = composite(out, gt, m);
   Tensor comp_eval = composite(out.reshape({3, 8, 12}), gt.reshape({3, 8, 12}), mask_from_tensor(m));
   REQUIRE(comp.shape() == gt.shape());

@@ -4,10 +4,10 @@
 // with it exactly.
 #include <doctest/doctest.h>
 
-#include "apps/common/trainer.h"
+#include "apps/training/trainer.h"
 #include "core/autograd.h"
 #include "core/ops.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "models/pconv_unet.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"

@@ -9,7 +9,7 @@
 #include <map>
 
 #include "core/backend.h"
-#include "core/image.h"
+#include "core/io/image.h"
 
 namespace pconv::testing {
 

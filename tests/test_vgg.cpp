@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "core/ops.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "models/vgg16.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "core/distributed.h"
+#include "core/distributed/communicator.h"
 
 namespace pconv::testing {
 

@@ -3,7 +3,7 @@
 // photos, batch 2 (~30 ms a step), pixel and TV terms only.
 #include <string>
 
-#include "apps/common/trainer.h"
+#include "apps/training/trainer.h"
 #include "tests/test_util.h"
 
 namespace pconv::testing {

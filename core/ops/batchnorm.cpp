@@ -4,7 +4,7 @@
 #include <cmath>
 #include <string>
 
-#include "core/distributed.h"
+#include "core/distributed/communicator.h"
 #include "core/ops.h"
 
 namespace pconv {

@@ -2,8 +2,8 @@
 // pconv.config with its bounds, shapes checked against the file before anything is built,
 // strict loading), plus the parsers the training loop runs over checkpoint metadata. A model
 // that loads and is small runs one forward pass.
-#include "apps/common/inference.h"
-#include "core/dataset.h"
+#include "apps/inference/inference.h"
+#include "core/data/dataset.h"
 #include "core/ops.h"
 #include "tests/fuzz/fuzz_util.h"
 

@@ -1,10 +1,10 @@
-// libFuzzer target: image decoding (core/image.cpp) from memory and streamed from a file; the
+// libFuzzer target: image decoding (core/io/image.cpp) from memory and streamed from a file; the
 // two paths must agree. The pixel limit is 2048² here (the tools use 8192²) so that inputs
 // whose header claims a large image do not slow the search down; the per-allocation cap
 // scales with it.
 #include <cstdlib>
 
-#include "core/image.h"
+#include "core/io/image.h"
 #include "tests/fuzz/fuzz_util.h"
 
 using namespace pconv;

@@ -1,10 +1,10 @@
-// libFuzzer target: mask decoding (core/masks.cpp: colour or alpha, either convention) and,
+// libFuzzer target: mask decoding (core/data/masks.cpp: colour or alpha, either convention) and,
 // for masks of up to 64 K pixels, the augmentation training applies to mask files (dilation,
 // rotation, translation, crop, nearest resize to 32×32).
 #include <cstdlib>
 #include <random>
 
-#include "core/masks.h"
+#include "core/data/masks.h"
 
 using namespace pconv;
 

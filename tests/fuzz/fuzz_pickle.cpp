@@ -1,9 +1,9 @@
-// libFuzzer target: the pickle parser (core/pickle.h) with the torch checkpoint's allow-list,
+// libFuzzer target: the pickle parser (core/io/pickle.h) with the torch checkpoint's allow-list,
 // persistent ids on, and a value cap of 16 MiB (the checkpoint reader's is 64 MiB; smaller here
 // so that no single allocation nears the fuzzer's 64 MiB cap). A parsed document is walked as
 // the checkpoint reader walks it, so cycles and depth are exercised too.
 #include "core/dtype.h"
-#include "core/pickle.h"
+#include "core/io/pickle.h"
 
 using namespace pconv;
 

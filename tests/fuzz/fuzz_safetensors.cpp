@@ -1,4 +1,4 @@
-// libFuzzer target: the safetensors reader (core/safetensors.cpp) on arbitrary bytes. A file
+// libFuzzer target: the safetensors reader (core/io/safetensors.cpp) on arbitrary bytes. A file
 // that loads is written back (to a scratch folder: the writer renames a temporary file) and,
 // unless the writer refuses it (an empty tensor name), must load again to the same tensors
 // and metadata.
@@ -7,7 +7,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "tests/fuzz/fuzz_util.h"
 
 using namespace pconv;

@@ -1,11 +1,11 @@
-// libFuzzer target: inpaint-serve's request parsing (apps/common/serve_api.cpp: JSON, base64
+// libFuzzer target: inpaint-serve's request parsing (apps/serving/serve_api.cpp: JSON, base64
 // with or without a data: prefix, image and mask decoding, HD options) and, for a request that
 // parses, the plan of passes the HD strategy makes for its mask (hole boxes, crop regions,
 // merges). No model runs: everything before the network is what a hostile client reaches.
 // Expected failures are serve::ApiError (400 or 413); anything else is a bug.
 #include <cstdlib>
 
-#include "apps/common/serve_api.h"
+#include "apps/serving/serve_api.h"
 
 using namespace pconv;
 

@@ -4,7 +4,7 @@
 // models/pconv_import.h, and loading the mapped weights into a PConvUNet (non-finite weights
 // refused there).
 #include "core/dtype.h"
-#include "core/torch_checkpoint.h"
+#include "core/io/torch_checkpoint.h"
 #include "models/pconv_import.h"
 #include "tests/fuzz/fuzz_util.h"
 

@@ -1,8 +1,8 @@
-// libFuzzer target: the zip reader (core/zip_archive.h) on any bytes: every entry read with a
+// libFuzzer target: the zip reader (core/io/zip_archive.h) on any bytes: every entry read with a
 // 16 MiB cap, so a declared size must pass the ratio, cap and memory-budget checks before the
 // reader allocates it, and an entry inflating past what it declares is cut off.
 #include "core/dtype.h"
-#include "core/zip_archive.h"
+#include "core/io/zip_archive.h"
 #include "tests/fuzz/fuzz_util.h"
 
 using namespace pconv;

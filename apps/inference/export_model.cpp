@@ -1,0 +1,80 @@
+#include "apps/inference/export_model.h"
+
+#include <sys/stat.h>
+
+#include <cmath>
+
+#include "core/finite.h"
+#include "core/ops.h"
+#include "core/io/safetensors.h"
+#include "models/pconv_unet.h"
+
+namespace pconv {
+
+ExportReport export_model(const std::string& checkpoint, const std::string& out, DType dtype,
+                          const std::map<std::string, std::string>& extra) {
+  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
+    throw Error(std::string("export: the model can be stored as f32, f16 or bf16, not ") + dtype_name(dtype));
+  SafetensorsFile file = load_safetensors(checkpoint);
+  if (!file.tensors.count("pconv1.weight"))
+    throw Error(checkpoint + ": not a PConvUNet checkpoint (no pconv1.weight)");
+  // Building the model checks that the weights are complete and have the config's shapes.
+  const PConvUNetConfig config = PConvUNet::checkpoint_config(file.metadata);
+  std::map<std::string, Tensor> weights;
+  for (auto& [name, t] : file.tensors)
+    if (!PConvUNet::is_training_state_key(name)) weights.emplace(name, t);
+  {
+    PConvUNet check(config, PConvUNet::Uninitialized{});
+    try {
+      check.load_state_dict(weights, true);
+    } catch (const Error& e) {
+      throw Error(checkpoint + ": " + e.what());
+    }
+  }
+
+  ExportReport report;
+  std::map<std::string, Tensor> stored;
+  for (auto& [name, t] : weights) {
+    if (t.dtype() == DType::I64) {
+      stored.emplace(name, t);
+      ++report.tensors;
+      continue;
+    }
+    const Tensor f = t.to(DType::F64);
+    const Tensor s = t.to(dtype);
+    const Tensor back = s.to(DType::F64);
+    const double* a = f.data<double>();
+    const double* b = back.data<double>();
+    double max_err = 0, max_val = 0;
+    for (int64_t i = 0; i < f.numel(); ++i) {
+      // Not finite before the conversion: broken weights, whatever the storage type (the model
+      // check above refuses them first; this keeps the message right if it ever did not).
+      if (!std::isfinite(a[i])) check_finite(checkpoint + ": " + name, t);
+      if (!std::isfinite(b[i]))
+        throw Error(checkpoint + ": " + name + " holds " + std::to_string(a[i]) + ", which " +
+                    std::string(dtype_name(dtype)) + " cannot store (use --dtype f32 or bf16)");
+      max_err = std::max(max_err, std::abs(a[i] - b[i]));
+      max_val = std::max(max_val, std::abs(a[i]));
+    }
+    report.max_abs_error = std::max(report.max_abs_error, max_err);
+    if (max_val > 0) report.max_rel_error = std::max(report.max_rel_error, max_err / max_val);
+    report.parameters += t.numel();
+    ++report.tensors;
+    stored.emplace(name, s);
+  }
+
+  // The step, phase and options say how the model was trained; the data position and learning
+  // rate only matter to a resume, which needs the full checkpoint anyway.
+  std::map<std::string, std::string> metadata;
+  for (auto& [k, v] : file.metadata)
+    if (k == "train.step" || k == "train.phase" || k == "train.options") metadata[k] = v;
+  metadata[PConvUNet::kConfigKey] = config.to_json();
+  metadata["pconv.exported_dtype"] = std::string(dtype_name(dtype));
+  for (auto& [k, v] : extra) metadata[k] = v;
+  save_safetensors(out, stored, metadata);
+  struct stat st {};
+  if (::stat(out.c_str(), &st) == 0) report.bytes = st.st_size;
+  return report;
+}
+
+}  // namespace pconv
