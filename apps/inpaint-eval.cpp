@@ -10,8 +10,8 @@
 #include <cstdio>
 #include <string>
 
-#include "apps/inference/bundled_model.h"
 #include "apps/cli/cli.h"
+#include "apps/inference/bundled_model.h"
 #include "apps/inference/inference.h"
 #include "core/io/safetensors.h"  // write_file_atomic
 #include "core/metrics/metrics.h"

@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <thread>
 
-#include "apps/inference/bundled_model.h"
 #include "apps/cli/cli.h"
+#include "apps/inference/bundled_model.h"
 #include "apps/serving/inpaint_server.h"
 
 using namespace pconv;

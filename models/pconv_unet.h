@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "core/ops.h"
 #include "core/io/safetensors.h"
+#include "core/ops.h"
 #include "layers/activations.h"
 #include "layers/batchnorm.h"
 #include "layers/concat.h"

@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "core/autograd.h"
-#include "core/ops.h"
 #include "core/io/safetensors.h"
+#include "core/ops.h"
 
 namespace pconv {
 

@@ -9,8 +9,8 @@
 #include "apps/inference/inference.h"
 #include "apps/serving/inpaint_server.h"
 #include "core/available_memory.h"
-#include "core/io/image.h"
 #include "core/data/masks.h"
+#include "core/io/image.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

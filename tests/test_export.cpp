@@ -11,8 +11,8 @@
 #include "apps/inference/bundled_model.h"
 #include "apps/inference/export_model.h"
 #include "apps/inference/inference.h"
-#include "core/ops.h"
 #include "core/io/safetensors.h"
+#include "core/ops.h"
 #include "models/pconv_unet.h"
 #include "tests/test_util.h"
 

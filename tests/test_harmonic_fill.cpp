@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "models/harmonic_fill.h"
 #include "core/ops.h"
+#include "models/harmonic_fill.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
 

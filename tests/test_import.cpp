@@ -11,14 +11,14 @@
 #include <filesystem>
 
 #include "core/autograd.h"
-#include "core/io/image.h"
 #include "core/data/imagenet.h"
 #include "core/data/masks.h"
-#include "core/ops.h"
+#include "core/io/image.h"
 #include "core/io/pickle.h"
 #include "core/io/safetensors.h"
 #include "core/io/torch_checkpoint.h"
 #include "core/io/zip_archive.h"
+#include "core/ops.h"
 #include "models/pconv_import.h"
 #include "tests/test_util.h"
 

@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "core/ops.h"
 #include "core/io/safetensors.h"
+#include "core/ops.h"
 #include "layers/activations.h"
 #include "layers/batchnorm.h"
 #include "layers/concat.h"

@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "core/io/image.h"
 #include "core/data/masks.h"
+#include "core/io/image.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

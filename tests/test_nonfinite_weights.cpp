@@ -8,9 +8,9 @@
 #include <limits>
 
 #include "apps/inference/inference.h"
+#include "core/data/masks.h"
 #include "core/finite.h"
 #include "core/io/image.h"
-#include "core/data/masks.h"
 #include "models/pconv_unet.h"
 #include "tests/test_util.h"
 

@@ -4,8 +4,8 @@
 #include <cstring>
 
 #include "core/backend.h"
-#include "core/optim.h"
 #include "core/io/safetensors.h"
+#include "core/optim.h"
 #include "tests/test_util.h"
 
 using namespace pconv;

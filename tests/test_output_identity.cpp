@@ -6,8 +6,8 @@
 #include <filesystem>
 
 #include "apps/cli/cli.h"
-#include "core/io/image.h"
 #include "core/data/masks.h"
+#include "core/io/image.h"
 #include "models/pconv_unet.h"
 #include "tests/test_util.h"
 

@@ -17,8 +17,8 @@
 #include <future>
 #include <thread>
 
-#include "apps/serving/base64.h"
 #include "apps/inference/bundled_model.h"
+#include "apps/serving/base64.h"
 #include "apps/serving/inpaint_server.h"
 #include "apps/serving/job_queue.h"
 #include "apps/serving/page.h"

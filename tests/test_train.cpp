@@ -13,8 +13,8 @@
 
 #include "apps/training/plot.h"
 #include "apps/training/trainer.h"
-#include "core/metrics/metrics.h"
 #include "core/io/safetensors.h"
+#include "core/metrics/metrics.h"
 #include "models/vgg16.h"
 #include "tests/test_util.h"
 #include "tests/train_options.h"

@@ -6,8 +6,8 @@
 
 #include "apps/training/trainer.h"
 #include "core/autograd.h"
-#include "core/ops.h"
 #include "core/io/safetensors.h"
+#include "core/ops.h"
 #include "models/pconv_unet.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"

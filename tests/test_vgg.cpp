@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "core/ops.h"
 #include "core/io/safetensors.h"
+#include "core/ops.h"
 #include "models/vgg16.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"

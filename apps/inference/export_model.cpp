@@ -5,8 +5,8 @@
 #include <cmath>
 
 #include "core/finite.h"
-#include "core/ops.h"
 #include "core/io/safetensors.h"
+#include "core/ops.h"
 #include "models/pconv_unet.h"
 
 namespace pconv {

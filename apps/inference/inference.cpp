@@ -3,11 +3,11 @@
 #include <cstdio>
 
 #include "core/autograd.h"
-#include "models/harmonic_fill.h"
-#include "core/data/imagenet.h"
 #include "core/available_memory.h"
-#include "core/ops.h"
+#include "core/data/imagenet.h"
 #include "core/io/safetensors.h"
+#include "core/ops.h"
+#include "models/harmonic_fill.h"
 
 namespace pconv::inference {
 

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "core/io/image.h"
 #include "core/data/masks.h"
+#include "core/io/image.h"
 #include "models/pconv_unet.h"
 
 namespace pconv::inference {

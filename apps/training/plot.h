@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "core/io/image.h"
 #include "core/data/masks.h"
+#include "core/io/image.h"
 #include "core/tensor.h"
 
 namespace pconv {

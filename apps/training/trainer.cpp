@@ -22,8 +22,8 @@
 #include "core/backend.h"
 #include "core/data/imagenet.h"
 #include "core/data/masks.h"
-#include "core/metrics/metrics.h"
 #include "core/io/safetensors.h"
+#include "core/metrics/metrics.h"
 #include "layers/batchnorm.h"
 #include "losses/adversarial.h"
 

@@ -21,8 +21,8 @@
 #include <thread>
 #include <vector>
 
-#include "core/io/image.h"
 #include "core/data/masks.h"
+#include "core/io/image.h"
 #include "core/tensor.h"
 
 namespace pconv {
