@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
 
-  // Texture: what pixel losses average away (README "Texture").
+  // Texture: what pixel losses average away (docs/training.md, "Texture").
   double adversarial = 0, feature_matching = 0, style_weight = 0, perceptual_weight = 0;
   double valid_weight = 0, hole_weight = 0, tv_weight = 0;
   auto* adv_option = app.add_option("--adversarial", adversarial,

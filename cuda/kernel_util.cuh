@@ -23,8 +23,8 @@ inline unsigned blocks_for(int64_t n) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += int64_t(gridDim.x) * blockDim.x)
 
-// f(float{}) or f(double{}) for the tensor's dtype. bf16 storage (issue 6) will compute in
-// f32: it gets its own branch here, not new kernels.
+// f(float{}) or f(double{}) for the tensor's dtype. A bf16 storage type would compute in
+// f32: it would get its own branch here, not new kernels.
 template <typename F>
 void cuda_dispatch_float(const char* op, DType dt, F&& f) {
   if (dt == DType::F32) {

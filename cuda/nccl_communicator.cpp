@@ -3,8 +3,7 @@
 // reductions (BatchNorm statistics, losses, stop flags), the broadcasts and the launch go
 // through the MPI communicator it wraps, which also carries NCCL's unique id to every rank.
 // Built only when CUDA, NCCL and MPI are found (cuda/cuda.cmake, core/distributed/distributed.cmake).
-//
-// Status: compiled in CI, never run: no machine with two GPUs was available yet (README).
+// CI compiles it; it runs only on machines with two GPUs (scripts/gpu-check, docs/gpu.md).
 #include <nccl.h>
 
 #include <cstdlib>

@@ -362,8 +362,8 @@ Tensor PConvUNet::forward_no_grad(const Tensor& x, const Mask& m) {
     current = {out.out, out.mask};
     // Each level's input is 2–4× the last one's, so the heap cannot place it where the last
     // was freed, and would keep every level's pages at once (2048²: peak RSS 3.3 GiB without
-    // this, 1.6 GiB with it; README "Performance"). Small inputs stay in the heap: giving
-    // their pages back would cost page faults in every pass for little memory.
+    // this, 1.6 GiB with it; docs/inference.md). Small inputs stay in the heap: giving their
+    // pages back would cost page faults in every pass for little memory.
     if (freed >= kReleaseBytes) backend(device()).release_free_memory();
   }
   return current.x;

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Side-by-side figure of models on held-out photos (issue 20 §4: a new model replaces the bundled one
+"""Side-by-side figure of models on held-out photos (a new model replaces the bundled one
 only with no visible artefacts, shown at full resolution beside Telea, the fill alone and the previous
 model on at least six held-out photos with 20-40 % holes, a flat sky and a fine texture among them).
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The bundled model's quality bar (issue 10): pconv vs OpenCV Telea and Navier-Stokes.
+"""The bundled model's quality bar: pconv vs OpenCV Telea and Navier-Stokes.
 
 On the held-out photos (photos/val, written by scripts/get-photos), at 256x256 and 512x512 centre
 crops, with irregular masks from inpaint-masks in the paper's hole-ratio buckets (0.1-0.2, 0.2-0.3,
@@ -10,7 +10,7 @@ and prints the table, with each method's hole detail (inpaint-eval's median per 
 mean Sobel gradient of the luminance inside the hole eroded by 2 px over the truth's; 1 = the truth's
 detail, below 1 blur, above 1 noise). Exit status 0 when the model reaches the bar (PSNR >= Telea +
 1.0 dB in every bucket at both sizes, SSIM and l1 better than Telea), 1 when not, 2 on errors.
-With --detail-bar the exit status is that of issue 20's bar instead: in every bucket at every size,
+With --detail-bar the exit status is that of the detail bar instead: in every bucket at every size,
 pconv's hole detail in [0.6, 1.3], PSNR >= Telea's and SSIM >= Telea's - 0.01. The table shows
 both bars.
 Usage: scripts/quality-bar [--model FILE] [--build build] [--sizes 256,512] [--md table.md] [--figure fig.png]
@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKETS = [(0.1, 0.2), (0.2, 0.3), (0.3, 0.4)]
 LABELS = ['(0.1,0.2]', '(0.2,0.3]', '(0.3,0.4]']
 METHODS = ('pconv', 'telea', 'ns', 'fill')
-DETAIL_RANGE = (0.6, 1.3)  # issue 20: neither a blur (< 0.6) nor noise (> 1.3)
+DETAIL_RANGE = (0.6, 1.3)  # neither a blur (< 0.6) nor noise (> 1.3)
 
 
 def die(msg):

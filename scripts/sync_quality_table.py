@@ -3,7 +3,7 @@
 in README.md and data/model/MODEL_CARD.md, so the three never disagree.
 
 A copy is found by the first three cells of quality.md's header row ("| size | hole ratio | n |"),
-so a table that gained columns (issue 20 added the hole detail) still replaces its older copy;
+so a table that gained columns (such as the hole detail) still replaces its older copy;
 the table lines from there (up to the first line not starting with '|') are replaced. A
 document without such a header row is an error: the table was renamed or removed by hand, and
 a silent skip would leave stale numbers.

@@ -1,4 +1,4 @@
-// The memory budget inside containers (issue 22, item 3): cgroup v2 and v1 limits read from a
+// The memory budget inside containers: cgroup v2 and v1 limits read from a
 // fake cgroup tree, the smallest room wins; inpaint-run and inpaint-serve refuse work that would
 // pass the container's limit instead of being killed by it (core/available_memory.h).
 #include <doctest/doctest.h>

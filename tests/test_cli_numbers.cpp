@@ -1,4 +1,4 @@
-// Numbers on the command line (issue 22, item 7): every numeric option of every tool is
+// Numbers on the command line: every numeric option of every tool is
 // range-checked as text before CLI11 converts it (apps/cli/cli.cpp guard_numbers), so 1e300,
 // -1, nan, inf and 2^64 are usage errors (status 1, the option named), never a clamp, a
 // wrap-around or an undefined cast. The options are read from each tool's --help, so an option
@@ -94,7 +94,7 @@ TEST_CASE("cli numbers: every numeric option of every tool refuses 1e300, -1, na
         ++runs;
       }
   }
-  // The --help parsing finds the options the issue names (and so, presumably, all).
+  // The --help parsing finds these known options (and so, presumably, all).
   for (const char* known : {"inpaint-run --memory-limit", "inpaint-run --hd-crop-margin", "inpaint-train --lr",
                             "inpaint-train --steps", "inpaint-train --seed", "inpaint-serve --port",
                             "inpaint-serve --timeout", "inpaint-masks --count", "inpaint-bench --seed", "bench-conv --runs"})

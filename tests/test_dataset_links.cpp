@@ -1,4 +1,4 @@
-// --data folders with symlinks (issue 22, item 4): loops end, each folder is entered once and
+// --data folders with symlinks: loops end, each folder is entered once and
 // each photo counted once, and what is left out is warned about (core/data/dataset.h list_images).
 #include <doctest/doctest.h>
 #include <sys/wait.h>
@@ -30,7 +30,7 @@ TEST_CASE("dataset links: two loop links end, each photo is listed once, the loo
   save_image(dir + "/a.png", testing::random_image(4, 4, 1));
   save_image(dir + "/sub/b.png", testing::random_image(4, 4, 2));
   save_image(dir + "/sub/deeper/c.png", testing::random_image(4, 4, 3));
-  // The issue's tree: two links from sub back to its parent (the loop).
+  // Two links from sub back to its parent (the loop).
   fs::create_directory_symlink("..", dir + "/sub/l1");
   fs::create_directory_symlink("..", dir + "/sub/l2");
   // A second way into sub (sorted before it), a link to a photo and a hard link of one.

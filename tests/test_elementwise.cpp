@@ -99,7 +99,7 @@ TEST_CASE("elementwise: gradients by finite differences") {
       {"shared", [](auto& v) { return mul(add(v[0], v[1]), sub(v[0], v[2])); }},
   };
   for (auto& [name, f] : fns) {
-    const std::string op = name;  // a plain variable: clang 14 cannot capture a binding
+    const std::string op = name;
     CAPTURE(op);
     auto r = gradcheck(f, {a, b, c});
     CHECK_MESSAGE(r.ok, r.report);

@@ -60,7 +60,7 @@ TEST_CASE("export: f16 and bf16 files load into an f32 model with only the stora
   auto reference = inference::load_model(ckpt);
   for (auto entry : {std::tuple{DType::F16, "F16", 1.0 / 2048}, std::tuple{DType::BF16, "BF16", 1.0 / 256}}) {
     auto [dtype, name, rel_tol] = entry;
-    CAPTURE(std::get<1>(entry));  // a structured binding cannot be captured by INFO's lambda (clang 14)
+    CAPTURE(std::get<1>(entry));
     const std::string out = dir + "/model-" + name + ".safetensors";
     const ExportReport r = export_model(ckpt, out, dtype);
     // The file holds half-precision weights, no optimiser state, and the architecture.
@@ -79,7 +79,7 @@ TEST_CASE("export: f16 and bf16 files load into an f32 model with only the stora
     REQUIRE(a.size() == b.size());
     for (auto& entry : a) {
       const auto& [k, t] = entry;
-      CAPTURE(entry.first);  // a structured binding cannot be captured by INFO's lambda (clang 14)
+      CAPTURE(entry.first);
       if (t.dtype() == DType::I64) continue;
       const Tensor abs_t = abs(t.to(DType::F64));
       double scale = 0;

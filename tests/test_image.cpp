@@ -310,7 +310,7 @@ TEST_CASE("image: the stb bugs fuzzing found are fixed (third_party/stb/stb_imag
   CHECK_THROWS_WITH_AS(decode_image_u8(bmp, "bmp"),
                        "bmp: corrupt image: its header says 1073741829×-855621629 (each side must be 1 to 65536 pixels)",
                        Error);
-  // Fix 2: a TGA shorter than its pixels gave rows of uninitialised memory; now it is refused.
+  // Fix 2: a TGA shorter than its pixels is refused instead of giving rows of uninitialised memory.
   CHECK_THROWS_WITH_AS(
       decode_image_u8(read_bytes(testing::source_path("tests/fuzz/corpus/fuzz_image/regression-tga-truncated")), "tga"),
       "tga: not a readable image (stb: TGA pixel data is truncated)", Error);

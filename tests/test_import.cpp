@@ -117,7 +117,7 @@ TEST_CASE("torch checkpoint: the zip and legacy formats hold the same tensors (n
   int64_t compared = 0;
   for (const auto& entry : zip.tensors()) {
     const auto& [name, info] = entry;
-    CAPTURE(entry.first);  // a structured binding cannot be captured by INFO's lambda (clang 14)
+    CAPTURE(entry.first);
     REQUIRE(legacy.tensors().count(name));
     const Tensor a = zip.load(name), b = legacy.load(name);
     REQUIRE(a.shape() == b.shape());
@@ -366,7 +366,7 @@ TEST_CASE("inpaint-import: bad input is one line, exit 2, and no output file (ne
   };
   for (const auto& entry : cases) {
     const auto& [from, needle] = entry;
-    CAPTURE(entry.first);  // a structured binding cannot be captured by INFO's lambda (clang 14)
+    CAPTURE(entry.first);
     testing::check_one_line_error(run_app("inpaint-import", "--from " + from + " --out " + quote(out), dir), needle);
     CHECK(!fs::exists(out));
   }

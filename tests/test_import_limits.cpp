@@ -1,4 +1,4 @@
-// Import bombs (issue 22, item 1): files whose headers claim more than they hold, or whose few
+// Import bombs: files whose headers claim more than they hold, or whose few
 // bytes build gigabytes, are refused in one line before the memory is allocated
 // (core/io/zip_archive.h, core/io/pickle.h, core/io/torch_checkpoint.h's TorchReadLimits, and the memory
 // budget of core/available_memory.h).

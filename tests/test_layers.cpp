@@ -306,7 +306,7 @@ TEST_CASE("activations, Upsample, MaxPool2d, Concat: forward against naive loops
            {"upsample", [&](const std::vector<Tensor>&) { return up.forward(x); }},
            {"maxpool", [&](const std::vector<Tensor>&) { return pool.forward(x); }},
            {"concat", [&](const std::vector<Tensor>&) { return cat.forward(x, skip); }}}) {
-    const std::string layer = name;  // a plain variable: clang 14 cannot capture a binding
+    const std::string layer = name;
     CAPTURE(layer);
     auto r = gradcheck(f, {x, skip});
     CHECK_MESSAGE(r.ok, r.report);

@@ -156,7 +156,7 @@ TEST_CASE("metrics: hole-ratio buckets as in the paper, accumulation and tables"
   CHECK(t.per_image_csv().find("\"c\",0.450000,\"(0.4,0.5]\",15,0.5,5,2\n") != std::string::npos);
 }
 
-// ---------------------------------------------------------------- hole detail (issue 20)
+// ---------------------------------------------------------------- hole detail
 
 namespace {
 

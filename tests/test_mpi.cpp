@@ -92,7 +92,7 @@ double max_abs_diff(const std::string& a, const std::string& b) {
   double worst = 0;
   for (const auto& entry : x) {
     const auto& [name, v] = entry;
-    INFO(entry.first);  // a structured binding cannot be captured by INFO's lambda (clang 14)
+    INFO(entry.first);
     REQUIRE(y.count(name) == 1);
     REQUIRE(y.at(name).size() == v.size());
     for (size_t i = 0; i < v.size(); ++i) worst = std::max(worst, std::abs(v[i] - y.at(name)[i]));

@@ -1,4 +1,4 @@
-// Models with NaN or infinite weights (issue 22, item 6): refused by every loader in one line
+// Models with NaN or infinite weights: refused by every loader in one line
 // naming the tensor, instead of inpainting every hole black with exit status 0
 // (core/finite.h; Module::load_state_dict, inpaint-export, inpaint-import).
 #include <doctest/doctest.h>

@@ -1,4 +1,4 @@
-// Outputs compared with inputs by identity, not by spelling (issue 22, item 5): every tool that
+// Outputs compared with inputs by identity, not by spelling: every tool that
 // writes refuses an output that is one of its inputs under another name (a relative and an
 // absolute path, "..", a symlink, a hard link), even with --force (apps/cli/cli.h same_file).
 #include <doctest/doctest.h>
@@ -51,7 +51,7 @@ TEST_CASE("output identity: same_file sees through relative paths, '..', symlink
 
 TEST_CASE("output identity: inpaint-export, inpaint-import and inpaint-run never write over an input") {
   const std::string dir = testing::scratch_dir("identity-apps");
-  // The issue's case: a training checkpoint replaced by its own export through --force.
+  // A training checkpoint replaced by its own export through --force.
   fs::create_directories(dir + "/exp");
   const std::string ckpt = dir + "/exp/ck.safetensors";
   PConvUNet(PConvUNetConfig{3, 4, 3}, 1).save_checkpoint(ckpt);

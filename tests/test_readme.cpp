@@ -6,7 +6,7 @@
 
 using namespace pconv;
 
-// README's API example, kept compiling and working (output goes to a string, not stdout).
+// docs/engine.md's API example, kept compiling and working (output goes to a string, not stdout).
 TEST_CASE("readme: the tensor and autograd example runs") {
   std::ostringstream out;
   Generator gen(42);

@@ -177,7 +177,7 @@ TEST_CASE("run: load_model builds the checkpoint's own architecture, in eval mod
     CHECK_FALSE(net->is_training());
     const auto want = saved.state_dict();
     for (const auto& [name, t] : net->state_dict()) {
-      const std::string tensor = name;  // a plain variable: clang 14 cannot capture a binding
+      const std::string tensor = name;
       CAPTURE(tensor);
       CHECK(t.to_float_vector() == want.at(name).to_float_vector());
     }
@@ -620,7 +620,7 @@ TEST_CASE("run: the memory estimate is the pass's activations plus the images, w
   // ... padded sizes cost the padded size and the copies.
   CHECK(paper.inference_bytes(1, 500, 510) > paper.inference_bytes(1, 512, 512));
   // At least the last layer's input (64 upsampled + 3 skip channels) and the input, in f32;
-  // and within the issue's 0.6 GiB per megapixel.
+  // and within the target of 0.6 GiB per megapixel.
   const double pixels = 2048.0 * 2048.0, gib = double(int64_t(1) << 30);
   const int64_t big = inference::forward_memory_bytes(paper, 1, 2048, 2048);
   CHECK(double(big) > 4 * pixels * (67 + 3));

@@ -91,7 +91,7 @@ TEST_CASE("safetensors: every dtype and the metadata round-trip bit for bit") {
   CHECK(f.metadata == meta);
   REQUIRE(f.tensors.size() == tensors.size());
   for (const auto& [name, t] : tensors) {
-    const std::string tensor = name;  // a plain variable: clang 14 cannot capture a binding
+    const std::string tensor = name;
     INFO(tensor);
     REQUIRE(f.tensors.count(name) == 1);
     const Tensor& u = f.tensors.at(name);

@@ -552,7 +552,7 @@ TEST_CASE("serve: Ctrl-C stops inpaint-serve within two seconds with stalled cli
   ServeProcess process(model.dir, {"--model", model.path, "--port", "0"});
   const int port = process.wait_for_port();
   REQUIRE(port > 0);
-  // Two clients that sent half a request and stall (the issue measured 57 s to exit).
+  // Two clients that sent half a request and stall (a server that waits for them takes a minute to exit).
   std::vector<int> stalled;
   for (int i = 0; i < 2; ++i) {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -142,7 +142,7 @@ TEST_CASE("serve_http: request heads, chunked bodies and multipart forms are par
       {"GET / HTTP/1.1\r\nA: b\r\n folded", 400},
   };
   for (const auto& entry : bad) {
-    const auto& head = entry.first;  // not a structured binding: clang 14 cannot capture one
+    const auto& head = entry.first;
     CAPTURE(head);
     http::Request q;
     const auto error = http::parse_head(head, q, chunked);
@@ -337,7 +337,7 @@ TEST_CASE("serve_http: slow and stalled clients do not slow anyone else; deadlin
   connections.client_timeout_s = 1.5;
   connections.max_connections_per_client = 64;
   Server server({}, {}, connections);
-  // 12 connections sending one header byte every 200 ms (issue 21's attack, sped up and bounded).
+  // 12 connections sending one header byte every 200 ms (a slow-headers attack, sped up and bounded).
   std::vector<std::unique_ptr<Raw>> slow;
   for (int i = 0; i < 12; ++i) slow.push_back(std::make_unique<Raw>(server.port));
   const std::string head = "GET /api/v1/server-config HTTP/1.1\r\nHost: 127.0.0.1\r\n";

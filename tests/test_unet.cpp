@@ -68,7 +68,7 @@ TEST_CASE("unet: checkpoint names and shapes of a 3-level model are exactly the 
   for (auto& [name, s] : want) want_names.push_back(name);
   CHECK(got_names == want_names);
   for (auto& [name, s] : want) {
-    const std::string tensor = name;  // a plain variable: clang 14 cannot capture a binding
+    const std::string tensor = name;
     CAPTURE(tensor);
     REQUIRE(state.count(name));
     CHECK(state[name].shape() == s);
@@ -226,7 +226,7 @@ TEST_CASE("unet: inference (grad mode off) gives the graph pass's values bit for
     for (auto size : {std::pair{16, 24}, std::pair{13, 19}}) {
       const auto [h, w] = size;
       CAPTURE(training);
-      CAPTURE(size.first);  // a structured binding cannot be captured by INFO's lambda (clang 14)
+      CAPTURE(size.first);
       CAPTURE(size.second);
       // Two identical models: in training mode each pass moves the running statistics.
       PConvUNet graph_net(tiny(3, 4), 31), no_grad_net(tiny(3, 4), 31);
@@ -277,7 +277,6 @@ TEST_CASE("unet: inference holds no more activations than estimated, and far few
   // PConvUNetConfig::inference_bytes (which inpaint-run uses to refuse passes that would not
   // fit): the estimate must hold and be close, i.e. it describes what the pass keeps.
   for (auto entry : {std::pair{tiny(8, 16), int64_t(256)}, std::pair{tiny(5, 8), int64_t(100)}}) {
-    // Plain variables, not a structured binding: clang 14 cannot capture one in a lambda.
     const PConvUNetConfig config = entry.first;
     const int64_t size = entry.second;
     CAPTURE(config.describe());

@@ -162,7 +162,7 @@ Result run(const std::string& program, const std::vector<std::string>& args, con
 void check_same_tensors(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b) {
   REQUIRE(a.size() == b.size());
   for (const auto& [name, t] : a) {
-    const std::string tensor = name;  // a plain variable: clang 14 cannot capture a binding
+    const std::string tensor = name;
     INFO(tensor);
     REQUIRE(b.count(name) == 1);
     CHECK(t.shape() == b.at(name).shape());

@@ -1,5 +1,7 @@
 #pragma once
 // Small helpers shared by the test files.
+// INFO and CAPTURE capture by reference in a lambda, which clang 14 cannot do for a structured
+// binding: give them a plain variable or entry.first (the suite must build with clang 14).
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -42,7 +42,7 @@ int64_t forward_memory_bytes(const PConvUNetConfig& config, int64_t n, int64_t h
   // The pass's activations, the input and output images around it (8-bit and f32 copies, about
   // 12 floats a pixel), and the kernels' scratch memory and the heap's slack: together 16
   // floats a pixel and 64 MiB, which keeps the estimate a few percent above the measured peak
-  // RSS minus the loaded model's (README "Performance").
+  // RSS minus the loaded model's (docs/inference.md, "Memory and large photos").
   const int64_t io = 16 * int64_t(sizeof(float)) * n * h * w;
   return config.inference_bytes(n, h, w) + io + (int64_t(64) << 20);
 }

@@ -34,8 +34,8 @@ Inpainted inpaint(PConvUNet& net, const ImageU8& image, const MaskImage& mask, b
 
 // An estimate, in bytes, of the CPU memory inpainting n images of h×w needs beyond the loaded
 // weights: the forward pass's activations (PConvUNetConfig::inference_bytes), the images
-// around it, and the kernels' scratch memory. It follows the measured peak RSS (README
-// "Performance"): about 0.4 GiB per megapixel for the paper's model.
+// around it, and the kernels' scratch memory. It follows the measured peak RSS
+// (docs/inference.md): about 0.4 GiB per megapixel for the paper's model.
 int64_t forward_memory_bytes(const PConvUNetConfig& config, int64_t n, int64_t h, int64_t w);
 // The memory budget of core/available_memory.h in bytes (the smallest of MemAvailable and the
 // room left below the process's cgroup limits, v1 or v2); -1 when none can be read.

@@ -10,7 +10,7 @@
 //   GET  /api/v1/server-config  what the server accepts
 //   GET  /api/v1/model          the model: name, config, device
 // Errors are IOPaint's {"error", "detail", "body", "errors"} with 400 (bad request), 413 (too
-// large), 503 (busy) and the others README lists.
+// large), 503 (busy) and the others docs/serving.md lists.
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>

@@ -1,6 +1,6 @@
 #pragma once
 // Which operands the CPU's convolution GEMMs multiply: f32 (the default), or bf16 with f32
-// accumulation on CPUs with AVX512-BF16 (issue 24). One process-wide setting that the apps
+// accumulation on CPUs with AVX512-BF16. One process-wide setting that the apps
 // turn on with `--precision bf16`; weights, gradients, BatchNorm, losses and Adam stay f32.
 #include <cstdint>
 #include <cstring>

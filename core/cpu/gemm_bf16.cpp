@@ -1,4 +1,4 @@
-// bf16 GEMM for the CPU's convolutions: VDPBF16PS with f32 accumulation (issue 24).
+// bf16 GEMM for the CPU's convolutions: VDPBF16PS with f32 accumulation (--precision bf16).
 //
 // VDPBF16PS takes 32 bf16 pairs and adds each pair's two products to one of 16 f32 lanes:
 //   c[j] += a[2j]·b[2j] + a[2j+1]·b[2j+1],

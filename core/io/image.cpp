@@ -2,7 +2,7 @@
 // machines have the headers from the source tree's include path but no libstb to link).
 // stb_image.h is the copy in third_party/stb/ (Debian's, with the fixes fuzzing called for,
 // listed at its top); stb_image_write.h comes from STB_INCLUDE_DIR.
-// Only the formats README documents are compiled in: less code that a hostile file can reach.
+// Only the formats docs/inference.md documents are compiled in: less code that a hostile file can reach.
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_FAILURE_USERMSG

@@ -24,7 +24,7 @@ double ssim(const Tensor& a, const Tensor& b);
 // I_comp = M ⊙ gt + (1 − M) ⊙ result, with M = 1 on known pixels (3×H×W and H×W mask).
 Tensor composite(const Tensor& result, const Tensor& gt, const MaskImage& mask);
 
-// Hole detail (issue 20): how much of the truth's fine structure the fill has inside the hole.
+// Hole detail: how much of the truth's fine structure the fill has inside the hole.
 //   Y = 0.299 R + 0.587 G + 0.114 B of each image (values in [0,1] as stored, no linearisation;
 //       a 1×H×W image is taken as Y itself);
 //   |∇Y| = sqrt(gx² + gy²) with the 3×3 Sobel kernels (unnormalised: the scale cancels below);
