@@ -76,7 +76,6 @@ double max_abs_diff(const std::map<std::string, std::vector<double>>& a,
   REQUIRE(a.size() == b.size());
   double worst = 0;
   for (const auto& entry : a) {
-    // Not a structured binding: clang 14 cannot capture one in INFO's lambda.
     const std::string& name = entry.first;
     const std::vector<double>& v = entry.second;
     INFO(name);

@@ -76,7 +76,7 @@ std::vector<double> direct_fill(const std::vector<double>& v, const std::vector<
 TEST_CASE("harmonic fill: equals a direct solve of the Laplace system; known pixels unchanged") {
   // Sizes with odd sides, so the coarse levels have partial 2×2 blocks; holes touch the border.
   for (auto [h, w, s] : {std::tuple{13, 17, 1}, std::tuple{16, 16, 2}, std::tuple{7, 30, 3}, std::tuple{1, 9, 4}}) {
-    const int64_t H = h, W = w, seed = s;  // plain variables: clang 14 cannot capture a binding
+    const int64_t H = h, W = w, seed = s;
     Generator gen(uint64_t(seed) + 100);
     Tensor image = Tensor::randn({2, 3, H, W}, gen, DType::F64);
     Tensor mask = random_mask(2, H, W, uint64_t(seed));

@@ -238,7 +238,7 @@ TEST_CASE("train: --fill harmonic from --init of a plain model starts at the fil
   // Every weight is the checkpoint's except the last layer's, which starts at zero.
   const SafetensorsFile init = load_safetensors(o.init);
   for (const auto& [n, values] : snapshot(t.model())) {
-    const std::string name = n;  // a plain variable: clang 14 cannot capture a binding
+    const std::string name = n;
     const std::vector<double> v = values;
     INFO(name);
     if (name.rfind("pconv6.", 0) == 0)
