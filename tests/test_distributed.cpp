@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <map>
 
@@ -344,6 +345,20 @@ TEST_CASE("distributed: set-up errors on any rank stop all ranks with one messag
       return o;
     });
     CHECK(m == "--batch 3 is not a multiple of the 2 ranks: every rank takes an equal share of each batch");
+  }
+  // Every option a checkpoint saves is compared, whichever way it is set.
+  SUBCASE("ranks with different options of the loss or the model") {
+    for (const auto& change : std::vector<std::function<void(TrainOptions&)>>{
+             [](TrainOptions& o) { o.tv_weight = 0.2; }, [](TrainOptions& o) { o.fill = "harmonic"; },
+             [](TrainOptions& o) { o.noise = 1; }, [](TrainOptions& o) { o.steps = 3; },
+             [](TrainOptions& o) { o.val_dir = testing::source_path("data/val"); }}) {
+      const std::string m = run_two([&](int r) {
+        TrainOptions o = tiny(root + "/d", 2);
+        if (r == 1) change(o);
+        return o;
+      });
+      CHECK(m.find("rank 1 of 2 holds another state than rank 0 at the start") != std::string::npos);
+    }
   }
   SUBCASE("ranks resuming from different checkpoints") {
     Trainer(tiny(root + "/c1", 2)).run();

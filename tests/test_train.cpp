@@ -120,6 +120,26 @@ TEST_CASE("train: a run writes checkpoints (keeping the last K), logs, plots and
   CHECK(t.history().size() == 7);
 }
 
+TEST_CASE("train: an old checkpoint that cannot be removed is a warning naming it, once; training goes on") {
+  // A non-empty folder under an old checkpoint's name: removing it fails even for root, whom
+  // permissions would not stop.
+  const std::string out = testing::scratch_dir("train-unremovable");
+  const std::string blocked = out + "/checkpoints/step-00000001.safetensors";
+  fs::create_directories(blocked);
+  testing::write_bytes(blocked + "/inside", "x");
+  TrainOptions o = tiny(out, 6);
+  o.keep = 1;
+  Trainer t(o);
+  CHECK(t.run() == 6);
+  REQUIRE(t.warnings().size() == 1);  // the saves at 2, 4 and 6 each fail on it, one warning
+  CHECK(t.warnings()[0].find("cannot remove the old checkpoint " + blocked + " (") == 0);
+  CHECK(fs::is_directory(blocked));
+  // The checkpoints themselves are pruned as usual.
+  const auto kept = list_checkpoints(out);
+  REQUIRE(kept.size() == 1);
+  CHECK(fs::path(kept[0]).filename() == "step-00000006.safetensors");
+}
+
 TEST_CASE("train: --time-limit stops between steps and saves; the run resumes from there") {
   const std::string out = testing::scratch_dir("train-time-limit");
   TrainOptions o = tiny(out, 50);

@@ -150,6 +150,87 @@ int64_t option_int(const nlohmann::json& o, const char* field, const std::string
   return v.get<int64_t>();
 }
 
+// The options a checkpoint saves under train.options, one row each, so that what is saved,
+// what a resume takes back and what the ranks compare cannot drift apart. `save` gives the
+// value (null: not saved, for a weight left at its default); `resume`, where a resume takes
+// the option back, sets it from the saved value unless the command line gave one (the others
+// come back another way: levels, width, fill and noise from the model's config, lr from
+// train.lr, seed from the data state, finetune from train.phase, or not at all).
+struct SavedOption {
+  const char* key;
+  nlohmann::json (*save)(const TrainOptions&);
+  void (*resume)(TrainOptions&, const nlohmann::json& saved, const std::string& checkpoint);
+};
+
+nlohmann::json optional_number(const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); }
+
+// style_features comes before vgg: random features replace --vgg's network.
+const SavedOption kSavedOptions[] = {
+    {"data", [](const TrainOptions& o) -> nlohmann::json { return o.data_dir; }, nullptr},
+    {"val", [](const TrainOptions& o) -> nlohmann::json { return o.val_dir; }, nullptr},
+    {"masks", [](const TrainOptions& o) -> nlohmann::json { return o.mask_dir; }, nullptr},
+    {"size", [](const TrainOptions& o) -> nlohmann::json { return o.size; },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (o.size == 0) o.size = option_int(s, "size", c);
+     }},
+    {"batch", [](const TrainOptions& o) -> nlohmann::json { return o.batch; },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (o.batch == 0) o.batch = option_int(s, "batch", c);
+     }},
+    {"levels", [](const TrainOptions& o) -> nlohmann::json { return o.levels; }, nullptr},
+    {"width", [](const TrainOptions& o) -> nlohmann::json { return o.width; }, nullptr},
+    {"fill", [](const TrainOptions& o) -> nlohmann::json { return o.fill; }, nullptr},
+    {"noise", [](const TrainOptions& o) -> nlohmann::json { return o.noise; }, nullptr},
+    {"lr", [](const TrainOptions& o) -> nlohmann::json { return o.lr; }, nullptr},
+    {"seed", [](const TrainOptions& o) -> nlohmann::json { return *o.seed; }, nullptr},
+    {"steps", [](const TrainOptions& o) -> nlohmann::json { return o.steps; }, nullptr},
+    {"finetune", [](const TrainOptions& o) -> nlohmann::json { return o.finetune; }, nullptr},
+    {"init", [](const TrainOptions& o) -> nlohmann::json { return o.init; }, nullptr},
+    {"device", [](const TrainOptions& o) -> nlohmann::json { return device_name(o.device); }, nullptr},
+    {"style_features", [](const TrainOptions& o) -> nlohmann::json { return o.style_features; },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (o.style_features.empty()) o.style_features = option_string(s, "style_features", c);
+     }},
+    {"vgg", [](const TrainOptions& o) -> nlohmann::json { return o.vgg; },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       // A run with random features keeps them (a VGG file cannot replace them in a resume);
+       // one without keeps its --vgg unless given.
+       if (o.vgg.empty()) o.vgg = o.style_features.empty() ? option_string(s, "vgg", c) : "none";
+     }},
+    {"adversarial", [](const TrainOptions& o) { return optional_number(o.adversarial); },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (!o.adversarial) o.adversarial = option_number(s, "adversarial", c);
+     }},
+    {"feature_matching", [](const TrainOptions& o) { return optional_number(o.feature_matching); },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (!o.feature_matching) o.feature_matching = option_number(s, "feature_matching", c);
+     }},
+    {"gan_loss", [](const TrainOptions& o) -> nlohmann::json { return o.gan_loss; },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (o.gan_loss.empty()) o.gan_loss = option_string(s, "gan_loss", c);
+     }},
+    {"style_weight", [](const TrainOptions& o) { return optional_number(o.style_weight); },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (!o.style_weight) o.style_weight = option_number(s, "style_weight", c);
+     }},
+    {"perceptual_weight", [](const TrainOptions& o) { return optional_number(o.perceptual_weight); },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (!o.perceptual_weight) o.perceptual_weight = option_number(s, "perceptual_weight", c);
+     }},
+    {"valid_weight", [](const TrainOptions& o) { return optional_number(o.valid_weight); },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (!o.valid_weight) o.valid_weight = option_number(s, "valid_weight", c);
+     }},
+    {"hole_weight", [](const TrainOptions& o) { return optional_number(o.hole_weight); },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (!o.hole_weight) o.hole_weight = option_number(s, "hole_weight", c);
+     }},
+    {"tv_weight", [](const TrainOptions& o) { return optional_number(o.tv_weight); },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (!o.tv_weight) o.tv_weight = option_number(s, "tv_weight", c);
+     }},
+};
+
 // The network's input for photos in [0,1] and masks (1 known): ImageNet space, holes 0.
 struct NetBatch {
   Tensor gt, input, mask;
@@ -251,19 +332,26 @@ std::string vgg_missing_message() {
          "--vgg none to train with the pixel and TV terms only";
 }
 
-std::vector<std::string> list_checkpoints(const std::string& out_dir) {
+namespace {
+
+// What out/checkpoints holds under checkpoint names, oldest first: only files, or anything.
+std::vector<std::string> checkpoint_entries(const std::string& out_dir, bool files_only) {
   std::vector<std::pair<int64_t, std::string>> found;
   std::error_code ec;
   const fs::path dir = fs::path(out_dir) / "checkpoints";
   if (fs::is_directory(dir, ec))
     for (const auto& entry : fs::directory_iterator(dir, ec))
-      if (const int64_t s = checkpoint_step(entry.path()); s >= 0 && entry.is_regular_file(ec))
+      if (const int64_t s = checkpoint_step(entry.path()); s >= 0 && (!files_only || entry.is_regular_file(ec)))
         found.emplace_back(s, entry.path().string());
   std::sort(found.begin(), found.end());
   std::vector<std::string> paths;
   for (auto& [s, p] : found) paths.push_back(p);
   return paths;
 }
+
+}  // namespace
+
+std::vector<std::string> list_checkpoints(const std::string& out_dir) { return checkpoint_entries(out_dir, true); }
 
 std::string resolve_checkpoint(const std::string& path) {
   std::error_code ec;
@@ -333,21 +421,10 @@ void Trainer::setup() {
     }
     const auto o = nlohmann::json::parse(meta(saved, kOptionsKey, checkpoint), nullptr, false);
     if (!o.is_object()) throw Error(checkpoint + ": metadata " + kOptionsKey + " is not a JSON object");
-    if (opt_.size == 0) opt_.size = option_int(o, "size", checkpoint);
-    if (opt_.batch == 0) opt_.batch = option_int(o, "batch", checkpoint);
-    // The loss continues as it was unless the command line changes it.
-    // The feature network continues as it was: random features stay (a VGG file cannot
-    // replace them in a resume), and a run without them keeps its --vgg unless given.
-    if (opt_.style_features.empty()) opt_.style_features = option_string(o, "style_features", checkpoint);
-    if (opt_.vgg.empty()) opt_.vgg = opt_.style_features.empty() ? option_string(o, "vgg", checkpoint) : "none";
-    if (!opt_.adversarial) opt_.adversarial = option_number(o, "adversarial", checkpoint);
-    if (!opt_.feature_matching) opt_.feature_matching = option_number(o, "feature_matching", checkpoint);
-    if (opt_.gan_loss.empty()) opt_.gan_loss = option_string(o, "gan_loss", checkpoint);
-    if (!opt_.style_weight) opt_.style_weight = option_number(o, "style_weight", checkpoint);
-    if (!opt_.perceptual_weight) opt_.perceptual_weight = option_number(o, "perceptual_weight", checkpoint);
-    if (!opt_.valid_weight) opt_.valid_weight = option_number(o, "valid_weight", checkpoint);
-    if (!opt_.hole_weight) opt_.hole_weight = option_number(o, "hole_weight", checkpoint);
-    if (!opt_.tv_weight) opt_.tv_weight = option_number(o, "tv_weight", checkpoint);
+    // The crops, the loss and the feature network continue as they were unless the command
+    // line changes them.
+    for (const SavedOption& option : kSavedOptions)
+      if (option.resume) option.resume(opt_, o, checkpoint);
     if (opt_.vgg.empty() && !opt_.style_features.empty()) opt_.vgg = "none";
     if (opt_.vgg.empty()) throw Error(vgg_missing_message());
     if (opt_.seed && *opt_.seed != start.seed)
@@ -503,10 +580,9 @@ void Trainer::setup() {
   if (!resuming) start = DatasetState{*opt_.seed, 0, 0};
   data_ = std::make_unique<TrainingData>(d, start);
   if (writes() && resuming && saved.count(kDataCountKey) &&
-      meta_int(saved, kDataCountKey, checkpoint) != data_->samples_per_epoch() && !opt_.quiet)
-    cli::progress("inpaint-train: warning: the checkpoint was trained on " + saved.at(kDataCountKey) +
-                  " photos, --data holds " + std::to_string(data_->samples_per_epoch()) +
-                  ": the data order differs from the original run");
+      meta_int(saved, kDataCountKey, checkpoint) != data_->samples_per_epoch())
+    warn("the checkpoint was trained on " + saved.at(kDataCountKey) + " photos, --data holds " +
+         std::to_string(data_->samples_per_epoch()) + ": the data order differs from the original run");
 
   if (writes()) {
     load_validation_set();
@@ -762,11 +838,10 @@ void Trainer::warn_if_discriminator_wins() {
   const double chance = gan_ == GanLoss::Hinge ? 2.0 : 2 * std::log(2.0);  // loss when D cannot tell
   if (loss > 0.05 * chance) return;
   last_win_warning_ = step_;
-  if (writes() && !opt_.quiet)
-    cli::progress("inpaint-train: warning: the discriminator wins outright (loss " + format("%.3g", loss) +
-                  ", mean score " + format("%.2f", real) + " for the truth, " + format("%.2f", fake) +
-                  " for the composite, over the last 50 steps): the composite's scores saturate and the "
-                  "generator learns little from them; lower --d-lr or raise --adversarial");
+  warn("the discriminator wins outright (loss " + format("%.3g", loss) + ", mean score " + format("%.2f", real) +
+       " for the truth, " + format("%.2f", fake) +
+       " for the composite, over the last 50 steps): the composite's scores saturate and the "
+       "generator learns little from them; lower --d-lr or raise --adversarial");
 }
 
 ValidationResult Trainer::validate() {
@@ -888,6 +963,13 @@ void Trainer::check_parameters_finite() const {
                               comm_.rank());
 }
 
+std::string Trainer::saved_options() const {
+  nlohmann::json o = nlohmann::json::object();
+  for (const SavedOption& option : kSavedOptions)
+    if (nlohmann::json v = option.save(opt_); !v.is_null()) o[option.key] = std::move(v);
+  return o.dump();
+}
+
 std::string Trainer::save_checkpoint() {
   check_ranks_agree("step " + std::to_string(step_),
                     "their all-reductions gave them different values; stopped without saving" +
@@ -898,25 +980,13 @@ std::string Trainer::save_checkpoint() {
     last_checkpoint_ = path, saved_step_ = step_;  // rank 0 writes it
     return path;
   }
-  nlohmann::json o = {{"data", opt_.data_dir},   {"val", opt_.val_dir},       {"masks", opt_.mask_dir},
-                      {"vgg", opt_.vgg},         {"size", opt_.size},         {"batch", opt_.batch},
-                      {"levels", opt_.levels},   {"width", opt_.width},       {"fill", opt_.fill},       {"lr", opt_.lr},
-                      {"seed", *opt_.seed},      {"steps", opt_.steps},       {"finetune", opt_.finetune},
-                      {"init", opt_.init},       {"device", device_name(opt_.device)},
-                      {"adversarial", *opt_.adversarial}, {"feature_matching", *opt_.feature_matching},
-                      {"gan_loss", opt_.gan_loss}, {"style_features", opt_.style_features}};
-  if (opt_.style_weight) o["style_weight"] = *opt_.style_weight;
-  if (opt_.perceptual_weight) o["perceptual_weight"] = *opt_.perceptual_weight;
-  if (opt_.valid_weight) o["valid_weight"] = *opt_.valid_weight;
-  if (opt_.hole_weight) o["hole_weight"] = *opt_.hole_weight;
-  if (opt_.tv_weight) o["tv_weight"] = *opt_.tv_weight;
   std::map<std::string, std::string> m = {
       {kStepKey, std::to_string(step_)},
       {kPhaseKey, opt_.finetune ? "finetune" : "train"},
       {kLrKey, format("%.17g", adam_->lr())},
       {kDataStateKey, data_->state().to_string()},
       {kDataCountKey, std::to_string(data_->samples_per_epoch())},
-      {kOptionsKey, o.dump()},
+      {kOptionsKey, saved_options()},
   };
   std::map<std::string, Tensor> extra = adam_->state_dict();
   if (disc_) {
@@ -928,12 +998,26 @@ std::string Trainer::save_checkpoint() {
   model_->save_checkpoint(path, m, extra);
   last_checkpoint_ = path;
   saved_step_ = step_;
-  // Only after the new file is safely in place do older ones go.
-  auto all = list_checkpoints(opt_.out_dir);
-  std::error_code ec;
-  for (size_t i = 0; i + size_t(opt_.keep) < all.size(); ++i) fs::remove(all[i], ec);
+  prune_checkpoints();  // only after the new file is safely in place
   write_loss_plot();
   return path;
+}
+
+void Trainer::prune_checkpoints() {
+  // Whatever holds an old checkpoint's name goes, so that something else there (a folder) is
+  // reported rather than silently kept; a removal that fails leaves the disk filling up.
+  const std::vector<std::string> all = checkpoint_entries(opt_.out_dir, false);
+  for (size_t i = 0; i + size_t(opt_.keep) < all.size(); ++i) {
+    std::error_code ec;
+    if (fs::remove(all[i], ec) || !ec) continue;
+    if (unremovable_.insert(all[i]).second)
+      warn("cannot remove the old checkpoint " + all[i] + " (" + ec.message() + "); it stays and takes space");
+  }
+}
+
+void Trainer::warn(const std::string& message) {
+  warnings_.push_back(message);
+  if (writes() && !opt_.quiet) cli::progress("inpaint-train: warning: " + message);
 }
 
 int64_t Trainer::run(const std::atomic<bool>* stop) {

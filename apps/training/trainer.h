@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -141,6 +142,9 @@ class Trainer {
   const TrainOptions& options() const { return opt_; }  // resolved (no zeros left)
   const std::vector<StepLosses>& history() const { return history_; }
   const std::string& last_checkpoint() const { return last_checkpoint_; }
+  // Every warning of this run so far (also on stderr unless options.quiet), without the
+  // "inpaint-train: warning: " prefix.
+  const std::vector<std::string>& warnings() const { return warnings_; }
   Communicator& ranks() { return comm_; }
   // Called after the optimiser update of each step, before any checkpoint (tests inject
   // faults here).
@@ -164,6 +168,11 @@ class Trainer {
   // A CollectiveError on every rank unless all ranks hold rank 0's state; `when` and `advice`
   // go into the message.
   void check_ranks_agree(const std::string& when, const std::string& advice);
+  // The train.options metadata of a checkpoint (JSON): every option it saves.
+  std::string saved_options() const;
+  // Removes the checkpoints before the last `keep`; one that cannot be removed is a warning.
+  void prune_checkpoints();
+  void warn(const std::string& message);
 
   TrainOptions opt_;
   Communicator& comm_;
@@ -181,6 +190,8 @@ class Trainer {
   std::vector<ValidationResult> val_history_;
   int64_t step_ = 0;
   std::string last_checkpoint_;
+  std::vector<std::string> warnings_;
+  std::set<std::string> unremovable_;  // old checkpoints already warned about
   int64_t saved_step_ = -1;  // step of the last checkpoint this object wrote
   double images_per_second_ = 0;
   // CPU seconds (all threads) of the steps since the last progress line, and of their

@@ -8,22 +8,17 @@ namespace pconv {
 
 void Trainer::check_ranks_agree(const std::string& when, const std::string& advice) {
   if (comm_.size() == 1) return;
-  // Everything the next steps depend on: position, data, options, weights, statistics, Adam.
-  char lr[32];
-  std::snprintf(lr, sizeof lr, "%.17g", adam_->lr());
-  std::string text = std::to_string(step_) + "|" + data_->state().to_string() + "|" + std::to_string(opt_.batch) +
-                     "," + std::to_string(opt_.size) + "," + std::to_string(opt_.levels) + "," +
-                     std::to_string(opt_.width) + "," + lr + "," + (opt_.finetune ? "finetune" : "train") + "|" +
-                     opt_.mask_dir + "|" + opt_.vgg;
+  // Everything the next steps depend on: position, data, every option a checkpoint saves,
+  // the learning rates, weights, statistics, Adam.
+  char lrs[64];
+  std::snprintf(lrs, sizeof lrs, "%.17g|%.17g", adam_->lr(), opt_.d_lr);
+  std::string text = std::to_string(step_) + "|" + data_->state().to_string() + "|" + saved_options() + "|" + lrs;
   for (const std::string& f : data_->files()) text += "|" + f;
   std::vector<const Tensor*> tensors;
   const auto model_state = model_->state_dict();
   const auto adam_state = adam_->state_dict();
   const auto disc_state = disc_ ? disc_->state_dict() : std::map<std::string, Tensor>{};
   const auto d_adam_state = d_adam_ ? d_adam_->state_dict() : std::map<std::string, Tensor>{};
-  char d_lr[32];
-  std::snprintf(d_lr, sizeof d_lr, "%.17g", opt_.d_lr);
-  text += "|" + opt_.fill + "|" + std::to_string(opt_.noise) + "|" + opt_.style_features + "|" + opt_.gan_loss + "|" + d_lr;
   for (const auto* state : {&model_state, &adam_state, &disc_state, &d_adam_state})
     for (const auto& [name, t] : *state) {
       text += "|" + name;
