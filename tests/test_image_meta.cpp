@@ -153,11 +153,8 @@ TEST_CASE("image_meta: ICC profiles and EXIF carried into JPEG, PNG and WebP ans
   CHECK_THROWS_WITH_AS(encode_image(img, ImageFormat::Jpeg, 0), "encode_image: quality 0 is outside 1..100", Error);
 }
 
-TEST_CASE("image_meta: WebP lossless is exact with alpha, lossy is close; corrupt WebP is refused in one line") {
-  if (!webp_available()) {
-    MESSAGE("skipped: this build has no libwebp");
-    return;
-  }
+TEST_CASE("image_meta: WebP lossless is exact with alpha, lossy is close; corrupt WebP is refused in one line "
+          "(needs libwebp)" * doctest::skip(!webp_available())) {
   ImageU8 img = testing::random_image(33, 17, 5);
   img.alpha.resize(33 * 17);
   for (size_t i = 0; i < img.alpha.size(); ++i) img.alpha[i] = uint8_t(i * 7);
