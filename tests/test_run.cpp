@@ -205,6 +205,7 @@ TEST_CASE("run: load_model refuses missing, corrupt, truncated and foreign files
     }
     return "(no error)";
   };
+  // Each message says what is wrong with the file, not only that something is.
   auto check_error = [&](const std::string& path, const std::string& needle) {
     const std::string msg = error_of(path);
     CAPTURE(msg);
@@ -214,22 +215,22 @@ TEST_CASE("run: load_model refuses missing, corrupt, truncated and foreign files
   };
   check_error(dir + "/missing.safetensors", "");
   write_bytes(dir + "/truncated.safetensors", bytes.substr(0, bytes.size() / 2));
-  check_error(dir + "/truncated.safetensors", "");
+  check_error(dir + "/truncated.safetensors", "past the end of the data");
   write_bytes(dir + "/header.safetensors", bytes.substr(0, 5));
-  check_error(dir + "/header.safetensors", "");
+  check_error(dir + "/header.safetensors", "truncated: 5 bytes");
   std::string corrupt = bytes;
   for (size_t i = 8; i < 40; ++i) corrupt[i] = char(0xff);
   write_bytes(dir + "/corrupt.safetensors", corrupt);
-  check_error(dir + "/corrupt.safetensors", "");
+  check_error(dir + "/corrupt.safetensors", "header is not valid JSON");
   save_image(dir + "/image.png", random_image(8, 8, 1));
-  check_error(dir + "/image.png", "");
+  check_error(dir + "/image.png", "not a safetensors file?");
   save_safetensors(dir + "/foreign.safetensors", {{"features.0.weight", Tensor::zeros({2, 3, 3, 3})}});
   check_error(dir + "/foreign.safetensors", "not a PConvUNet checkpoint");
   // Metadata saying 4 levels over a 3-level model's tensors.
   auto file = load_safetensors(good);
   file.metadata[PConvUNet::kConfigKey] = tiny(4, 4).to_json();
   save_safetensors(dir + "/mislabelled.safetensors", file.tensors, file.metadata);
-  check_error(dir + "/mislabelled.safetensors", "");
+  check_error(dir + "/mislabelled.safetensors", "a 4-level width-4 PConvUNet expects");
   save_safetensors(dir + "/rgba.safetensors", file.tensors, {{PConvUNet::kConfigKey, R"({"in_channels":4,"levels":3,"width":4})"}});
   check_error(dir + "/rgba.safetensors", "3 channels");
 
