@@ -91,8 +91,8 @@ TEST_CASE("inpainter: without a model it loads the bundled one ($PCONV_MODEL her
   CHECK(moved.inpaint(img, two_holes(32, 40)).rgb.size() == img.rgb.size());
 }
 
-TEST_CASE("inpainter: the real bundled model fills a hole when it ships with this tree") {
-  if (bundled::find_model().empty()) return;  // no data/model/ beside this build
+TEST_CASE("inpainter: the real bundled model fills a hole (needs data/model/ beside this build)" *
+          doctest::skip(bundled::find_model().empty())) {
   Inpainter inpainter;
   CHECK(std::filesystem::path(inpainter.model_path()).filename() == bundled::kFileName);
   const ImageU8 img = testing::random_image(64, 48, 2);
