@@ -61,7 +61,8 @@ PatchDiscriminator::PatchDiscriminator(const PatchDiscriminatorConfig& config, u
   for (int64_t n = 1; n <= config_.layers + 1; ++n) {
     const int64_t out = config_.channels(n);
     const int64_t stride = n <= config_.layers ? 2 : 1;
-    convs_.push_back(register_module("d" + std::to_string(n),
+    // append, not "d" + ...: GCC 12 inlines that operator+ into a false -Wrestrict warning.
+    convs_.push_back(register_module(std::string("d").append(std::to_string(n)),
                                      std::make_shared<SNConv2d>(in, out, 4, stride, 1, gen, dtype, device)));
     in = out;
   }

@@ -90,8 +90,7 @@ bool all_equal(const Tensor& t, float value) {
 
 class Mapper {
  public:
-  Mapper(const TorchCheckpoint& file, const Layout& layout, std::string prefix)
-      : file_(file), layout_(layout), prefix_(std::move(prefix)) {}
+  Mapper(const TorchCheckpoint& file, std::string prefix) : file_(file), prefix_(std::move(prefix)) {}
 
   bool has(const std::string& name) const { return file_.tensors().count(prefix_ + name) > 0; }
   const Shape& shape(const std::string& name) const { return file_.tensors().at(prefix_ + name).shape; }
@@ -123,7 +122,6 @@ class Mapper {
 
  private:
   const TorchCheckpoint& file_;
-  const Layout& layout_;
   std::string prefix_;
   std::set<std::string> used_;
 };
@@ -148,7 +146,7 @@ ImportedModel import_pconv(const TorchCheckpoint& file, const ImportOptions& opt
     NoGradGuard no_grad;
     const Found found = detect(file, options);
     const Layout& layout = *found.layout;
-    Mapper m(file, layout, found.prefix);
+    Mapper m(file, found.prefix);
     const std::string enc1 = std::string("enc_1") + layout.weight;
     if (std::string(layout.name) == "nvidia") {
       // Only a saved weight_maskUpdater tells (C_out×C_in×k×k with multi_channel, 1×1×k×k without).

@@ -2,6 +2,7 @@
 // exact on harmonic functions, known pixels untouched, edge cases and bad input.
 #include <doctest/doctest.h>
 
+#include <Eigen/Dense>
 #include <cmath>
 
 #include "core/ops.h"
@@ -20,16 +21,15 @@ Tensor random_mask(int64_t N, int64_t H, int64_t W, uint64_t seed, double hole =
 
 // The fill computed another way: the linear system of the holes (each hole pixel times its
 // number of in-image neighbours minus its hole neighbours = the sum of its known neighbours),
-// solved by Gaussian elimination with partial pivoting. (Not Eigen: this file is compiled
-// without the library's -mavx2, and Eigen's aligned allocator differs between the two, an ODR
-// clash that ASan reports as a heap overflow.)
+// solved by dense LU. (Eigen here and in the library must see the same -mavx2: pconv's
+// PUBLIC compile options give every file the same instruction set.)
 std::vector<double> direct_fill(const std::vector<double>& v, const std::vector<double>& known, int64_t H, int64_t W) {
   std::vector<int64_t> index(size_t(H * W), -1);
   int64_t n = 0;
   for (int64_t i = 0; i < H * W; ++i)
     if (known[size_t(i)] < 0.5) index[size_t(i)] = n++;
-  std::vector<std::vector<double>> A(size_t(n), std::vector<double>(size_t(n), 0.0));
-  std::vector<double> b(size_t(n), 0.0);
+  Eigen::MatrixXd A = Eigen::MatrixXd::Zero(n, n);
+  Eigen::VectorXd b = Eigen::VectorXd::Zero(n);
   for (int64_t y = 0; y < H; ++y)
     for (int64_t x = 0; x < W; ++x) {
       const int64_t r = index[size_t(y * W + x)];
@@ -38,36 +38,18 @@ std::vector<double> direct_fill(const std::vector<double>& v, const std::vector<
       for (int k = 0; k < 4; ++k) {
         const int64_t yy = y + dy[k], xx = x + dx[k];
         if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
-        A[size_t(r)][size_t(r)] += 1;
+        A(r, r) += 1;
         const int64_t c = index[size_t(yy * W + xx)];
         if (c >= 0)
-          A[size_t(r)][size_t(c)] -= 1;
+          A(r, c) -= 1;
         else
-          b[size_t(r)] += v[size_t(yy * W + xx)];
+          b(r) += v[size_t(yy * W + xx)];
       }
     }
-  const size_t m = size_t(n);
-  for (size_t k = 0; k < m; ++k) {
-    size_t p = k;
-    for (size_t i = k + 1; i < m; ++i)
-      if (std::abs(A[i][k]) > std::abs(A[p][k])) p = i;
-    std::swap(A[k], A[p]);
-    std::swap(b[k], b[p]);
-    for (size_t i = k + 1; i < m; ++i) {
-      const double f = A[i][k] / A[k][k];
-      for (size_t j = k; j < m; ++j) A[i][j] -= f * A[k][j];
-      b[i] -= f * b[k];
-    }
-  }
-  std::vector<double> u(m);
-  for (size_t k = m; k-- > 0;) {
-    double sum = b[k];
-    for (size_t j = k + 1; j < m; ++j) sum -= A[k][j] * u[j];
-    u[k] = sum / A[k][k];
-  }
+  const Eigen::VectorXd u = A.partialPivLu().solve(b);
   std::vector<double> out = v;
   for (int64_t i = 0; i < H * W; ++i)
-    if (index[size_t(i)] >= 0) out[size_t(i)] = u[size_t(index[size_t(i)])];
+    if (index[size_t(i)] >= 0) out[size_t(i)] = u(index[size_t(i)]);
   return out;
 }
 
