@@ -37,7 +37,13 @@ if(NOT PCONV_CUDA STREQUAL "OFF")
   else()
     message(STATUS "pconv: CUDA backend on (archs ${CMAKE_CUDA_ARCHITECTURES}, cuDNN ${CUDNN_LIBRARY})")
   endif()
+else()
+  set(_why "PCONV_CUDA=OFF")
 endif()
+# Read back by scripts/check-cuda: scripts/setup keeps cmake quiet, so CI asks the cache whether
+# the backend was built when nvcc and cuDNN are installed.
+set(PCONV_CUDA_BUILT ${PCONV_HAVE_CUDA} CACHE INTERNAL "Whether the CUDA backend is built")
+set(PCONV_CUDA_OFF_WHY "${_why}" CACHE INTERNAL "Why the CUDA backend is not built (empty when it is)")
 
 function(pconv_add_cuda_backend target)
   file(GLOB_RECURSE _cuda_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/cuda/*.cu ${CMAKE_CURRENT_SOURCE_DIR}/cuda/*.cpp)
