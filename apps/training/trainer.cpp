@@ -158,11 +158,26 @@ int64_t option_int(const nlohmann::json& o, const char* field, const std::string
 // train.lr, seed from the data state, finetune from train.phase, or not at all).
 struct SavedOption {
   const char* key;
-  nlohmann::json (*save)(const TrainOptions&);
-  void (*resume)(TrainOptions&, const nlohmann::json& saved, const std::string& checkpoint);
+  nlohmann::json (*save)(const TrainOptions&) = nullptr;
+  void (*resume)(TrainOptions&, const nlohmann::json& saved, const std::string& checkpoint) = nullptr;
+  // Instead of save and resume, for a number left unset unless given (the loss weights): saved
+  // when set, taken back unless the command line gives it.
+  std::optional<double> TrainOptions::*number = nullptr;
 };
 
-nlohmann::json optional_number(const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); }
+nlohmann::json saved_value(const SavedOption& option, const TrainOptions& o) {
+  if (!option.number) return option.save(o);
+  const std::optional<double>& v = o.*option.number;
+  return v ? nlohmann::json(*v) : nlohmann::json();
+}
+
+void take_back(const SavedOption& option, TrainOptions& o, const nlohmann::json& saved, const std::string& checkpoint) {
+  if (option.number) {
+    if (!(o.*option.number)) o.*option.number = option_number(saved, option.key, checkpoint);
+  } else if (option.resume) {
+    option.resume(o, saved, checkpoint);
+  }
+}
 
 // style_features comes before vgg: random features replace --vgg's network.
 const SavedOption kSavedOptions[] = {
@@ -197,38 +212,17 @@ const SavedOption kSavedOptions[] = {
        // one without keeps its --vgg unless given.
        if (o.vgg.empty()) o.vgg = o.style_features.empty() ? option_string(s, "vgg", c) : "none";
      }},
-    {"adversarial", [](const TrainOptions& o) { return optional_number(o.adversarial); },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (!o.adversarial) o.adversarial = option_number(s, "adversarial", c);
-     }},
-    {"feature_matching", [](const TrainOptions& o) { return optional_number(o.feature_matching); },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (!o.feature_matching) o.feature_matching = option_number(s, "feature_matching", c);
-     }},
+    {"adversarial", nullptr, nullptr, &TrainOptions::adversarial},
+    {"feature_matching", nullptr, nullptr, &TrainOptions::feature_matching},
     {"gan_loss", [](const TrainOptions& o) -> nlohmann::json { return o.gan_loss; },
      [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
        if (o.gan_loss.empty()) o.gan_loss = option_string(s, "gan_loss", c);
      }},
-    {"style_weight", [](const TrainOptions& o) { return optional_number(o.style_weight); },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (!o.style_weight) o.style_weight = option_number(s, "style_weight", c);
-     }},
-    {"perceptual_weight", [](const TrainOptions& o) { return optional_number(o.perceptual_weight); },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (!o.perceptual_weight) o.perceptual_weight = option_number(s, "perceptual_weight", c);
-     }},
-    {"valid_weight", [](const TrainOptions& o) { return optional_number(o.valid_weight); },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (!o.valid_weight) o.valid_weight = option_number(s, "valid_weight", c);
-     }},
-    {"hole_weight", [](const TrainOptions& o) { return optional_number(o.hole_weight); },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (!o.hole_weight) o.hole_weight = option_number(s, "hole_weight", c);
-     }},
-    {"tv_weight", [](const TrainOptions& o) { return optional_number(o.tv_weight); },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (!o.tv_weight) o.tv_weight = option_number(s, "tv_weight", c);
-     }},
+    {"style_weight", nullptr, nullptr, &TrainOptions::style_weight},
+    {"perceptual_weight", nullptr, nullptr, &TrainOptions::perceptual_weight},
+    {"valid_weight", nullptr, nullptr, &TrainOptions::valid_weight},
+    {"hole_weight", nullptr, nullptr, &TrainOptions::hole_weight},
+    {"tv_weight", nullptr, nullptr, &TrainOptions::tv_weight},
 };
 
 // The network's input for photos in [0,1] and masks (1 known): ImageNet space, holes 0.
@@ -423,8 +417,7 @@ void Trainer::setup() {
     if (!o.is_object()) throw Error(checkpoint + ": metadata " + kOptionsKey + " is not a JSON object");
     // The crops, the loss and the feature network continue as they were unless the command
     // line changes them.
-    for (const SavedOption& option : kSavedOptions)
-      if (option.resume) option.resume(opt_, o, checkpoint);
+    for (const SavedOption& option : kSavedOptions) take_back(option, opt_, o, checkpoint);
     if (opt_.vgg.empty() && !opt_.style_features.empty()) opt_.vgg = "none";
     if (opt_.vgg.empty()) throw Error(vgg_missing_message());
     if (opt_.seed && *opt_.seed != start.seed)
@@ -966,7 +959,7 @@ void Trainer::check_parameters_finite() const {
 std::string Trainer::saved_options() const {
   nlohmann::json o = nlohmann::json::object();
   for (const SavedOption& option : kSavedOptions)
-    if (nlohmann::json v = option.save(opt_); !v.is_null()) o[option.key] = std::move(v);
+    if (nlohmann::json v = saved_value(option, opt_); !v.is_null()) o[option.key] = std::move(v);
   return o.dump();
 }
 
