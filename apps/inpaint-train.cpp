@@ -61,6 +61,14 @@ int main(int argc, char** argv) {
                  "texture from (strengths start at 0: --init from a model without noise starts at its output) "
                  "[0; the checkpoint's]")
       ->check(CLI::Range(int64_t(0), int64_t(15)));
+  app.add_option("--noise-strength", o.noise_strength,
+                 "where --init adds noise levels, their strengths start here instead of 0 (an adversarial run "
+                 "moves strengths of 0 slowly)")
+      ->check(cli::non_negative);
+  app.add_option("--upsample", o.upsample,
+                 "decoder upsampling of features: nearest (the paper's) or bilinear (no blocky grid under "
+                 "adversarial training; CPU only) [nearest; the checkpoint's]")
+      ->check(CLI::IsMember({"nearest", "bilinear"}));
   app.add_option("--fill", o.fill,
                  "none: the paper's model; harmonic: the network adds to a harmonic fill of the holes "
                  "(with --init from a model without it, training starts at the fill) [none; the checkpoint's]")
@@ -107,6 +115,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"hinge", "nonsaturating"}));
   app.add_option("--d-lr", o.d_lr, "the discriminator's Adam learning rate [4 x --lr; the checkpoint's]")
       ->check(cli::non_negative);
+  int64_t d_warmup = 0;
+  auto* warmup_option = app.add_option("--d-warmup", d_warmup,
+                                       "first steps that train the discriminator alone (the generator leaves out "
+                                       "its terms) [0; the checkpoint's]")
+                            ->check(cli::non_negative);
   app.add_option("--d-width", o.d_width, "channels of the discriminator's first layer [32]")->check(cli::non_negative);
   app.add_option("--d-layers", o.d_layers, "strided layers of the discriminator (3: 70x70 patches) [3]")
       ->check(cli::non_negative);
@@ -142,6 +155,7 @@ int main(int argc, char** argv) {
     if (valid_option->count() > 0) o.valid_weight = valid_weight;
     if (hole_option->count() > 0) o.hole_weight = hole_weight;
     if (tv_option->count() > 0) o.tv_weight = tv_weight;
+    if (warmup_option->count() > 0) o.d_warmup = d_warmup;
     // One process, or one rank of mpirun's job (then every rank runs this same line).
     const std::unique_ptr<Communicator> ranks = make_communicator(o.device);
     cli::run_on_ranks(app.get_name(), *ranks, [&] {

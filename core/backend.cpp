@@ -39,4 +39,11 @@ Backend& backend(Device device) {
 
 Backend& backend_of(const Tensor& t) { return backend(t.device()); }
 
+void Backend::upsample_bilinear2x(const Tensor&, Tensor&) {
+  throw Error(std::string(device_name(device())) + ": bilinear upsampling runs on the CPU only so far (use a model with nearest upsampling)");
+}
+void Backend::upsample_bilinear2x_backward(const Tensor&, Tensor&) {
+  throw Error(std::string(device_name(device())) + ": bilinear upsampling runs on the CPU only so far (use a model with nearest upsampling)");
+}
+
 }  // namespace pconv

@@ -137,6 +137,11 @@ class Backend {
   // ---- resampling
   virtual void upsample_nearest2x(const Tensor& x, Tensor& y) = 0;
   virtual void upsample_nearest2x_backward(const Tensor& gy, Tensor& gx) = 0;  // 2×2 sums
+  // Bilinear ×2 with half-pixel centres, edges clamped (PyTorch's align_corners=False): per
+  // axis y[2i] = ¾x[i] + ¼x[max(i-1, 0)], y[2i+1] = ¾x[i] + ¼x[min(i+1, n-1)]; and its adjoint.
+  // Only the CPU has them so far (no GPU has run a kernel for them): the default throws.
+  virtual void upsample_bilinear2x(const Tensor& x, Tensor& y);
+  virtual void upsample_bilinear2x_backward(const Tensor& gy, Tensor& gx);
   virtual void max_pool2x2(const Tensor& x, Tensor& y) = 0;
   // Routes gy to the first maximum of each window of x (ties: the first in row-major order).
   virtual void max_pool2x2_backward(const Tensor& x, const Tensor& gy, Tensor& gx) = 0;

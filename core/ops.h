@@ -85,6 +85,9 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
 // ---- resampling and channels (core/ops/resample.cpp, core/ops/shape.cpp)
 Tensor max_pool2d(const Tensor& x);           // 2×2, stride 2
 Tensor upsample_nearest2x(const Tensor& x);   // ×2 nearest
+Tensor upsample_bilinear2x(const Tensor& x);  // ×2 bilinear, half-pixel centres (Backend::upsample_bilinear2x)
+enum class Upsampling { Nearest, Bilinear };
+Tensor upsample2x(const Tensor& x, Upsampling mode);
 Mask upsample_nearest2x(const Mask& m);       // each group's mask
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim = 1);
 Mask concat(const Mask& a, const Mask& b);    // groups of a, then b
@@ -104,8 +107,8 @@ void batch_norm_eval_(Tensor& x, const Tensor& gamma, const Tensor& beta, const 
 // partial_conv2d, with x ⊙ m written over x instead of into a copy      (core/ops/pconv.cpp)
 PConvResult partial_conv2d_(Tensor& x, const Mask& mask, const Tensor& w, const Tensor& bias,
                             int64_t stride, int64_t pad);
-// concat({upsample_nearest2x(low), skip}, 1) in one allocation, without the ×2 intermediate
+// concat({upsample2x(low, mode), skip}, 1) in one allocation, without the ×2 intermediate
 // (core/ops/resample.cpp)
-Tensor upsample_concat(const Tensor& low, const Tensor& skip);
+Tensor upsample_concat(const Tensor& low, const Tensor& skip, Upsampling mode = Upsampling::Nearest);
 
 }  // namespace pconv

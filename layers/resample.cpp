@@ -2,7 +2,7 @@
 
 namespace pconv {
 
-Tensor Upsample::forward(const Tensor& x) const { return upsample_nearest2x(x); }
+Tensor Upsample::forward(const Tensor& x) const { return upsample2x(x, mode_); }
 
 Mask Upsample::forward(const Mask& mask) const { return upsample_nearest2x(mask); }
 

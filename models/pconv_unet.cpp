@@ -97,6 +97,7 @@ std::string PConvUNetConfig::to_json() const {
   nlohmann::json j{{"levels", levels}, {"width", width}, {"in_channels", in_channels}};
   if (fill == Fill::Harmonic) j["fill"] = "harmonic";
   if (noise > 0) j["noise"] = noise;
+  if (upsample == Upsampling::Bilinear) j["upsample"] = "bilinear";
   return j.dump();
 }
 
@@ -121,6 +122,12 @@ PConvUNetConfig PConvUNetConfig::from_json(const std::string& text) {
       throw Error("PConvUNetConfig: 'fill' in '" + quoted + "' is not \"harmonic\" or \"none\"");
     c.fill = f.get<std::string>() == "harmonic" ? Fill::Harmonic : Fill::None;
   }
+  if (j.contains("upsample")) {
+    const nlohmann::json& u = j["upsample"];
+    if (!u.is_string() || (u.get<std::string>() != "bilinear" && u.get<std::string>() != "nearest"))
+      throw Error("PConvUNetConfig: 'upsample' in '" + quoted + "' is not \"nearest\" or \"bilinear\"");
+    c.upsample = u.get<std::string>() == "bilinear" ? Upsampling::Bilinear : Upsampling::Nearest;
+  }
   c.validate();
   return c;
 }
@@ -132,6 +139,7 @@ std::string PConvUNetConfig::describe() const {
   s.append(" PConvUNet");
   if (fill == Fill::Harmonic) s.append(" on a harmonic fill");
   if (noise > 0) s.append(" with noise at ").append(std::to_string(noise)).append(noise == 1 ? " level" : " levels");
+  if (upsample == Upsampling::Bilinear) s.append(noise > 0 ? " and" : " with").append(" bilinear upsampling");
   return s;
 }
 
@@ -235,7 +243,7 @@ PConvUNet::PConvUNet(const PConvUNetConfig& config, Uninitialized, DType dtype, 
     : PConvUNet(config, 0, dtype, device, false) {}
 
 PConvUNet::PConvUNet(const PConvUNetConfig& config, uint64_t seed, DType dtype, Device device, bool initialize)
-    : config_(config) {
+    : config_(config), upsample_(config.upsample) {
   config_.validate();
   Generator gen(seed);
   using Act = PConvUNetLayer::Activation;
@@ -351,7 +359,7 @@ Tensor PConvUNet::forward_no_grad(const Tensor& x, const Mask& m) {
   Generator noise_gen(noise_seed_);  // the same draws in the same order as forward's
   for (int64_t n = L + 1; n <= 2 * L; ++n) {
     MaskedFeatures& skip = skips[size_t(2 * L - n)];
-    Tensor joined = upsample_concat(current.x, skip.x);
+    Tensor joined = upsample_concat(current.x, skip.x, config_.upsample);
     const Mask joined_mask = concat(upsample_nearest2x(current.mask), skip.mask);
     const Tensor noise = hole_noise(n, skip.mask, noise_gen);
     current = {};

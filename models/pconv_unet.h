@@ -6,7 +6,7 @@
 //   pconv2, 3   5×5 stride 2, c_{n-1} → c_n, BatchNorm, ReLU
 //   pconv4..L   3×3 stride 2, c_{n-1} → c_n, BatchNorm, ReLU
 // Decoder, n = L+1..2L, skip s = 2L-n (the encoder layer of the same resolution):
-//   up ×2 (nearest, features and mask), concat [upsampled, skip], 3×3 stride 1 PConv,
+//   up ×2 (nearest, features and mask; config.upsample may make the features' bilinear), concat [upsampled, skip], 3×3 stride 1 PConv,
 //   pconv(L+1)..(2L-1): c_{n-1 or L} + c_s → c_s, BatchNorm, LeakyReLU(0.2)
 //   pconv2L: c_1 + in_channels (the input image and its mask) → in_channels, bias, nothing else
 // Optional (config.noise = K > 0, not in the paper): decoder layers at levels s = 1..K add
@@ -55,6 +55,11 @@ struct PConvUNetConfig {
   // (pconv{n}.noise, one per channel) start at zero, so adding noise to a trained model
   // changes nothing until training moves them. In checkpoints as "noise":K (absent for 0).
   int64_t noise = 0;
+  // Decoder upsampling of features (masks are always nearest). Nearest is the paper's; bilinear
+  // (not in the paper) spreads a coarse level's values smoothly instead of copying each into a
+  // 2×2, 4×4, ... block, which under adversarial training shows as a fine grid in the holes.
+  // Bilinear runs on the CPU only so far. In checkpoints as "upsample":"bilinear" (absent for nearest).
+  Upsampling upsample = Upsampling::Nearest;
 
   // Upper bounds, so a crafted checkpoint's pconv.config cannot ask for any allocation:
   // 16× the paper's width, 64 channels, and at most 1e9 parameters and statistics in all
@@ -68,7 +73,7 @@ struct PConvUNetConfig {
   // this configuration, computed without building it; and their total number of elements.
   std::map<std::string, Shape> state_shapes() const;
   int64_t state_elements() const;
-  std::string to_json() const;        // {"in_channels":3,"levels":8,"width":64}[,"fill":"harmonic"][,"noise":K]
+  std::string to_json() const;        // {"in_channels":3,"levels":8,"width":64}[,"fill":"harmonic"][,"noise":K][,"upsample":"bilinear"]
   // Throws Error naming the text when it is not such an object or a value is out of range.
   static PConvUNetConfig from_json(const std::string& text);
   std::string describe() const;       // "8-level width-64 PConvUNet" (+ channels when not 3, + fill)

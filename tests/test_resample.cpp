@@ -38,6 +38,53 @@ TEST_CASE("upsample_nearest2x: f64 gradient is the 2×2 block sum") {
   }
 }
 
+TEST_CASE("upsample_bilinear2x: PyTorch's example (align_corners=False) and nearest ×2 blurred by [1 2 1]/4") {
+  // F.interpolate([[1, 2], [3, 4]], scale_factor=2, mode="bilinear"), from PyTorch's documentation.
+  Tensor x = Tensor::from_vector(std::vector<float>{1, 2, 3, 4}, {1, 1, 2, 2});
+  CHECK(upsample_bilinear2x(x).to_float_vector() ==
+        std::vector<float>{1, 1.25, 1.75, 2, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3, 3.25, 3.75, 4});
+  // Another way to the same values: nearest ×2, then a [1 2 1]/4 blur along each axis with the
+  // edges repeated (at 2i: ¼x[i-1] + ½x[i] + ¼x[i] = ¾x[i] + ¼x[i-1]).
+  for (const Shape& s : {Shape{2, 3, 4, 5}, Shape{1, 1, 1, 1}, Shape{1, 2, 3, 1}, Shape{1, 1, 1, 6}}) {
+    CAPTURE(shape_str(s));
+    Generator gen(5);
+    Tensor in = Tensor::randn(s, gen, DType::F64);
+    Tensor y = upsample_bilinear2x(in);
+    REQUIRE(y.shape() == Shape{s[0], s[1], 2 * s[2], 2 * s[3]});
+    const Tensor near = upsample_nearest2x(in);
+    const int64_t H = 2 * s[2], W = 2 * s[3];
+    auto at = [&](int64_t n, int64_t c, int64_t i, int64_t j) {
+      return near.at({n, c, std::clamp<int64_t>(i, 0, H - 1), std::clamp<int64_t>(j, 0, W - 1)});
+    };
+    double worst = 0;
+    for (int64_t n = 0; n < s[0]; ++n)
+      for (int64_t c = 0; c < s[1]; ++c)
+        for (int64_t i = 0; i < H; ++i)
+          for (int64_t j = 0; j < W; ++j) {
+            double blurred = 0;
+            for (int64_t a = -1; a <= 1; ++a)
+              for (int64_t b = -1; b <= 1; ++b) blurred += (a ? 1 : 2) * (b ? 1 : 2) / 16.0 * at(n, c, i + a, j + b);
+            worst = std::max(worst, std::abs(blurred - y.at({n, c, i, j})));
+          }
+    CHECK(worst < 1e-12);
+  }
+}
+
+TEST_CASE("upsample_bilinear2x: f64 gradcheck, and upsample_concat's bilinear mode is the two steps in one") {
+  for (const Shape& s : {Shape{2, 2, 3, 4}, Shape{1, 1, 1, 1}, Shape{1, 3, 2, 5}, Shape{1, 1, 5, 1}}) {
+    CAPTURE(shape_str(s));
+    Tensor x = testing::rand_leaf(s, 8);
+    auto r = testing::gradcheck([](const std::vector<Tensor>& in) { return upsample_bilinear2x(in[0]); }, {x});
+    CHECK_MESSAGE(r.ok, r.report);
+  }
+  Generator gen(4);
+  const Tensor low = Tensor::randn({2, 3, 4, 5}, gen), skip = Tensor::randn({2, 2, 8, 10}, gen);
+  NoGradGuard no_grad;
+  CHECK(upsample_concat(low, skip, Upsampling::Bilinear).to_float_vector() ==
+        concat({upsample_bilinear2x(low), skip}, 1).to_float_vector());
+  CHECK(upsample2x(low, Upsampling::Nearest).to_float_vector() == upsample_nearest2x(low).to_float_vector());
+}
+
 TEST_CASE("upsample_nearest2x: mask groups are upsampled one by one, without gradient") {
   Generator gen(9);
   Tensor m1 = Tensor::rand({2, 1, 3, 2}, gen, DType::F32);
@@ -161,4 +208,6 @@ TEST_CASE("resample: errors name the op and the shape") {
                        "max_pool2d: x must be N×C×H×W, got shape [3, 4, 4]", Error);
   CHECK_THROWS_WITH_AS(upsample_nearest2x(Tensor::zeros({4, 4})),
                        "upsample_nearest2x: x must be N×C×H×W, got shape [4, 4]", Error);
+  CHECK_THROWS_WITH_AS(upsample_bilinear2x(Tensor::zeros({4, 4})),
+                       "upsample_bilinear2x: x must be N×C×H×W, got shape [4, 4]", Error);
 }

@@ -196,6 +196,7 @@ const SavedOption kSavedOptions[] = {
     {"width", [](const TrainOptions& o) -> nlohmann::json { return o.width; }, nullptr},
     {"fill", [](const TrainOptions& o) -> nlohmann::json { return o.fill; }, nullptr},
     {"noise", [](const TrainOptions& o) -> nlohmann::json { return o.noise; }, nullptr},
+    {"upsample", [](const TrainOptions& o) -> nlohmann::json { return o.upsample; }, nullptr},
     {"lr", [](const TrainOptions& o) -> nlohmann::json { return o.lr; }, nullptr},
     {"seed", [](const TrainOptions& o) -> nlohmann::json { return *o.seed; }, nullptr},
     {"steps", [](const TrainOptions& o) -> nlohmann::json { return o.steps; }, nullptr},
@@ -217,6 +218,10 @@ const SavedOption kSavedOptions[] = {
     {"gan_loss", [](const TrainOptions& o) -> nlohmann::json { return o.gan_loss; },
      [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
        if (o.gan_loss.empty()) o.gan_loss = option_string(s, "gan_loss", c);
+     }},
+    {"d_warmup", [](const TrainOptions& o) -> nlohmann::json { return o.d_warmup ? nlohmann::json(*o.d_warmup) : nlohmann::json(); },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (!o.d_warmup && s.contains("d_warmup") && !s["d_warmup"].is_null()) o.d_warmup = option_int(s, "d_warmup", c);
      }},
     {"style_weight", nullptr, nullptr, &TrainOptions::style_weight},
     {"perceptual_weight", nullptr, nullptr, &TrainOptions::perceptual_weight},
@@ -427,6 +432,7 @@ void Trainer::setup() {
   }
   bool init_adds_fill = false;  // --init from a model without the fill into --fill harmonic
   int64_t init_noise = 0;       // --init: the checkpoint's noise levels (more may be added)
+  bool init_changes_upsample = false;  // --init from a model with the other upsampling
   if (!checkpoint.empty()) {
     const PConvUNetConfig c = PConvUNet::checkpoint_config(saved);  // checked above
     if (opt_.levels == 0) opt_.levels = c.levels;
@@ -445,7 +451,20 @@ void Trainer::setup() {
       throw Error("--noise " + std::to_string(opt_.noise) + " is below " + checkpoint + "'s " + std::to_string(c.noise) +
                   ": --init can add noise levels to a model, not remove them");
     init_noise = c.noise;
+    const std::string saved_upsample = c.upsample == Upsampling::Bilinear ? "bilinear" : "nearest";
+    if (opt_.upsample.empty()) opt_.upsample = saved_upsample;
+    if (resuming && opt_.upsample != saved_upsample)
+      throw Error("--upsample " + opt_.upsample + " differs from the checkpoint's (" + saved_upsample +
+                  "): a resume continues the same model (start a new run with --init)");
+    init_changes_upsample = !resuming && opt_.upsample != saved_upsample;
   }
+  if (opt_.upsample.empty()) opt_.upsample = "nearest";
+  if (opt_.upsample != "nearest" && opt_.upsample != "bilinear")
+    throw Error("--upsample " + opt_.upsample + ": expected nearest or bilinear");
+  if (opt_.upsample == "bilinear" && opt_.device != Device::CPU)
+    throw Error("--upsample bilinear runs on the CPU only so far (no GPU has run its kernel)");
+  if (!(opt_.noise_strength >= 0) || !std::isfinite(opt_.noise_strength))
+    throw Error("--noise-strength must be a finite number ≥ 0");
   if (opt_.fill.empty()) opt_.fill = "none";
   if (opt_.noise < 0) opt_.noise = 0;
   opt_.finetune = opt_.finetune || saved_finetune;
@@ -473,6 +492,7 @@ void Trainer::setup() {
                                     {"--tv-weight", opt_.tv_weight.value_or(0)},
                                     {"--d-lr", opt_.d_lr}})
     if (!(value >= 0) || !std::isfinite(value)) throw Error(std::string(name) + " must be a finite number ≥ 0");
+  if (opt_.d_warmup && *opt_.d_warmup < 0) throw Error("--d-warmup must be ≥ 0");
   if (opt_.gan_loss.empty()) opt_.gan_loss = "hinge";
   try {
     gan_ = parse_gan_loss(opt_.gan_loss);
@@ -497,6 +517,7 @@ void Trainer::setup() {
   config.levels = opt_.levels, config.width = opt_.width;
   config.fill = opt_.fill == "harmonic" ? PConvUNetConfig::Fill::Harmonic : PConvUNetConfig::Fill::None;
   config.noise = opt_.noise;
+  config.upsample = opt_.upsample == "bilinear" ? Upsampling::Bilinear : Upsampling::Nearest;
   try {
     config.validate();
   } catch (const Error& e) {
@@ -506,10 +527,11 @@ void Trainer::setup() {
   model_ = std::make_unique<PConvUNet>(config, *opt_.seed, DType::F32, opt_.device);
   SafetensorsFile file;
   const bool init_adds_noise = !resuming && !checkpoint.empty() && opt_.noise > init_noise;
-  if (init_adds_fill || init_adds_noise) {
+  if (init_adds_fill || init_adds_noise || init_changes_upsample) {
     // The weights of a model without the fill, its last layer zeroed: the new model starts
     // exactly at the harmonic fill and learns what to add, keeping the trained features.
-    // New noise strengths start at zero, so the model starts exactly where the file was.
+    // New noise strengths start at --noise-strength (0: the model starts exactly where the
+    // file was). Another upsampling keeps every weight (the shapes are the same).
     file = load_safetensors(checkpoint);
     std::map<std::string, Tensor> weights;
     for (auto& [name, t] : file.tensors)
@@ -522,7 +544,7 @@ void Trainer::setup() {
       }
     for (const auto& [name, shape] : config.state_shapes())
       if (name.size() > 6 && name.compare(name.size() - 6, 6, ".noise") == 0 && !weights.count(name))
-        weights[name] = Tensor::zeros(shape);
+        weights[name] = Tensor::full(shape, opt_.noise_strength);
     try {
       model_->load_state_dict(weights, true);
     } catch (const Error& e) {
@@ -533,7 +555,11 @@ void Trainer::setup() {
                     " zeroed, so training starts at the harmonic fill");
     if (writes() && !opt_.quiet && init_adds_noise)
       cli::progress("inpaint-train: --noise " + std::to_string(opt_.noise) + " from " + checkpoint +
-                    ": new noise strengths start at 0, so training starts at its output");
+                    (opt_.noise_strength > 0 ? ": new noise strengths start at " + format("%g", opt_.noise_strength)
+                                             : std::string(": new noise strengths start at 0, so training starts at its output")));
+    if (writes() && !opt_.quiet && init_changes_upsample)
+      cli::progress("inpaint-train: --upsample " + opt_.upsample + " from " + checkpoint +
+                    ": its weights, with the other upsampling (training starts near its output)");
   } else if (!checkpoint.empty()) {
     file = model_->load_checkpoint(checkpoint);
   }
@@ -617,8 +643,8 @@ void Trainer::setup_discriminator(const std::map<std::string, std::string>& save
   const bool wanted = *opt_.adversarial > 0 || *opt_.feature_matching > 0;
   const bool saved_disc = resuming && saved.count(kDiscConfigKey) > 0;
   if (!wanted) {
-    if (opt_.d_width || opt_.d_layers || opt_.d_lr > 0)
-      throw Error("--d-width, --d-layers and --d-lr need a discriminator: give --adversarial or --feature-matching");
+    if (opt_.d_width || opt_.d_layers || opt_.d_lr > 0 || opt_.d_warmup.value_or(0) > 0)
+      throw Error("--d-width, --d-layers, --d-lr and --d-warmup need a discriminator: give --adversarial or --feature-matching");
     return;
   }
   PatchDiscriminatorConfig c;
@@ -750,7 +776,8 @@ StepLosses Trainer::train_step() {
     disc_cpu += cpu_seconds() - d_start;
     adv = generator_adversarial_loss(fake.scores, gan_);
     fm = feature_matching_loss(fake.features, real.features);
-    total = total + adv * *opt_.adversarial + fm * *opt_.feature_matching;
+    // During the discriminator's warm-up the generator leaves these terms out (logged all the same).
+    if (step_ >= opt_.d_warmup.value_or(0)) total = total + adv * *opt_.adversarial + fm * *opt_.feature_matching;
   }
 
   StepLosses s;
@@ -1031,7 +1058,10 @@ int64_t Trainer::run(const std::atomic<bool>* stop) {
        : vgg_                       ? ""
                                     : ", no VGG (pixel and TV terms only)") +
       (disc_ ? ", " + disc_->config().describe() + ", " + opt_.gan_loss + " loss ×" + format("%g", *opt_.adversarial) +
-                   ", feature matching ×" + format("%g", *opt_.feature_matching) + ", d-lr " + format("%g", opt_.d_lr)
+                   ", feature matching ×" + format("%g", *opt_.feature_matching) + ", d-lr " + format("%g", opt_.d_lr) +
+                   (opt_.d_warmup.value_or(0) > step_
+                        ? ", the discriminator alone until step " + std::to_string(*opt_.d_warmup)
+                        : std::string())
              : std::string()) +
       ", from step " + std::to_string(step_) + " to " +
       std::to_string(opt_.steps));

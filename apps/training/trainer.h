@@ -54,6 +54,8 @@ struct TrainOptions {
   int64_t width = 0;            // channels of the first layer (64)
   std::string fill;             // "none" (the paper's model) or "harmonic" (residual on a harmonic fill) (none)
   int64_t noise = -1;           // decoder levels with noise injection (PConvUNetConfig::noise) (0; the checkpoint's)
+  double noise_strength = 0;    // where --init adds noise levels, their strengths start here (0: at the file's output)
+  std::string upsample;         // "nearest" (the paper's) or "bilinear" (PConvUNetConfig::upsample) (nearest; the checkpoint's)
   double lr = 0;                // (2e-4; 5e-5 when fine-tuning)
   std::optional<uint64_t> seed; // data order, masks, initial weights (0)
 
@@ -74,6 +76,10 @@ struct TrainOptions {
   std::optional<double> adversarial;       // weight of the generator's adversarial loss (0: no discriminator)
   std::optional<double> feature_matching;  // weight of discriminator feature matching (0)
   std::string gan_loss;                    // "hinge" or "nonsaturating" (hinge)
+  // The first d_warmup steps of the run (counted from step 0, so a resume past them trains as
+  // usual) train the discriminator alone: the generator's adversarial and feature-matching
+  // terms are left out, so it does not chase a discriminator that cannot yet tell anything.
+  std::optional<int64_t> d_warmup;         // (0)
   double d_lr = 0;                         // the discriminator's Adam lr (4× the generator's lr)
   int64_t d_width = 0, d_layers = 0;       // discriminator width (32) and strided layers (3)
   // The feature extractor of the perceptual and style terms: "" for --vgg's, or

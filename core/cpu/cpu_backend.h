@@ -52,6 +52,8 @@ class CpuBackend final : public Backend {
 
   void upsample_nearest2x(const Tensor& x, Tensor& y) override;
   void upsample_nearest2x_backward(const Tensor& gy, Tensor& gx) override;
+  void upsample_bilinear2x(const Tensor& x, Tensor& y) override;
+  void upsample_bilinear2x_backward(const Tensor& gy, Tensor& gx) override;
   void max_pool2x2(const Tensor& x, Tensor& y) override;
   void max_pool2x2_backward(const Tensor& x, const Tensor& gy, Tensor& gx) override;
 

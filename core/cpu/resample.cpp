@@ -1,6 +1,8 @@
-// Nearest ×2 upsampling and 2×2 max pooling over the last two dims of N×C×H×W tensors,
+// Nearest and bilinear ×2 upsampling and 2×2 max pooling over the last two dims of N×C×H×W tensors,
 // each with its adjoint. One (n, c) plane per loop iteration.
 #include "core/cpu/cpu_backend.h"
+
+#include <vector>
 
 namespace pconv {
 
@@ -56,6 +58,91 @@ void CpuBackend::upsample_nearest2x_backward(const Tensor& gy, Tensor& gx) {
         const T* r1 = r0 + wo;
         for (int64_t j = 0; j < p.width; ++j)
           dst[i * p.width + j] = (r0[2 * j] + r0[2 * j + 1]) + (r1[2 * j] + r1[2 * j + 1]);
+      }
+    }
+  });
+}
+
+namespace {
+
+// One axis of bilinear ×2 (half-pixel centres, edges clamped): y[2i] = ¾x[i] + ¼x[i-1],
+// y[2i+1] = ¾x[i] + ¼x[i+1], the neighbour clamped to 0..n-1.
+template <typename T>
+void bilinear_row(const T* x, int64_t n, T* y) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T c = T(0.75) * x[i];
+    y[2 * i] = c + T(0.25) * x[i > 0 ? i - 1 : 0];
+    y[2 * i + 1] = c + T(0.25) * x[i + 1 < n ? i + 1 : n - 1];
+  }
+}
+
+// Its adjoint, gathered: x[i] feeds y[2i], y[2i+1] (¾ each), y[2i-1] and y[2i+2] (¼ each), and
+// at the ends the clamped neighbour is x[i] itself (y[0], y[2n-1]).
+template <typename T>
+void bilinear_row_adjoint(const T* g, int64_t n, T* gx) {
+  for (int64_t i = 0; i < n; ++i)
+    gx[i] = T(0.75) * (g[2 * i] + g[2 * i + 1]) +
+            T(0.25) * (g[i > 0 ? 2 * i - 1 : 0] + g[i + 1 < n ? 2 * i + 2 : 2 * n - 1]);
+}
+
+// out = a·x + b·z over a row of w values (the vertical pass, row by row so it vectorises).
+template <typename T>
+void axpby(T a, const T* x, T b, const T* z, int64_t w, T* out) {
+  for (int64_t j = 0; j < w; ++j) out[j] = a * x[j] + b * z[j];
+}
+
+}  // namespace
+
+// Separable: each row across into a scratch plane of H × 2W, then the rows down into 2H × 2W.
+void CpuBackend::upsample_bilinear2x(const Tensor& x, Tensor& y) {
+  const Planes p = planes_of("upsample_bilinear2x", x);
+  dispatch_float("upsample_bilinear2x", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data<T>();
+    T* yp = y.data<T>();
+    const int64_t h = p.height, wo = 2 * p.width;
+#pragma omp parallel
+    {
+      std::vector<T> across(size_t(h * wo));
+#pragma omp for schedule(static)
+      for (int64_t k = 0; k < p.count; ++k) {
+        const T* src = xp + k * h * p.width;
+        T* dst = yp + k * 4 * h * p.width;
+        for (int64_t i = 0; i < h; ++i) bilinear_row(src + i * p.width, p.width, across.data() + i * wo);
+        for (int64_t i = 0; i < h; ++i) {
+          const T* row = across.data() + i * wo;
+          axpby(T(0.75), row, T(0.25), across.data() + (i > 0 ? i - 1 : 0) * wo, wo, dst + 2 * i * wo);
+          axpby(T(0.75), row, T(0.25), across.data() + (i + 1 < h ? i + 1 : h - 1) * wo, wo, dst + (2 * i + 1) * wo);
+        }
+      }
+    }
+  });
+}
+
+// The adjoint in the reverse order: rows up into H × 2W, then each row's adjoint into H × W.
+void CpuBackend::upsample_bilinear2x_backward(const Tensor& gy, Tensor& gx) {
+  const Planes p = planes_of("upsample_bilinear2x_backward", gx);
+  dispatch_float("upsample_bilinear2x_backward", gy.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* gyp = gy.data<T>();
+    T* gxp = gx.data<T>();
+    const int64_t h = p.height, wo = 2 * p.width;
+#pragma omp parallel
+    {
+      std::vector<T> down(size_t(h * wo));
+#pragma omp for schedule(static)
+      for (int64_t k = 0; k < p.count; ++k) {
+        const T* g = gyp + k * 4 * h * p.width;
+        T* dst = gxp + k * h * p.width;
+        for (int64_t i = 0; i < h; ++i) {
+          T* row = down.data() + i * wo;
+          const T* prev = g + (i > 0 ? 2 * i - 1 : 0) * wo;
+          const T* next = g + (i + 1 < h ? 2 * i + 2 : 2 * h - 1) * wo;
+          const T* r0 = g + 2 * i * wo;
+          const T* r1 = r0 + wo;
+          for (int64_t j = 0; j < wo; ++j) row[j] = T(0.75) * (r0[j] + r1[j]) + T(0.25) * (prev[j] + next[j]);
+        }
+        for (int64_t i = 0; i < h; ++i) bilinear_row_adjoint(down.data() + i * wo, p.width, dst + i * p.width);
       }
     }
   });

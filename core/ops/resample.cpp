@@ -28,6 +28,25 @@ Tensor upsample_nearest2x(const Tensor& x) {
   });
 }
 
+// Not the paper's (features and masks nearest): a decoder choice for adversarial training,
+// where nearest copies of a level's features show as a blocky grid (models/pconv_unet.h).
+Tensor upsample_bilinear2x(const Tensor& x) {
+  check_nchw("upsample_bilinear2x", x);
+  const Shape& s = x.shape();
+  Tensor y = Tensor::empty({s[0], s[1], 2 * s[2], 2 * s[3]}, x.dtype(), x.device());
+  backend_of(x).upsample_bilinear2x(x, y);
+  const Shape xs = s;
+  return record(y, "upsample_bilinear2x", {x}, [xs](const Node&, const Tensor& gy) {
+    Tensor gx = Tensor::empty(xs, gy.dtype(), gy.device());
+    backend_of(gy).upsample_bilinear2x_backward(gy, gx);
+    return std::vector<Tensor>{gx};
+  });
+}
+
+Tensor upsample2x(const Tensor& x, Upsampling mode) {
+  return mode == Upsampling::Bilinear ? upsample_bilinear2x(x) : upsample_nearest2x(x);
+}
+
 // Masks carry no gradient: each group's N×1×H×W mask is upsampled on its own.
 Mask upsample_nearest2x(const Mask& m) {
   Mask out;
@@ -75,7 +94,7 @@ Tensor channel_view(const Tensor& t, int64_t n, int64_t c0, int64_t count) {
 
 }  // namespace
 
-Tensor upsample_concat(const Tensor& low, const Tensor& skip) {
+Tensor upsample_concat(const Tensor& low, const Tensor& skip, Upsampling mode) {
   const char* op = "upsample_concat";
   check_grad_mode_off(op);
   check_nchw(op, low);
@@ -94,7 +113,10 @@ Tensor upsample_concat(const Tensor& low, const Tensor& skip) {
   // Image by image, the upsampled channels are one contiguous block of y.
   for (int64_t n = 0; n < N; ++n) {
     Tensor part = channel_view(y, n, 0, C_low);
-    be.upsample_nearest2x(channel_view(low, n, 0, C_low), part);
+    if (mode == Upsampling::Bilinear)
+      be.upsample_bilinear2x(channel_view(low, n, 0, C_low), part);
+    else
+      be.upsample_nearest2x(channel_view(low, n, 0, C_low), part);
   }
   be.copy_into_slice(skip, y, 1, C_low);
   return y;
