@@ -259,6 +259,39 @@ TEST_CASE("serve_iopaint: Socket.IO long-polling connects and carries progress; 
   CHECK(unknown->status == 400);
 }
 
+TEST_CASE("serve_iopaint: a cross-origin Socket.IO poll answered by an event carries the CORS headers") {
+  // IOPaint's web app run by Vite (npm run dev, VITE_BACKEND) polls from another origin: a held
+  // poll answered when an event comes must say Access-Control-Allow-Origin as the others do,
+  // or the browser drops it and the client reconnects, losing the events.
+  serve::AccessSettings access;
+  access.allowed_origins = {"http://127.0.0.1:5173"};
+  testing::RunningServer server(std::make_unique<serve::InpaintServer>(
+      painter(1), serve::model_json("first", tiny(), "cpu"), serve::ServerSettings{}, access));
+  httplib::Client client = server.client();
+  const httplib::Headers origin = {{"Origin", "http://127.0.0.1:5173"}};
+  auto open = client.Get("/socket.io/?EIO=4&transport=polling&t=abc", origin);
+  REQUIRE(open);
+  CHECK(open->get_header_value("Access-Control-Allow-Origin") == "http://127.0.0.1:5173");
+  const std::string poll = "/socket.io/?EIO=4&transport=polling&sid=" + json::parse(open->body.substr(1))["sid"].get<std::string>();
+  REQUIRE(client.Post(poll, origin, "40", "text/plain;charset=UTF-8"));
+  auto ack = client.Get(poll, origin);  // the "40" ack, answered at once
+  REQUIRE(ack);
+  CHECK(ack->get_header_value("Access-Control-Allow-Origin") == "http://127.0.0.1:5173");
+  auto held = std::async(std::launch::async, [&] { return server.client().Get(poll, origin); });
+  std::this_thread::sleep_for(200ms);
+  const std::string body = json{{"image", base64_encode(encode_png(testing::random_image(8, 8, 1)))},
+                                {"mask", base64_encode(encode_png(mask_image(8, 8, {{3, 3}})))}}
+                               .dump();
+  REQUIRE(client.Post("/api/v1/inpaint", origin, body, "application/json")->status == 200);
+  auto got = held.get();
+  REQUIRE(got);
+  CAPTURE(got->body);
+  CHECK(got->body.find("diffusion_progress") != std::string::npos);
+  CHECK(got->get_header_value("Access-Control-Allow-Origin") == "http://127.0.0.1:5173");
+  CHECK(got->get_header_value("Content-Type") == "text/plain; charset=UTF-8");
+  CHECK(got->get_header_value_count("Access-Control-Allow-Origin") == 1);
+}
+
 TEST_CASE("serve_iopaint: request replays of IOPaint's web app, Krita's and darktable's plugins") {
   Server server;
   httplib::Client client = server.client();

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cerrno>
@@ -317,6 +318,14 @@ void Server::Impl::loop() {
     for (auto& [id, c] : connections) {
       if (c.phase == Phase::Waiting) {
         std::optional<Response> r = c.waiting.ready();
+        if (r) {
+          // The answer stands in for the held one: it keeps the held one's headers (CORS's
+          // Access-Control-Allow-Origin, without which a browser drops a cross-origin poll's events).
+          for (const auto& h : c.waiting.headers)
+            if (std::none_of(r->headers.begin(), r->headers.end(),
+                             [&](const auto& own) { return lower(own.first) == lower(h.first); }))
+              r->headers.push_back(h);
+        }
         if (!r && (now >= c.waiting.until || stop_by)) r = std::move(c.waiting), r->ready = nullptr;
         if (r) respond(c, std::move(*r));
         else any_waiting = true;

@@ -44,7 +44,8 @@ struct Response {
   std::vector<std::pair<std::string, std::string>> headers;
   bool close = false;  // close the connection after this answer
   // A long poll: when set, the answer is sent once `ready()` returns one (asked every 100 ms
-  // and after each wake()) or, at `until`, this response as it is.
+  // and after each wake()), with this response's headers added, or, at `until`, this response
+  // as it is.
   std::function<std::optional<Response>()> ready;
   Clock::time_point until{};
 };
