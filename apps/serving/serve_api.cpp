@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <random>
 
 #include "apps/serving/base64.h"
 #include "apps/serving/multipart.h"
@@ -86,6 +87,10 @@ InpaintRequest parse_fields(const json& body, const std::string& image_bytes, co
   r.hd.crop_trigger_size = integer_option(body, "hd_strategy_crop_trigger_size", r.hd.crop_trigger_size, 1);
   r.hd.resize_limit = integer_option(body, "hd_strategy_resize_limit", r.hd.resize_limit, 1);
   r.seed = integer_option(body, "sd_seed", 42, -1, int64_t(1) << 53);
+  if (r.seed == -1) {  // IOPaint's "random": it draws one in 1..99999999 and answers it in X-Seed
+    thread_local std::mt19937 draw{std::random_device{}()};
+    r.seed = std::uniform_int_distribution<int64_t>(1, 99999999)(draw);
+  }
 
   // Both headers first: nothing is decoded before the memory for it is granted.
   const ImageHeader image_header = header_of(image_bytes, "image", limits);

@@ -55,7 +55,7 @@ struct InpaintRequest {
   ImageFormat format = ImageFormat::Png;
   bool lossless = true;
   std::string icc, exif;
-  int64_t seed = 42;  // sd_seed, echoed in X-Seed as IOPaint does (pconv's model uses none)
+  int64_t seed = 42;  // sd_seed, echoed in X-Seed as IOPaint does (-1: a random 1..99999999; pconv's model uses none)
 };
 
 // Parses and checks POST /api/v1/inpaint's JSON body. `image` and `mask` are base64 with or
