@@ -91,7 +91,7 @@ TEST_CASE("image_meta: a JPEG's EXIF orientation 1-8 is applied, in both byte or
     }
 }
 
-TEST_CASE("image_meta: orientation from PNG's eXIf and WebP's EXIF; alpha turns with the pixels") {
+TEST_CASE("image_meta: orientation from PNG's eXIf; alpha turns with the pixels") {
   ImageU8 img = quadrants();
   img.alpha.assign(size_t(24 * 16), 255);
   img.alpha[0] = 7;  // stored top-left
@@ -105,7 +105,15 @@ TEST_CASE("image_meta: orientation from PNG's eXIf and WebP's EXIF; alpha turns 
     const Corner tl = kPlacement[orientation].tl;
     const int x = (tl == TR || tl == BR) ? d.image.width - 1 : 0, y = (tl == BL || tl == BR) ? d.image.height - 1 : 0;
     CHECK(int(d.image.alpha[size_t(y * d.image.width + x)]) == 7);
-    if (webp_available()) check_shown(decode_image(encode_image(quadrants(), ImageFormat::Webp, 100, true, "", meta.exif), "p.webp").image, orientation);
+  }
+}
+
+TEST_CASE("image_meta: orientation from WebP's EXIF (needs libwebp)" * doctest::skip(!webp_available())) {
+  for (int orientation : {3, 6, 8}) {
+    CAPTURE(orientation);
+    const std::string exif = exif_tiff(orientation, orientation == 6);
+    check_shown(decode_image(encode_image(quadrants(), ImageFormat::Webp, 100, true, "", exif), "p.webp").image,
+                orientation);
   }
 }
 
@@ -129,13 +137,14 @@ TEST_CASE("image_meta: hostile EXIF blocks read as orientation 1") {
   CHECK(read_jpeg_metadata(bad).orientation == 1);
 }
 
-TEST_CASE("image_meta: ICC profiles and EXIF carried into JPEG, PNG and WebP answers") {
+namespace {
+
+void check_metadata_carried(ImageFormat f) {
   std::string icc(70000, '\0');  // over one JPEG segment: two APP2 chunks
   for (size_t i = 0; i < icc.size(); ++i) icc[i] = char((i * 31 + 7) & 255);
   const std::string exif = exif_tiff(1, false);
   const ImageU8 img = testing::random_image(10, 7, 3);
-  for (ImageFormat f : {ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Webp}) {
-    if (f == ImageFormat::Webp && !webp_available()) continue;
+  {
     CAPTURE(image_format_name(f));
     const std::string bytes = encode_image(img, f, 100, true, icc, exif);
     const DecodedImage d = decode_image(bytes, "answer");
@@ -149,6 +158,19 @@ TEST_CASE("image_meta: ICC profiles and EXIF carried into JPEG, PNG and WebP ans
     CHECK(bare.icc.empty());
     CHECK(bare.exif.empty());
   }
+}
+
+}  // namespace
+
+TEST_CASE("image_meta: ICC profiles and EXIF carried into WebP answers (needs libwebp)" *
+          doctest::skip(!webp_available())) {
+  check_metadata_carried(ImageFormat::Webp);
+}
+
+TEST_CASE("image_meta: ICC profiles and EXIF carried into JPEG and PNG answers") {
+  check_metadata_carried(ImageFormat::Jpeg);
+  check_metadata_carried(ImageFormat::Png);
+  const ImageU8 img = testing::random_image(10, 7, 3);
   CHECK_THROWS_WITH_AS(encode_image(img, ImageFormat::Gif), "encode_image: cannot write gif (png, jpeg or webp)", Error);
   CHECK_THROWS_WITH_AS(encode_image(img, ImageFormat::Jpeg, 0), "encode_image: quality 0 is outside 1..100", Error);
 }
