@@ -62,6 +62,14 @@ struct RunFiles {
   std::string dir, model, image, mask;
   ImageU8 img;
 };
+// A safetensors file's header length: its first 8 bytes, little-endian.
+uint64_t header_length(const std::string& file) {
+  REQUIRE(file.size() >= 8);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = n << 8 | uint8_t(file[size_t(i)]);
+  return n;
+}
+
 RunFiles run_files(const std::string& name) {
   RunFiles f;
   f.dir = testing::scratch_dir(name);
@@ -213,7 +221,7 @@ TEST_CASE("run: load_model refuses missing, corrupt, truncated and foreign files
     CHECK(msg.find(needle) != std::string::npos);
     CHECK(msg.find('\n') == std::string::npos);
   };
-  check_error(dir + "/missing.safetensors", "");
+  check_error(dir + "/missing.safetensors", "no such file");
   write_bytes(dir + "/truncated.safetensors", bytes.substr(0, bytes.size() / 2));
   check_error(dir + "/truncated.safetensors", "past the end of the data");
   write_bytes(dir + "/header.safetensors", bytes.substr(0, 5));
@@ -356,15 +364,17 @@ TEST_CASE("run: inpaint-run refuses bad inputs in one line and writes nothing") 
   auto nothing_written = [&] { CHECK_FALSE(fs::exists(out)); };
 
   check_one_line_error(run_app("inpaint-run", run_args(with_model(f, f.dir + "/nope.safetensors"), out), f.dir),
-                       "nope.safetensors: ");
+                       "nope.safetensors: no such file");
   nothing_written();
   write_bytes(f.dir + "/garbage.safetensors", "not a checkpoint at all, just text");
   check_one_line_error(run_app("inpaint-run", run_args(with_model(f, f.dir + "/garbage.safetensors"), out), f.dir),
-                       "garbage.safetensors: ");
+                       "garbage.safetensors: header length 7521891404167278446 is over the 100 MB limit (not a "
+                       "safetensors file?)");
   const std::string ckpt = read_bytes(f.model);
   write_bytes(f.dir + "/short.safetensors", ckpt.substr(0, ckpt.size() - 100));
   check_one_line_error(run_app("inpaint-run", run_args(with_model(f, f.dir + "/short.safetensors"), out), f.dir),
-                       "short.safetensors: ");
+                       "past the end of the data (" + std::to_string(ckpt.size() - 100 - 8 - header_length(ckpt)) +
+                           " bytes; truncated file?)");
   nothing_written();
 
   RunFiles g = f;
@@ -373,7 +383,8 @@ TEST_CASE("run: inpaint-run refuses bad inputs in one line and writes nothing") 
   const std::string png = read_bytes(f.image);
   write_bytes(f.dir + "/truncated.png", png.substr(0, png.size() / 2));
   g.image = f.dir + "/truncated.png";
-  check_one_line_error(run_app("inpaint-run", run_args(g, out), f.dir), "truncated.png: ");
+  check_one_line_error(run_app("inpaint-run", run_args(g, out), f.dir),
+                       "truncated.png: not a readable image (stb: Corrupt PNG)");
   write_bytes(f.dir + "/corrupt.png", "\x89PNG\r\n\x1a\n garbage garbage garbage");
   g.image = f.dir + "/corrupt.png";
   check_one_line_error(run_app("inpaint-run", run_args(g, out), f.dir), "corrupt.png: not a readable image");
