@@ -54,6 +54,10 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingDirectory);
   app.add_option("--model-dir", o.model_dir, "folder of .safetensors models that clients may switch to by name")
       ->check(CLI::ExistingDirectory);
+  app.add_option("--web-app", o.iopaint.web_app,
+                 "serve this built web app at / instead of pconv's page: IOPaint's web_app/dist (its index.html "
+                 "and assets; the API stays at /api/v1)")
+      ->check(CLI::ExistingDirectory);
 
   return cli::run(app, argc, argv, [&] { serve::run_server(o); });
 }

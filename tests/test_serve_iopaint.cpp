@@ -292,6 +292,65 @@ TEST_CASE("serve_iopaint: a cross-origin Socket.IO poll answered by an event car
   CHECK(got->get_header_value_count("Access-Control-Allow-Origin") == 1);
 }
 
+TEST_CASE("serve_iopaint: --web-app serves a built web app at / beside the API, nothing outside its folder") {
+  // IOPaint serves its built web_app at / (StaticFiles); the production build calls a relative
+  // /api/v1 and opens Socket.IO on the same origin, so the same server must serve both.
+  const std::string dir = testing::scratch_dir("serve_iopaint_web_app");
+  std::filesystem::create_directories(dir + "/dist/assets");
+  testing::write_bytes(dir + "/dist/index.html", "<!doctype html><title>IOPaint</title>");
+  testing::write_bytes(dir + "/dist/assets/index-abc.js", "console.log(1)");
+  testing::write_bytes(dir + "/dist/assets/index-abc.css", "body{}");
+  testing::write_bytes(dir + "/dist/favicon.ico", "ico");
+  testing::write_bytes(dir + "/secret.txt", "outside");
+  std::filesystem::remove(dir + "/dist/assets/link.txt");
+  std::filesystem::create_symlink(dir + "/secret.txt", dir + "/dist/assets/link.txt");
+  const std::string root = dir + "/dist";
+
+  // The pure answer: files by path, "/" and "…/" as index.html, nothing else.
+  CHECK(serve::web_app_answer(root, "/").body == "<!doctype html><title>IOPaint</title>");
+  CHECK(serve::web_app_answer(root, "/").content_type == "text/html; charset=utf-8");
+  CHECK(serve::web_app_answer(root, "/assets/index-abc.js").content_type == "text/javascript; charset=utf-8");
+  CHECK(serve::web_app_answer(root, "/assets/index%2Dabc.css").content_type == "text/css; charset=utf-8");
+  for (const char* bad : {"/../secret.txt", "/assets/../../secret.txt", "/assets/%2e%2e/%2e%2e/secret.txt",
+                          "/assets/..%2f..%2fsecret.txt", "/assets/link.txt", "/assets", "/nope.js", "//etc/passwd",
+                          "/assets/%00.js", "/assets\\..\\..\\secret.txt", "assets/index-abc.js"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(serve::web_app_answer(root, bad), serve::ApiError);
+  }
+
+  serve::IopaintSettings settings;
+  settings.web_app = root;
+  Server server(settings);
+  httplib::Client client = server.client();
+  auto page = client.Get("/");
+  REQUIRE(page);
+  CHECK(page->status == 200);
+  CHECK(page->body == "<!doctype html><title>IOPaint</title>");  // the web app, not pconv's page
+  auto js = client.Get("/assets/index-abc.js");
+  REQUIRE(js);
+  CHECK(js->status == 200);
+  CHECK(js->get_header_value("Content-Type") == "text/javascript; charset=utf-8");
+  CHECK(js->get_header_value("X-Content-Type-Options") == "nosniff");
+  CHECK(client.Get("/favicon.ico")->body == "ico");
+  auto head = client.Head("/assets/index-abc.css");
+  REQUIRE(head);
+  CHECK(head->status == 200);
+  CHECK(head->body.empty());
+  CHECK(client.Get("/assets/missing.js")->status == 404);
+  CHECK(client.Get("/assets/link.txt")->status == 404);
+  CHECK(client.Post("/", "x", "text/plain")->status == 405);
+  // The API and Socket.IO are as without it.
+  auto model = client.Get("/api/v1/model");
+  REQUIRE(model);
+  CHECK(json::parse(model->body)["name"] == "first");
+  CHECK(client.Get("/api/v1/nope")->status == 404);
+  CHECK(client.Get("/socket.io/?EIO=4&transport=polling")->body.rfind("0{", 0) == 0);
+  // Other hosts are refused as for the API (DNS rebinding).
+  auto rebound = client.Get("/", {{"Host", "evil.example:8080"}});
+  REQUIRE(rebound);
+  CHECK(rebound->status == 403);
+}
+
 TEST_CASE("serve_iopaint: request replays of IOPaint's web app, Krita's and darktable's plugins") {
   Server server;
   httplib::Client client = server.client();

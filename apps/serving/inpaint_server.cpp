@@ -107,6 +107,11 @@ struct InpaintServer::Impl {
       : settings(s), access(std::move(a)), iopaint(std::move(io)), budget(s.memory_budget_bytes), queue(s.queue),
         inpainter(std::move(i)), model(std::move(m)) {}
 
+  // With --web-app, GETs outside /api/ and /socket.io/ (the page and favicon too) are its files.
+  bool serves_web_app(const http::Request& r) const {
+    return !iopaint.web_app.empty() && (r.method == "GET" || r.method == "HEAD") && r.path.rfind("/api/", 0) != 0 &&
+           r.path.rfind("/socket.io/", 0) != 0;
+  }
   json current_model() {
     std::lock_guard<std::mutex> lock(model_mutex);
     return model;
@@ -136,14 +141,15 @@ std::optional<http::Response> InpaintServer::Impl::check(http::Request& r) {
   if (r.method == "OPTIONS") return preflight(access, r);
   if (auto refusal = check_access(access, r)) return refusal;
   const Route* route = find_route(r);
-  if (!route) {
+  if (!route && !serves_web_app(r)) {
     if (path_known(r.path)) return error_response(405, "method " + r.method + " is not allowed on " + r.path);
     return error_response(404, "no such endpoint: " + r.method + " " + r.path);
   }
+  const Body body = route ? route->body : Body::None;
   const std::string type = media_type(r);
-  const bool json_ok = route->body == Body::Json || route->body == Body::JsonOrMultipart;
-  const bool multipart_ok = route->body == Body::Multipart || route->body == Body::JsonOrMultipart;
-  if (route->body != Body::None && !(json_ok && type == "application/json") &&
+  const bool json_ok = body == Body::Json || body == Body::JsonOrMultipart;
+  const bool multipart_ok = body == Body::Multipart || body == Body::JsonOrMultipart;
+  if (body != Body::None && !(json_ok && type == "application/json") &&
       !(multipart_ok && type == "multipart/form-data"))
     return error_response(415, r.path + " takes " +
                                    (json_ok && multipart_ok ? "application/json or multipart/form-data"
@@ -170,7 +176,9 @@ http::Response InpaintServer::Impl::handle(http::Request& r) {
   try {
     const Route* route = find_route(r);
     const std::string path = route ? route->path : "";
-    if (path == "/") {
+    if (serves_web_app(r)) {
+      answer = web_app_answer(iopaint.web_app, r.path);
+    } else if (path == "/") {
       answer.content_type = "text/html; charset=utf-8";
       answer.body = kPageHtml;
     } else if (path == "/favicon.ico") {
@@ -344,9 +352,9 @@ InpaintServer::InpaintServer(Inpainter inpainter, json model, ServerSettings set
   h.error = [](int status, const std::string& message) { return error_response(status, message); };
   s.http = std::make_unique<http::Server>(
       h, [&s](http::Request& r) { return s.check(r); }, [&s](http::Request& r) { return s.handle(r); },
-      [](const http::Request& r) {
+      [&s](const http::Request& r) {
         const Route* route = find_route(r);
-        return route && route->heavy;
+        return (route && route->heavy) || s.serves_web_app(r);  // the web app's files are read from disk
       });
   http::Server* server = s.http.get();
   s.socket_io = std::make_unique<SocketIo>([server] { server->wake(); });

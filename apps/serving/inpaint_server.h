@@ -4,7 +4,7 @@
 // refusals) are answered on the I/O thread; heavy ones (decoding, encoding) on worker threads;
 // one more thread runs the model, fed by a bounded JobQueue, so the server keeps answering
 // while the model runs. Requests hold their bodies and images against a memory budget.
-// Only --input (read) and --output-dir (save_image) touch files.
+// Only --input and --web-app (read) and --output-dir (save_image) touch files.
 #include <memory>
 #include <string>
 

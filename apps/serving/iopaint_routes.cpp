@@ -131,6 +131,26 @@ std::string read_prefix(const std::string& path, size_t most) {
   return bytes;
 }
 
+// A web app's file types (what Vite's build and IOPaint's web_app/dist hold, and a few more).
+std::string web_content_type(const std::filesystem::path& file) {
+  std::string ext = file.extension().string();
+  for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
+  static const std::pair<const char*, const char*> kTypes[] = {
+      {".html", "text/html; charset=utf-8"},  {".js", "text/javascript; charset=utf-8"},
+      {".mjs", "text/javascript; charset=utf-8"}, {".css", "text/css; charset=utf-8"},
+      {".json", "application/json"},        {".map", "application/json"},
+      {".webmanifest", "application/manifest+json"}, {".txt", "text/plain; charset=utf-8"},
+      {".svg", "image/svg+xml"},            {".png", "image/png"},
+      {".jpg", "image/jpeg"},               {".jpeg", "image/jpeg"},
+      {".webp", "image/webp"},              {".gif", "image/gif"},
+      {".ico", "image/x-icon"},             {".woff", "font/woff"},
+      {".woff2", "font/woff2"},             {".ttf", "font/ttf"},
+      {".wasm", "application/wasm"}};
+  for (const auto& [e, type] : kTypes)
+    if (ext == e) return type;
+  return "application/octet-stream";
+}
+
 }  // namespace
 
 std::string query_param(const std::string& query, const std::string& name) {
@@ -294,6 +314,46 @@ http::Response medias_answer(const IopaintSettings& settings, const std::string&
                     {"mtime", double(st.st_mtim.tv_sec) + st.st_mtim.tv_nsec * 1e-9}});
   }
   return bytes_answer(list.dump(), "application/json");
+}
+
+http::Response web_app_answer(const std::string& root, const std::string& path) {
+  namespace fs = std::filesystem;
+  const auto not_found = [&] { return ApiError(404, "no such file in the web app: " + path); };
+  // %XX decoded ('+' is a plus in a path); no NUL, backslash, "." or ".." segment.
+  std::string decoded;
+  for (size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '%' && i + 2 < path.size() && std::isxdigit(static_cast<unsigned char>(path[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(path[i + 2]))) {
+      decoded += char(std::stoi(path.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      decoded += path[i];
+    }
+  }
+  if (decoded.empty() || decoded[0] != '/' || decoded.find_first_of(std::string("\\\0", 2)) != std::string::npos)
+    throw not_found();
+  if (decoded.back() == '/') decoded += "index.html";
+  fs::path relative;
+  size_t at = 1;
+  while (at <= decoded.size()) {
+    const size_t end = std::min(decoded.find('/', at), decoded.size());
+    const std::string segment = decoded.substr(at, end - at);
+    if (segment.empty() || segment == "." || segment == "..") throw not_found();
+    relative /= segment;
+    at = end + 1;
+  }
+  std::error_code ec;
+  const fs::path base = fs::canonical(root, ec);
+  if (ec) throw not_found();
+  const fs::path file = fs::canonical(base / relative, ec);
+  if (ec || !fs::is_regular_file(file, ec)) throw not_found();
+  // Inside the folder once symlinks are resolved.
+  if (std::mismatch(base.begin(), base.end(), file.begin(), file.end()).first != base.end()) throw not_found();
+  const uintmax_t size = fs::file_size(file, ec);
+  if (ec || size > (uintmax_t(64) << 20)) throw not_found();
+  http::Response r = bytes_answer(read_prefix(file.string(), size_t(size)), web_content_type(file));
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  return r;
 }
 
 http::Response media_file_answer(const IopaintSettings& settings, const std::string& query, const Limits& limits) {

@@ -24,6 +24,7 @@ struct LoadedModel {
 struct IopaintSettings {
   std::string input;       // --input: a photo (GET /api/v1/inputimage) or a folder
   std::string output_dir;  // --output-dir: where POST /api/v1/save_image writes
+  std::string web_app;     // --web-app: a built web app (IOPaint's web_app/dist) served at /
   std::vector<ModelChoice> models;                     // POST /api/v1/model may switch to these
   std::function<LoadedModel(const ModelChoice&)> load;  // run on the model's thread
 };
@@ -48,6 +49,11 @@ http::Response save_image_answer(const std::string& output_dir, const std::strin
 // is: the browser scales it). Names are single path components within the tab's folder.
 http::Response medias_answer(const IopaintSettings& settings, const std::string& query);
 http::Response media_file_answer(const IopaintSettings& settings, const std::string& query, const Limits& limits);
+
+// GET of a file of the built web app in `root` (--web-app; IOPaint's web_app/dist, which IOPaint
+// serves at / as StaticFiles): "/" and a path ending in "/" are its index.html; the path,
+// %XX-decoded, must name a regular file inside `root` with symlinks resolved, or it is 404.
+http::Response web_app_answer(const std::string& root, const std::string& path);
 
 // The value of `name` in a query string ("a=1&b=2"), %XX and '+' decoded; "" when absent.
 std::string query_param(const std::string& query, const std::string& name);

@@ -79,7 +79,9 @@ void run_server(RunServerOptions options) {
   const std::string shown_host = host == "0.0.0.0" ? "localhost" : host;
   cli::progress("inpaint-serve: " + net->config().describe() + " from " + model + " on " + device_name);
   cli::progress("inpaint-serve: open http://" + shown_host + ":" + std::to_string(bound) + "/" +
-                (access.api_key.empty() ? "" : "#key=<your --api-key>") + " (API: POST /api/v1/inpaint); Ctrl-C stops");
+                (access.api_key.empty() || !iopaint.web_app.empty() ? "" : "#key=<your --api-key>") +
+                (iopaint.web_app.empty() ? "" : " (the web app in " + iopaint.web_app + ")") +
+                " (API: POST /api/v1/inpaint); Ctrl-C stops");
   if (!is_loopback_host(host) && access.api_key.empty())
     cli::progress("inpaint-serve: warning: listening on " + host + " without --api-key: anyone who can reach it "
                   "can use it");
