@@ -47,16 +47,30 @@ int main(int argc, char** argv) {
   return cli::run(app, argc, argv, [&] {
     const MaskHoles convention = parse_mask_holes(holes);
     if (!csv.empty() && !per_image_csv.empty()) cli::check_not_input(per_image_csv, csv, "the --csv file");
-    if (!csv.empty()) cli::check_can_write(csv, force);
-    if (!per_image_csv.empty()) cli::check_can_write(per_image_csv, force);
     if (images.empty() && results.empty())
       cli::fail("give --results and --gt, or --images (with the bundled model or --model)");
     const Device device = cli::parse_device(device_name);
     // With --model the images are their own ground truth; only the mask pairing matters.
     const auto files = images.empty() ? match_eval_files(results, gt, masks) : match_eval_files(images, images, masks);
+    if (!images.empty()) model = bundled::resolve_model(model, "inpaint-eval");
+    // Neither CSV may be a file this run reads (the model, a result, a truth, a mask), however
+    // it is spelled, --force or not: checked before anything is read or written.
+    for (const std::string* out : {&csv, &per_image_csv}) {
+      if (out->empty()) continue;
+      if (!images.empty()) cli::check_not_input(*out, model, "the --model file");
+      for (const EvalFiles& f : files) {
+        if (images.empty()) {
+          cli::check_not_input(*out, f.result, "a result image");
+          cli::check_not_input(*out, f.gt, "a ground-truth image");
+        } else {
+          cli::check_not_input(*out, f.gt, "an --images image");
+        }
+        cli::check_not_input(*out, f.mask, "a mask");
+      }
+      cli::check_can_write(*out, force);
+    }
     std::unique_ptr<PConvUNet> net;
     if (!images.empty()) {
-      model = bundled::resolve_model(model, "inpaint-eval");
       net = inference::load_model(model, device);
       cli::progress("inpaint-eval: " + net->config().describe() + " from " + model);
     }

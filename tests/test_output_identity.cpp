@@ -105,4 +105,36 @@ TEST_CASE("output identity: inpaint-export, inpaint-import and inpaint-run never
                                                    " --per-image-csv " + quote(dir + "/side/../t.csv"),
                                dir),
                        "is the --csv file");
+
+  // inpaint-eval's CSVs over the files it reads: a truth, a mask, a result, the model.
+  for (const char* sub : {"res", "gt", "m"}) fs::create_directories(dir + "/eval/" + sub);
+  save_image(dir + "/eval/res/a.png", testing::random_image(16, 16, 2));
+  save_image(dir + "/eval/gt/a.png", testing::random_image(16, 16, 1));
+  save_mask(dir + "/eval/m/a.png", mask);
+  const std::string truth = read_bytes(dir + "/eval/gt/a.png"), mask_bytes = read_bytes(dir + "/eval/m/a.png");
+  const std::string folders = "--results " + quote(dir + "/eval/res") + " --gt " + quote(dir + "/eval/gt") +
+                              " --masks " + quote(dir + "/eval/m") + " --force ";
+  for (const std::string& out : other_names(dir + "/eval/links", dir + "/eval/gt/a.png")) {
+    CAPTURE(out);
+    check_one_line_error(run_app("inpaint-eval", folders + "--csv " + quote(out), dir), "is a ground-truth image");
+    check_one_line_error(run_app("inpaint-eval", folders + "--per-image-csv " + quote(out), dir),
+                         "is a ground-truth image");
+  }
+  check_one_line_error(run_app("inpaint-eval", folders + "--csv " + quote(dir + "/eval/m/../m/a.png"), dir), "is a mask");
+  check_one_line_error(run_app("inpaint-eval", folders + "--csv " + quote(dir + "/eval/res/a.png"), dir),
+                       "is a result image");
+  CHECK(read_bytes(dir + "/eval/gt/a.png") == truth);
+  CHECK(read_bytes(dir + "/eval/m/a.png") == mask_bytes);
+  fs::create_hard_link(ckpt, dir + "/eval/model-hard.csv");
+  check_one_line_error(run_app("inpaint-eval", "--images " + quote(dir + "/eval/gt") + " --masks " +
+                                                   quote(dir + "/eval/m") + " --model " + quote(ckpt) +
+                                                   " --per-image-csv " + quote(dir + "/eval/model-hard.csv") + " --force",
+                               dir),
+                       "is the --model file");
+  CHECK(read_bytes(ckpt) == before);
+  // A CSV beside them, not one of them, is written.
+  const testing::AppRun ok = run_app("inpaint-eval", folders + "--csv " + quote(dir + "/eval/t.csv"), dir);
+  CAPTURE(ok.err);
+  CHECK(ok.status == 0);
+  CHECK(read_bytes(dir + "/eval/t.csv").rfind("bucket,", 0) == 0);
 }
