@@ -60,9 +60,12 @@ TEST_CASE("bf16 rounding: nearest even, denormals to zero, NaN and infinity kept
   CHECK(std::signbit(round_to_bf16(-std::numeric_limits<float>::denorm_min())));
 }
 
-TEST_CASE("bf16 precision: refused without AVX512-BF16, F32 by default") {
+TEST_CASE("bf16 precision: F32 by default") { CHECK(cpu_dot_precision() == CpuDotPrecision::F32); }
+
+TEST_CASE("bf16 precision: refused on a CPU without AVX512-BF16 (needs a CPU without AVX512-BF16)" *
+          doctest::skip(cpu_has_bf16_dot())) {
+  CHECK_THROWS_WITH_AS(set_cpu_dot_precision(CpuDotPrecision::BF16), doctest::Contains("AVX512-BF16"), Error);
   CHECK(cpu_dot_precision() == CpuDotPrecision::F32);
-  if (!cpu_has_bf16_dot()) CHECK_THROWS_AS(set_cpu_dot_precision(CpuDotPrecision::BF16), Error);
 }
 
 TEST_CASE("gemm_bf16: f64 products of the bf16-rounded operands, summed in f32 (needs AVX512-BF16)" * kNeedsBf16) {
