@@ -316,7 +316,7 @@ TEST_CASE("serve_http: JSON routes refuse other bodies (415); other origins, hos
   REQUIRE(r);
   CHECK(r->status == 200);
   CHECK(r->get_header_value("Access-Control-Allow-Origin") == "http://localhost:5173");
-  CHECK(r->get_header_value("Access-Control-Expose-Headers") == "X-Seed");
+  CHECK(r->get_header_value("Access-Control-Expose-Headers") == "X-Seed, Content-Disposition");
   // The page itself (same origin) passes.
   r = client.Post("/api/v1/inpaint", httplib::Headers{{"Origin", "http://127.0.0.1:" + std::to_string(server.port)}},
                   good, "application/json");

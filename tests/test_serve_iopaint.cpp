@@ -142,6 +142,9 @@ TEST_CASE("serve_iopaint: inputimage, save_image and the file manager with --inp
     REQUIRE(r);
     CHECK(r->get_header_value("Content-Type") == "image/png");
     CHECK(r->body == testing::read_bytes(dir + "/in/photo.png"));
+    // IOPaint's web app takes the name after "filename=" up to a ';' (quotes kept) and saves
+    // under it: unquoted, so that it saves photo.png, not "inputImage".
+    CHECK(r->get_header_value("Content-Disposition") == "inline; filename=photo.png");
     // Only the base name is used: nothing is written outside --output-dir.
     httplib::MultipartFormDataItems form = {{"file", "result bytes", "../../escape.png", "image/png"}};
     auto s = client.Post("/api/v1/save_image", form);
@@ -172,6 +175,7 @@ TEST_CASE("serve_iopaint: inputimage, save_image and the file manager with --inp
   REQUIRE(file);
   CHECK(file->status == 200);
   CHECK(file->body == testing::read_bytes(dir + "/in/two words.jpg"));
+  CHECK_FALSE(file->has_header("Content-Disposition"));  // a space: not a token, so no name
   auto escape = client.Get("/api/v1/media_file?tab=input&filename=..%2Fin%2Fphoto.png");
   REQUIRE(escape);
   CHECK(escape->status == 422);

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cmath>
 #include <fstream>
+#include <string_view>
 
 #include "apps/serving/base64.h"
 #include "apps/serving/multipart.h"
@@ -264,7 +265,17 @@ http::Response input_image_answer(const std::string& input, const Limits& limits
   std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   if (!f.good() && !f.eof()) throw ApiError(500, "cannot read the input image");
   const ImageFormat format = sniff_image_format(bytes);
-  return bytes_answer(std::move(bytes), std::string("image/") + image_format_name(format));
+  http::Response r = bytes_answer(std::move(bytes), std::string("image/") + image_format_name(format));
+  // IOPaint's web app names the photo it opens from this header's `filename=` up to a ';', quotes
+  // and all, and saves the result under that name: so the name goes unquoted when it is an HTTP
+  // token, and is left out otherwise (the app then says "inputImage", as with IOPaint's answer,
+  // which has no such header).
+  const std::string name = std::filesystem::path(input).filename().string();
+  const bool token = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("!#$&+-.^_`|~").find(c) != std::string_view::npos;
+  });
+  if (token) r.headers.emplace_back("Content-Disposition", "inline; filename=" + name);
+  return r;
 }
 
 http::Response save_image_answer(const std::string& output_dir, const std::string& content_type,

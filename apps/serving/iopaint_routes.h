@@ -38,7 +38,8 @@ nlohmann::json samplers_json();
 // POST /api/v1/gen-info (multipart `file`): the prompt in a PNG's "parameters" text, as
 // IOPaint reads it; empty for pconv's own images.
 http::Response gen_info_answer(const std::string& content_type, const std::string& body);
-// GET /api/v1/inputimage: the --input file as it is, IOPaint's 200-with-error when none.
+// GET /api/v1/inputimage: the --input file as it is (Content-Disposition naming it when its name
+// is an HTTP token), IOPaint's 200-with-error when none.
 http::Response input_image_answer(const std::string& input, const Limits& limits);
 // POST /api/v1/save_image (multipart `file`): written atomically as output_dir/<basename>.
 http::Response save_image_answer(const std::string& output_dir, const std::string& content_type,

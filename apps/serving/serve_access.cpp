@@ -92,7 +92,7 @@ void add_cors_headers(const AccessSettings& s, const http::Request& r, http::Res
   if (!origin || same_origin(r, *origin) || !origin_allowed(s, *origin)) return;
   response.headers.emplace_back("Access-Control-Allow-Origin", *origin);
   response.headers.emplace_back("Access-Control-Allow-Credentials", "true");
-  response.headers.emplace_back("Access-Control-Expose-Headers", "X-Seed");
+  response.headers.emplace_back("Access-Control-Expose-Headers", "X-Seed, Content-Disposition");
   response.headers.emplace_back("Vary", "Origin");
 }
 
