@@ -11,7 +11,9 @@
 //   (JPEG, re-encoded at quality 100) within a few levels outside it;
 //   a second stroke on the result (the app re-sends its last render labelled with the file's type);
 //   undo/redo; the model switched in Settings; the file manager lists --input and opens a photo;
-//   saving (ctrl+s with enableAutoSaving) writes the result into --output-dir.
+//   saving (Save Image with enableAutoSaving) writes the result into --output-dir.
+// With --input FILE instead of a folder: the app opens it at start, fills a stroke, and saves
+// the result under the file's name (and nothing else is checked).
 // Exits 1 at the first failure with the reason; screenshots of each step go to SHOTS.
 import { createRequire } from "node:module";
 import fs from "node:fs";
@@ -124,7 +126,8 @@ const canvasBox = async () => page.$$eval("canvas", (cs) => {
 
 // Paints a horizontal stroke at height FY (a fraction) and returns the /inpaint request and the
 // image the app then shows (the last blob: <img>), with the pixel comparison.
-async function strokeAndFill(what, fy, lossless) {
+// EXPECT: the answer's type, when not the one the image was sent labelled with.
+async function strokeAndFill(what, fy, lossless, expect) {
   const box = await canvasBox();
   const answer = page.waitForResponse((r) => r.url().endsWith("/api/v1/inpaint") && r.request().method() === "POST", { timeout: 120000 });
   await page.mouse.move(box.x + box.w * 0.3, box.y + box.h * fy);
@@ -146,7 +149,7 @@ async function strokeAndFill(what, fy, lossless) {
       `${c.inside} changed (mean ${c.insideMean?.toFixed(1)}), outside ${c.outside} changed (max ${c.outsideMax})`);
   if (c.w !== c.iw || c.h !== c.ih || c.holes === undefined) await fail(what + ": sizes differ: " + JSON.stringify(c));
   if (c.w !== box.cw || c.h !== box.ch) await fail(what + ": the answer is " + c.w + "×" + c.h + ", the photo " + box.cw + "×" + box.ch);
-  if (type !== sentType) await fail(what + ": sent " + sentType + ", answered " + type);
+  if (type !== (expect ?? sentType)) await fail(what + ": sent " + sentType + ", answered " + type + (expect ? ", expected " + expect : ""));
   if (c.holes < 100 || c.inside < c.holes * 0.5) await fail(what + ": the stroke's pixels did not change");
   if (lossless ? c.outside !== 0 : c.outsideMax > 8) await fail(what + ": pixels outside the stroke changed");
   await snap(what.replace(/\W+/g, "-"));
@@ -175,6 +178,33 @@ try {
   await snap("start");
   await checkErrors("start");
   say("the app starts: server-config, model, Socket.IO connected (connected_clients " + clients + ")");
+
+  // With --input FILE (IOPaint's `iopaint start --input photo.jpg`): the app opens it at start
+  // (GET /api/v1/inputimage), and saving writes the result under its name.
+  const input = await page.evaluate(async (api) => {
+    const r = await fetch(api + "/api/v1/inputimage");
+    return { status: r.status, type: r.headers.get("content-type"), name: r.headers.get("content-disposition") };
+  }, apiBase);
+  if (input.status === 200 && input.type.startsWith("image/")) {
+    const name = input.name?.split("filename=")[1]?.split(";")[0];
+    await page.waitForFunction(() => { const cs = document.querySelectorAll("canvas"); return cs.length && cs[cs.length - 1].width > 0; }, { timeout: 20000 });
+    await sleep(500);
+    const box = await canvasBox();
+    say("--input FILE: the app opened " + name + " (" + input.type + ") at start, " + box.cw + "×" + box.ch);
+    // The app makes the File without a type (as against IOPaint): it sends it labelled
+    // application/octet-stream, and the answer's type is the bytes'.
+    await strokeAndFill("--input FILE stroke", 0.5, !input.type.includes("jpeg"), input.type);
+    const saved = page.waitForResponse((r) => r.url().endsWith("/api/v1/save_image") && r.request().method() === "POST", { timeout: 20000 });
+    await clickIcon("download");
+    if ((await saved).status() !== 200) await fail("save_image refused");
+    await sleep(300);
+    if (!name || !fs.existsSync(path.join(outDir, name))) await fail("save_image wrote no " + name + " (" + fs.readdirSync(outDir).join(", ") + ")");
+    say("--input FILE: saved as " + path.join(outDir, name));
+    await checkErrors("--input FILE");
+    say("OK");
+    await browser.close();
+    process.exit(0);
+  }
 
   // A JPEG photo, opened through the upload button; its size as decoded by the browser.
   const jpg = path.join(work, "photo.jpg");
