@@ -201,6 +201,38 @@ try {
     if (!name || !fs.existsSync(path.join(outDir, name))) await fail("save_image wrote no " + name + " (" + fs.readdirSync(outDir).join(", ") + ")");
     say("--input FILE: saved as " + path.join(outDir, name));
     await checkErrors("--input FILE");
+
+    // A refusal shows in the app's toast: a photo twice the size, over a --max-megapixels the
+    // first fits under (the wrapper starts this server so), gets the server's `errors` line.
+    const limit = (await page.evaluate(async (api) => (await fetch(api + "/api/v1/server-config")).json(), apiBase)).pconv?.max_pixels;
+    if (limit && limit < 4 * box.cw * box.ch) {
+      const big = await page.evaluate(async (w, h) => {
+        const c = new OffscreenCanvas(w, h);
+        const g = c.getContext("2d");
+        g.fillStyle = "#3a6"; g.fillRect(0, 0, w, h); g.fillStyle = "#c33"; g.fillRect(w / 4, h / 4, w / 2, h / 2);
+        const bytes = new Uint8Array(await (await c.convertToBlob({ type: "image/png" })).arrayBuffer());
+        let s = "";
+        for (let i = 0; i < bytes.length; i += 8192) s += String.fromCharCode(...bytes.subarray(i, i + 8192));
+        return btoa(s);
+      }, box.cw * 2, box.ch * 2);
+      const bigFile = path.join(work, "big.png");
+      fs.writeFileSync(bigFile, Buffer.from(big, "base64"));
+      await openPhoto(bigFile, box.cw * 2, box.ch * 2);
+      const b = await canvasBox();
+      const refused = page.waitForResponse((r) => r.url().endsWith("/api/v1/inpaint") && r.request().method() === "POST", { timeout: 60000 });
+      await page.mouse.move(b.x + b.w * 0.3, b.y + b.h * 0.5);
+      await page.mouse.down();
+      await page.mouse.move(b.x + b.w * 0.7, b.y + b.h * 0.5, { steps: 10 });
+      await page.mouse.up();
+      const r = await refused;
+      const errorsLine = JSON.parse(await r.text().catch(() => "{}")).errors;
+      await page.waitForFunction((t) => document.body.innerText.includes(t), { timeout: 10000 }, String(errorsLine))
+        .catch(async () => fail("the toast does not show the server's errors line '" + errorsLine + "': " +
+                                await page.evaluate(() => document.body.innerText)));
+      await snap("refusal-toast");
+      if (/undefined/.test(await page.evaluate(() => document.body.innerText))) await fail("the toast reads 'undefined'");
+      say("a refusal (" + r.status() + ") shows in the app's toast: " + errorsLine);
+    }
     say("OK");
     await browser.close();
     process.exit(0);
@@ -265,6 +297,39 @@ try {
   await strokeAndFill("PNG stroke", 0.6, true);
   await checkErrors("PNG");
 
+  // A phone photo: the JPEG with EXIF orientation 6 (an APP1 segment after JFIF's APP0). The
+  // browser shows it turned (height × width) and the app's mask is drawn on it so.
+  const jpegBytes = fs.readFileSync(jpg);
+  const tiff = Buffer.from("49492a000800000001001201030001000000060000000000000000", "hex");
+  const app1 = Buffer.concat([Buffer.from([0xff, 0xe1, 0, 2 + 6 + tiff.length]), Buffer.from("Exif\0\0", "binary"), tiff]);
+  const at = jpegBytes[3] === 0xe0 ? 4 + jpegBytes.readUInt16BE(4) : 2;  // after APP0, if any
+  const rotated = path.join(work, "rotated.jpg");
+  fs.writeFileSync(rotated, Buffer.concat([jpegBytes.subarray(0, at), app1, jpegBytes.subarray(at)]));
+  await openPhoto(rotated, size[1], size[0]);
+  await strokeAndFill("EXIF-rotated JPEG stroke", 0.5, false);
+  await checkErrors("rotated JPEG");
+
+  // A WebP (the browser's own encoder, from the PNG).
+  const webp = await page.evaluate(async (b64) => {
+    const b = await createImageBitmap(await (await fetch("data:image/png;base64," + b64)).blob());
+    const c = new OffscreenCanvas(b.width, b.height);
+    c.getContext("2d").drawImage(b, 0, 0);
+    const blob = await c.convertToBlob({ type: "image/webp", quality: 1 });
+    const bytes = new Uint8Array(await blob.arrayBuffer());
+    let s = "";
+    for (let i = 0; i < bytes.length; i += 8192) s += String.fromCharCode(...bytes.subarray(i, i + 8192));
+    return [blob.type, btoa(s)];
+  }, png);
+  if (webp[0] !== "image/webp") {
+    say("WebP: skipped (this Chromium encodes no WebP)");
+  } else {
+    const webpFile = path.join(work, "photo.webp");
+    fs.writeFileSync(webpFile, Buffer.from(webp[1], "base64"));
+    await openPhoto(webpFile, size[0], size[1]);
+    await strokeAndFill("WebP stroke", 0.4, false);
+    await checkErrors("WebP");
+  }
+
   // The model switch: Settings → Model → the other model → Ok.
   const config = await page.evaluate(async (api) => (await fetch(api + "/api/v1/server-config")).json(), apiBase);
   const current = await page.evaluate(async (api) => (await (await fetch(api + "/api/v1/model")).json()).name, apiBase);
@@ -287,7 +352,7 @@ try {
     say("model switch: " + current + " → " + other + " (POST /api/v1/model 200)");
     await page.keyboard.press("Escape");
     await sleep(500);
-    await strokeAndFill("PNG stroke with " + other, 0.3, true);
+    await strokeAndFill("stroke with " + other, 0.3, true);
     await checkErrors("model switch");
   }
 
