@@ -42,8 +42,8 @@ int main(int argc, char** argv) {
   TrainOptions o;
   std::string holes = "white", device = "cpu", precision = "fp32";
   uint64_t seed = 0;
-  app.add_option("--data", o.data_dir, "folder of training photos (searched recursively)")->required();
-  app.add_option("--out", o.out_dir, "folder for checkpoints, logs, plots and samples")->required();
+  app.add_option("--data", o.data_dir, "folder of training photos (searched recursively) [a resume: the run's]");
+  app.add_option("--out", o.out_dir, "folder for checkpoints, logs, plots and samples [a resume: the run's folder]");
   app.add_option("--vgg", o.vgg,
                  "torchvision VGG-16 weights (safetensors, from scripts/export_vgg16.py), or 'none' for the "
                  "pixel and TV terms only");

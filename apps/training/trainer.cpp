@@ -181,9 +181,19 @@ void take_back(const SavedOption& option, TrainOptions& o, const nlohmann::json&
 
 // style_features comes before vgg: random features replace --vgg's network.
 const SavedOption kSavedOptions[] = {
-    {"data", [](const TrainOptions& o) -> nlohmann::json { return o.data_dir; }, nullptr},
-    {"val", [](const TrainOptions& o) -> nlohmann::json { return o.val_dir; }, nullptr},
-    {"masks", [](const TrainOptions& o) -> nlohmann::json { return o.mask_dir; }, nullptr},
+    // A resume reads the same folders unless the command line names others.
+    {"data", [](const TrainOptions& o) -> nlohmann::json { return o.data_dir; },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (o.data_dir.empty()) o.data_dir = option_string(s, "data", c);
+     }},
+    {"val", [](const TrainOptions& o) -> nlohmann::json { return o.val_dir; },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (o.val_dir.empty()) o.val_dir = option_string(s, "val", c);
+     }},
+    {"masks", [](const TrainOptions& o) -> nlohmann::json { return o.mask_dir; },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (o.mask_dir.empty()) o.mask_dir = option_string(s, "masks", c);
+     }},
     {"size", [](const TrainOptions& o) -> nlohmann::json { return o.size; },
      [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
        if (o.size == 0) o.size = option_int(s, "size", c);
@@ -372,9 +382,28 @@ Trainer::Trainer(TrainOptions options, Communicator& ranks) : opt_(std::move(opt
                     "(a shared file system, or identical copies at the same paths)");
 }
 
+namespace {
+// The run folder a --resume path belongs to: the folder given (or the one above its
+// checkpoints/), or, for a file inside a run's checkpoints/, that run; "" otherwise.
+std::string run_folder_of(const std::string& resume) {
+  std::error_code ec;
+  fs::path p = resume;
+  if (!fs::is_directory(p, ec)) {
+    p = p.parent_path();
+    if (p.filename() != "checkpoints") return "";
+  }
+  if (p.filename() == "checkpoints") p = p.parent_path();
+  return p.empty() ? std::string(".") : p.string();
+}
+}  // namespace
+
 void Trainer::setup() {
-  if (opt_.data_dir.empty()) throw Error("--data is required");
-  if (opt_.out_dir.empty()) throw Error("--out is required");
+  // A resume of a run folder continues there, with the folders it was trained on.
+  if (opt_.out_dir.empty() && !opt_.resume.empty()) opt_.out_dir = run_folder_of(opt_.resume);
+  if (opt_.data_dir.empty() && opt_.resume.empty()) throw Error("--data is required (or --resume a run)");
+  if (opt_.out_dir.empty())
+    throw Error(opt_.resume.empty() ? "--out is required"
+                                    : "--out is required: " + opt_.resume + " is not in a run's checkpoints/ folder");
   if (opt_.vgg.empty() && !opt_.style_features.empty()) opt_.vgg = "none";  // random features replace VGG
   if (opt_.vgg.empty() && opt_.resume.empty()) throw Error(vgg_missing_message());
   if (!opt_.resume.empty() && !opt_.init.empty()) throw Error("--resume and --init exclude each other");
@@ -423,6 +452,7 @@ void Trainer::setup() {
     // The crops, the loss and the feature network continue as they were unless the command
     // line changes them.
     for (const SavedOption& option : kSavedOptions) take_back(option, opt_, o, checkpoint);
+    if (opt_.data_dir.empty()) throw Error(checkpoint + " does not say which photos it was trained on: give --data");
     if (opt_.vgg.empty() && !opt_.style_features.empty()) opt_.vgg = "none";
     if (opt_.vgg.empty()) throw Error(vgg_missing_message());
     if (opt_.seed && *opt_.seed != start.seed)
