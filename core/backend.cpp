@@ -39,11 +39,13 @@ Backend& backend(Device device) {
 
 Backend& backend_of(const Tensor& t) { return backend(t.device()); }
 
-void Backend::upsample_bilinear2x(const Tensor&, Tensor&) {
-  throw Error(std::string(device_name(device())) + ": bilinear upsampling runs on the CPU only so far (use a model with nearest upsampling)");
+namespace {
+[[noreturn]] void no_bilinear(Device d) {
+  throw Error(std::string(device_name(d)) + ": bilinear upsampling runs on the CPU only so far (use a model with nearest upsampling)");
 }
-void Backend::upsample_bilinear2x_backward(const Tensor&, Tensor&) {
-  throw Error(std::string(device_name(device())) + ": bilinear upsampling runs on the CPU only so far (use a model with nearest upsampling)");
-}
+}  // namespace
+
+void Backend::upsample_bilinear2x(const Tensor&, Tensor&) { no_bilinear(device()); }
+void Backend::upsample_bilinear2x_backward(const Tensor&, Tensor&) { no_bilinear(device()); }
 
 }  // namespace pconv

@@ -513,3 +513,32 @@ TEST_CASE("plot: sample grid columns are input with white holes, mask, output, c
   CHECK(px(4, 5, 6) == 64);
   CHECK(int(g.rgb[0]) == 128);  // grey gap
 }
+
+TEST_CASE("train resume: --resume RUN alone continues in that run with its photos and validation folder") {
+  const std::string out = testing::scratch_dir("resume-alone");
+  TrainOptions o = testing::tiny_train_options(out, 2);
+  o.val_dir = testing::source_path("data/val");
+  Trainer(o).run();
+  TrainOptions r;
+  r.resume = out + "/checkpoints";
+  r.steps = 3;
+  r.quiet = true;
+  {
+    Trainer t(r);
+    CHECK(t.options().out_dir == out);
+    CHECK(t.options().data_dir == o.data_dir);
+    CHECK(t.options().val_dir == o.val_dir);
+    t.run();
+  }
+  CHECK(list_checkpoints(out).size() >= 2);
+  // A checkpoint file outside a run's checkpoints/ folder needs --out.
+  const std::string loose = testing::scratch_dir("resume-loose") + "/ck.safetensors";
+  std::filesystem::copy_file(resolve_checkpoint(out), loose);
+  TrainOptions l;
+  l.resume = loose;
+  l.steps = 4;
+  CHECK(testing::error_of([&] { Trainer t(l); }).find("--out is required") != std::string::npos);
+  TrainOptions none;
+  none.out_dir = out;
+  CHECK(testing::error_of([&] { Trainer t(none); }).find("--data is required") != std::string::npos);
+}

@@ -15,6 +15,7 @@
 
 using namespace pconv;
 using testing::max_rel_diff;
+using testing::square_hole;
 
 namespace {
 
@@ -22,15 +23,6 @@ PConvUNetConfig noisy(int64_t noise, int64_t levels = 3, int64_t width = 4) {
   PConvUNetConfig c;
   c.levels = levels, c.width = width, c.noise = noise;
   return c;
-}
-
-// A mask with one large square hole (side/2) in the middle of every image.
-Tensor square_hole(int64_t N, int64_t side, DType dtype) {
-  std::vector<double> v(size_t(N * side * side), 1.0);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t y = side / 4; y < 3 * side / 4; ++y)
-      for (int64_t x = side / 4; x < 3 * side / 4; ++x) v[size_t((n * side + y) * side + x)] = 0;
-  return Tensor::from_vector(v, {N, 1, side, side}).to(dtype);
 }
 
 // Gives every noise strength a non-zero value, as training would.

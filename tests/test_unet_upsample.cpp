@@ -2,8 +2,6 @@
 // recipe that go with it: --upsample, --noise-strength, --d-warmup.
 #include <doctest/doctest.h>
 
-#include <filesystem>
-
 #include "apps/training/trainer.h"
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -20,14 +18,6 @@ PConvUNetConfig small(Upsampling mode, int64_t levels = 3, int64_t width = 4) {
   PConvUNetConfig c;
   c.levels = levels, c.width = width, c.upsample = mode;
   return c;
-}
-
-Tensor square_hole(int64_t N, int64_t side) {
-  std::vector<double> v(size_t(N * side * side), 1.0);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t y = side / 4; y < 3 * side / 4; ++y)
-      for (int64_t x = side / 4; x < 3 * side / 4; ++x) v[size_t((n * side + y) * side + x)] = 0;
-  return Tensor::from_vector(v, {N, 1, side, side});
 }
 
 }  // namespace
@@ -50,7 +40,7 @@ TEST_CASE("unet upsample: bilinear changes the output; graph and inference passe
   PConvUNet near(small(Upsampling::Nearest), 41), bil(small(Upsampling::Bilinear), 41);
   near.eval(), bil.eval();
   Generator gen(42);
-  const Tensor x = Tensor::randn({2, 3, 16, 16}, gen), m = square_hole(2, 16).to(DType::F32);
+  const Tensor x = Tensor::randn({2, 3, 16, 16}, gen), m = testing::square_hole(2, 16);
   const Tensor y_graph = bil.forward(x, m);
   REQUIRE(y_graph.grad_fn());
   Tensor y, y_near;
@@ -69,7 +59,7 @@ TEST_CASE("unet upsample: f64 gradcheck of a bilinear model (2 levels, width 2, 
   Generator gen(52);
   Tensor x = Tensor::randn({2, 3, 8, 8}, gen, DType::F64);
   x.set_requires_grad(true);
-  const Tensor m = square_hole(2, 8).to(DType::F64);
+  const Tensor m = testing::square_hole(2, 8, DType::F64);
   std::vector<Tensor> inputs{x};
   for (Tensor* p : net.parameters()) inputs.push_back(*p);
   auto r = testing::gradcheck([&](const std::vector<Tensor>&) { return net.forward(x, m); }, inputs);
@@ -167,33 +157,4 @@ TEST_CASE("train texture: --d-warmup trains the discriminator alone, then the ge
   CHECK(testing::error_of([&] { Trainer t(none); }).find("--d-warmup need") != std::string::npos);
   none.adversarial = 1, none.d_warmup = -1;
   CHECK(testing::error_of([&] { Trainer t(none); }).find("--d-warmup must be") != std::string::npos);
-}
-
-TEST_CASE("train resume: --resume RUN alone continues in that run with its photos and validation folder") {
-  const std::string out = testing::scratch_dir("resume-alone");
-  TrainOptions o = testing::tiny_train_options(out, 2);
-  o.val_dir = testing::source_path("data/val");
-  Trainer(o).run();
-  TrainOptions r;
-  r.resume = out + "/checkpoints";
-  r.steps = 3;
-  r.quiet = true;
-  {
-    Trainer t(r);
-    CHECK(t.options().out_dir == out);
-    CHECK(t.options().data_dir == o.data_dir);
-    CHECK(t.options().val_dir == o.val_dir);
-    t.run();
-  }
-  CHECK(list_checkpoints(out).size() >= 2);
-  // A checkpoint file outside a run's checkpoints/ folder needs --out.
-  const std::string loose = testing::scratch_dir("resume-loose") + "/ck.safetensors";
-  std::filesystem::copy_file(resolve_checkpoint(out), loose);
-  TrainOptions l;
-  l.resume = loose;
-  l.steps = 4;
-  CHECK(testing::error_of([&] { Trainer t(l); }).find("--out is required") != std::string::npos);
-  TrainOptions none;
-  none.out_dir = out;
-  CHECK(testing::error_of([&] { Trainer t(none); }).find("--data is required") != std::string::npos);
 }

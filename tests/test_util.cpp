@@ -170,4 +170,12 @@ void check_same_tensors(const std::map<std::string, Tensor>& a, const std::map<s
   }
 }
 
+Tensor square_hole(int64_t N, int64_t side, DType dtype) {
+  std::vector<double> v(size_t(N * side * side), 1.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t y = side / 4; y < 3 * side / 4; ++y)
+      for (int64_t x = side / 4; x < 3 * side / 4; ++x) v[size_t((n * side + y) * side + x)] = 0;
+  return Tensor::from_vector(v, {N, 1, side, side}).to(dtype);
+}
+
 }  // namespace pconv::testing

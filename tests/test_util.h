@@ -34,6 +34,9 @@ std::string error_of(F&& f) {
 // Without a usable device main excludes that suite, so doctest reports them as skipped.
 inline constexpr const char* kGpuSuite = "gpu";
 
+// An N×1×side×side mask (1 known) with one square hole of side/2 in the middle of every image.
+Tensor square_hole(int64_t N, int64_t side, DType dtype = DType::F32);
+
 // Paths into the source tree (bundled data) and a fresh scratch folder per test.
 std::string source_path(const std::string& relative);
 std::string scratch_dir(const std::string& name);

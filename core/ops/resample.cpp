@@ -15,37 +15,40 @@ void check_nchw(const char* op, const Tensor& x) {
 }
 }  // namespace
 
-Tensor upsample_nearest2x(const Tensor& x) {
-  check_nchw("upsample_nearest2x", x);
-  const Shape& s = x.shape();
-  Tensor y = Tensor::empty({s[0], s[1], 2 * s[2], 2 * s[3]}, x.dtype(), x.device());
-  backend_of(x).upsample_nearest2x(x, y);
-  const Shape xs = s;
-  return record(y, "upsample_nearest2x", {x}, [xs](const Node&, const Tensor& gy) {
-    Tensor gx = Tensor::empty(xs, gy.dtype(), gy.device());
-    backend_of(gy).upsample_nearest2x_backward(gy, gx);
-    return std::vector<Tensor>{gx};
-  });
+namespace {
+// The backend's kernel for `mode`, forward and adjoint (upsample_concat writes with the same).
+void upsample_into(Backend& be, Upsampling mode, const Tensor& x, Tensor& y) {
+  if (mode == Upsampling::Bilinear)
+    be.upsample_bilinear2x(x, y);
+  else
+    be.upsample_nearest2x(x, y);
 }
-
-// Not the paper's (features and masks nearest): a decoder choice for adversarial training,
-// where nearest copies of a level's features show as a blocky grid (models/pconv_unet.h).
-Tensor upsample_bilinear2x(const Tensor& x) {
-  check_nchw("upsample_bilinear2x", x);
-  const Shape& s = x.shape();
-  Tensor y = Tensor::empty({s[0], s[1], 2 * s[2], 2 * s[3]}, x.dtype(), x.device());
-  backend_of(x).upsample_bilinear2x(x, y);
-  const Shape xs = s;
-  return record(y, "upsample_bilinear2x", {x}, [xs](const Node&, const Tensor& gy) {
-    Tensor gx = Tensor::empty(xs, gy.dtype(), gy.device());
-    backend_of(gy).upsample_bilinear2x_backward(gy, gx);
-    return std::vector<Tensor>{gx};
-  });
+void upsample_adjoint(Backend& be, Upsampling mode, const Tensor& gy, Tensor& gx) {
+  if (mode == Upsampling::Bilinear)
+    be.upsample_bilinear2x_backward(gy, gx);
+  else
+    be.upsample_nearest2x_backward(gy, gx);
 }
+}  // namespace
 
+// Bilinear is not the paper's (features and masks nearest): a decoder choice for adversarial
+// training, where nearest copies of a level's features show as a blocky grid (models/pconv_unet.h).
 Tensor upsample2x(const Tensor& x, Upsampling mode) {
-  return mode == Upsampling::Bilinear ? upsample_bilinear2x(x) : upsample_nearest2x(x);
+  const char* op = mode == Upsampling::Bilinear ? "upsample_bilinear2x" : "upsample_nearest2x";
+  check_nchw(op, x);
+  const Shape& s = x.shape();
+  Tensor y = Tensor::empty({s[0], s[1], 2 * s[2], 2 * s[3]}, x.dtype(), x.device());
+  upsample_into(backend_of(x), mode, x, y);
+  const Shape xs = s;
+  return record(y, op, {x}, [xs, mode](const Node&, const Tensor& gy) {
+    Tensor gx = Tensor::empty(xs, gy.dtype(), gy.device());
+    upsample_adjoint(backend_of(gy), mode, gy, gx);
+    return std::vector<Tensor>{gx};
+  });
 }
+
+Tensor upsample_nearest2x(const Tensor& x) { return upsample2x(x, Upsampling::Nearest); }
+Tensor upsample_bilinear2x(const Tensor& x) { return upsample2x(x, Upsampling::Bilinear); }
 
 // Masks carry no gradient: each group's N×1×H×W mask is upsampled on its own.
 Mask upsample_nearest2x(const Mask& m) {
@@ -113,10 +116,7 @@ Tensor upsample_concat(const Tensor& low, const Tensor& skip, Upsampling mode) {
   // Image by image, the upsampled channels are one contiguous block of y.
   for (int64_t n = 0; n < N; ++n) {
     Tensor part = channel_view(y, n, 0, C_low);
-    if (mode == Upsampling::Bilinear)
-      be.upsample_bilinear2x(channel_view(low, n, 0, C_low), part);
-    else
-      be.upsample_nearest2x(channel_view(low, n, 0, C_low), part);
+    upsample_into(be, mode, channel_view(low, n, 0, C_low), part);
   }
   be.copy_into_slice(skip, y, 1, C_low);
   return y;
