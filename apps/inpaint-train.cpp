@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
                  "(with --init from a model without it, training starts at the fill) [none; the checkpoint's]")
       ->check(CLI::IsMember({"none", "harmonic"}));
   app.add_option("--lr", o.lr, "Adam learning rate [2e-4; 5e-5 with --finetune]");
-  app.add_option("--steps", o.steps, "total optimisation steps (a resume continues up to it)")->capture_default_str();
+  app.add_option("--steps", o.steps, "total optimisation steps, which a resume continues up to [1000; the checkpoint's]")
+      ->check(CLI::PositiveNumber);
   auto* seed_option = app.add_option("--seed", seed, "seed of the data order, masks and initial weights [0]");
   app.add_flag("--finetune", o.finetune, "phase 2 of the paper: encoder BatchNorms frozen, lr 5e-5");
   app.add_option("--init", o.init, "start from this checkpoint's weights (step 0, fresh optimiser)");
@@ -120,6 +121,11 @@ int main(int argc, char** argv) {
                                        "first steps that train the discriminator alone (the generator leaves out "
                                        "its terms) [0; the checkpoint's]")
                             ->check(cli::non_negative);
+  app.add_option("--d-target", o.d_target,
+                 "composite: the discriminator sees the image and its mask and calls every composite patch made "
+                 "up; hole: it sees the image alone and must find the hole (LaMa), so the generator learns to hide "
+                 "the hole's edges [composite; the checkpoint's]")
+      ->check(CLI::IsMember({"composite", "hole"}));
   app.add_option("--d-width", o.d_width, "channels of the discriminator's first layer [32]")->check(cli::non_negative);
   app.add_option("--d-layers", o.d_layers, "strided layers of the discriminator (3: 70x70 patches) [3]")
       ->check(cli::non_negative);

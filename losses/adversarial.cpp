@@ -14,9 +14,17 @@ std::string gan_loss_name(GanLoss loss) { return loss == GanLoss::Hinge ? "hinge
 
 Tensor softplus(const Tensor& x) { return relu(x) + log(exp(-abs(x)) + 1.0); }
 
-Tensor discriminator_loss(const Tensor& real_scores, const Tensor& fake_scores, GanLoss loss) {
-  if (loss == GanLoss::Hinge) return mean(relu(rsub(1.0, real_scores))) + mean(relu(fake_scores + 1.0));
-  return mean(softplus(-real_scores)) + mean(softplus(fake_scores));
+Tensor discriminator_loss(const Tensor& real_scores, const Tensor& fake_scores, GanLoss loss,
+                          const Tensor& fake_target) {
+  // The loss of scores that should read real, and of those that should read fake.
+  const auto as_real = [loss](const Tensor& s) { return loss == GanLoss::Hinge ? relu(rsub(1.0, s)) : softplus(-s); };
+  const auto as_fake = [loss](const Tensor& s) { return loss == GanLoss::Hinge ? relu(s + 1.0) : softplus(s); };
+  if (!fake_target.defined()) return mean(as_real(real_scores)) + mean(as_fake(fake_scores));
+  if (fake_target.shape() != fake_scores.shape())
+    throw Error("discriminator_loss: fake target " + shape_str(fake_target.shape()) + " does not match the scores " +
+                shape_str(fake_scores.shape()));
+  const Tensor t = fake_target.detach();
+  return mean(as_real(real_scores)) + mean(t * as_fake(fake_scores) + rsub(1.0, t) * as_real(fake_scores));
 }
 
 Tensor generator_adversarial_loss(const Tensor& fake_scores, GanLoss loss) {

@@ -6,6 +6,9 @@
 //                                L_G = −mean D(fake)
 //   non-saturating (Goodfellow): L_D = mean softplus(−D(real)) + mean softplus(D(fake))
 //                                L_G = mean softplus(−D(fake))
+//   with a fake target t (per score, 1 fake, 0 real; LaMa's mask-as-fake-target for a
+//   discriminator that must find the hole): the fake term is mean t·f(D(fake)) + (1−t)·r(D(fake)),
+//   f and r being the fake and real terms above.
 //   feature matching (pix2pixHD, LaMa): mean over layers of mean |F_l(fake) − F_l(real)|,
 //                                with the real features held constant.
 #include <string>
@@ -23,7 +26,9 @@ std::string gan_loss_name(GanLoss loss);
 // loses the small term.
 Tensor softplus(const Tensor& x);
 
-Tensor discriminator_loss(const Tensor& real_scores, const Tensor& fake_scores, GanLoss loss);
+// fake_target undefined: every fake score is a made-up patch.
+Tensor discriminator_loss(const Tensor& real_scores, const Tensor& fake_scores, GanLoss loss,
+                          const Tensor& fake_target = Tensor());
 Tensor generator_adversarial_loss(const Tensor& fake_scores, GanLoss loss);
 Tensor feature_matching_loss(const std::vector<Tensor>& fake_features, const std::vector<Tensor>& real_features);
 

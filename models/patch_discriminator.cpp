@@ -8,8 +8,8 @@
 namespace pconv {
 
 void PatchDiscriminatorConfig::validate() const {
-  if (in_channels < 1 || in_channels > 64)
-    throw Error("discriminator in_channels " + std::to_string(in_channels) + " out of range (1..64)");
+  if (in_channels != 3 && in_channels != 4)
+    throw Error("discriminator in_channels " + std::to_string(in_channels) + ": expected 3 (RGB) or 4 (RGB + mask)");
   if (width < 1 || width > kMaxWidth)
     throw Error("discriminator width " + std::to_string(width) + " out of range (1.." + std::to_string(kMaxWidth) + ")");
   if (layers < 1 || layers > kMaxLayers)
@@ -73,20 +73,47 @@ DiscriminatorOutput PatchDiscriminator::forward(const Tensor& image, const Tenso
   check_rank("PatchDiscriminator", "image", image, 4);
   check_rank("PatchDiscriminator", "mask", mask, 4);
   const int64_t min_side = (int64_t(1) << config_.layers) * 4;
-  if (image.size(1) + mask.size(1) != config_.in_channels || mask.size(1) != 1 || image.size(0) != mask.size(0) ||
+  const bool mask_input = config_.in_channels == 4;
+  if (image.size(1) != 3 || mask.size(1) != 1 || image.size(0) != mask.size(0) ||
       image.size(2) != mask.size(2) || image.size(3) != mask.size(3) || image.size(2) < min_side ||
       image.size(3) < min_side)
     throw Error("PatchDiscriminator: image " + shape_str(image.shape()) + " and mask " + shape_str(mask.shape()) +
-                " do not fit a discriminator of " + std::to_string(config_.in_channels) +
-                " input channels (image + 1-channel mask, at least " + std::to_string(min_side) + " pixels a side)");
+                " do not fit the discriminator (an RGB image and a 1-channel mask, at least " +
+                std::to_string(min_side) + " pixels a side)");
   DiscriminatorOutput out;
-  Tensor x = concat({image, mask.detach()}, 1);
+  Tensor x = mask_input ? concat({image, mask.detach()}, 1) : image;
   for (size_t i = 0; i + 1 < convs_.size(); ++i) {
     x = leaky_relu(convs_[i]->forward(x), 0.2);
     out.features.push_back(x);
   }
   out.scores = convs_.back()->forward(x);
   return out;
+}
+
+Tensor PatchDiscriminator::hole_fraction(const Tensor& mask, const Shape& scores_shape, DType dtype) const {
+  check_rank("PatchDiscriminator::hole_fraction", "mask", mask, 4);
+  if (scores_shape.size() != 4 || scores_shape[0] != mask.size(0) || scores_shape[1] != 1)
+    throw Error("PatchDiscriminator::hole_fraction: scores " + shape_str(scores_shape) + " do not belong to mask " +
+                shape_str(mask.shape()));
+  // Each strided 4×4 layer (pad 1) centres output o at input 2o + 0.5, so after L of them the
+  // centre is S·o + (S−1)/2 with S = 2^L; the two stride-1 4×4 layers (pad 1) then shift it by
+  // one cell. Score i is centred on the S×S block whose first row is S·(i + 1).
+  const int64_t stride = int64_t(1) << config_.layers;
+  const int64_t n = mask.size(0), height = mask.size(2), width = mask.size(3);
+  const int64_t h = scores_shape[2], w = scores_shape[3];
+  const std::vector<float> known = mask.to(Device::CPU).to_float_vector();
+  std::vector<double> target(size_t(n * h * w));
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t j = 0; j < w; ++j) {
+        const int64_t y0 = stride * (i + 1), x0 = stride * (j + 1);
+        const int64_t y1 = std::min(y0 + stride, height), x1 = std::min(x0 + stride, width);
+        double holes = 0, count = 0;
+        for (int64_t y = y0; y < y1; ++y)
+          for (int64_t x = x0; x < x1; ++x, ++count) holes += 1.0 - known[size_t((b * height + y) * width + x)];
+        target[size_t((b * h + i) * w + j)] = count > 0 ? holes / count : 0.0;
+      }
+  return Tensor::from_vector(target, scores_shape, mask.device()).to(dtype);
 }
 
 void PatchDiscriminator::power_iterate() {

@@ -3,7 +3,9 @@
 // normalised as SN-PatchGAN (DeepFill v2) is: it scores every overlapping patch of an image
 // as real or made up, so the generator is pushed towards texture a pixel loss averages away.
 //
-//   input   N×(3+1)×H×W: the RGB image (ImageNet space, as the UNet's) and its mask (1 known)
+//   input   N×(3+1)×H×W: the RGB image (ImageNet space, as the UNet's) and its mask (1 known);
+//           or N×3×H×W, the image alone (in_channels 3), for a discriminator that must find
+//           the hole itself (hole_fraction: its per-score targets)
 //   d1..dL  SN conv 4×4 stride 2 pad 1, width·min(2^(n-1), 8) channels, LeakyReLU(0.2)
 //   dL+1    SN conv 4×4 stride 1 pad 1, width·min(2^L, 8) channels, LeakyReLU(0.2)
 //   score   SN conv 4×4 stride 1 pad 1 → 1 channel: a map of patch scores (no activation)
@@ -20,7 +22,7 @@
 namespace pconv {
 
 struct PatchDiscriminatorConfig {
-  int64_t in_channels = 4;  // RGB + mask
+  int64_t in_channels = 4;  // RGB + mask; 3: RGB alone
   int64_t width = 32;       // channels of d1
   int64_t layers = 3;       // strided layers: each patch score sees 70×70 pixels at 3
 
@@ -44,8 +46,15 @@ class PatchDiscriminator : public Module {
   PatchDiscriminator(const PatchDiscriminatorConfig& config, uint64_t seed, DType dtype = DType::F32,
                      Device device = Device::CPU);
 
-  // image N×3×H×W, mask N×1×H×W (1 known); H and W at least 2^layers · 4.
+  // image N×3×H×W, mask N×1×H×W (1 known); H and W at least 2^layers · 4. The mask is an input
+  // channel only when in_channels is 4.
   DiscriminatorOutput forward(const Tensor& image, const Tensor& mask) const;
+  // For a score map of `scores_shape` (N×1×h×w) computed on images of the mask's size: under
+  // every score, the fraction of hole pixels (mask 0) in the 2^layers-pixel square at the centre
+  // of its receptive field, in the scores' dtype and on the mask's device (no graph). These are
+  // the targets of a discriminator that must tell where a composite was made up (LaMa's
+  // mask-as-fake-target): 1 fake, 0 real.
+  Tensor hole_fraction(const Tensor& mask, const Shape& scores_shape, DType dtype) const;
   // One power iteration of every layer's spectral norm (once per training step).
   void power_iterate();
   const PatchDiscriminatorConfig& config() const { return config_; }

@@ -298,3 +298,84 @@ TEST_CASE("PatchDiscriminator: f64 gradients through the whole discriminator to 
     CHECK(checked > 30);
   }
 }
+
+TEST_CASE("discriminator loss with a fake target: values by hand, f64 gradients, all-fake equals no target") {
+  const Tensor real = Tensor::from_vector(std::vector<double>{2.0, 0.5, -1.0, 0.0}, {1, 1, 2, 2});
+  const Tensor fake = Tensor::from_vector(std::vector<double>{-2.0, -0.5, 1.0, 0.0}, {1, 1, 2, 2});
+  const Tensor target = Tensor::from_vector(std::vector<double>{1.0, 0.0, 0.25, 1.0}, {1, 1, 2, 2});
+  // hinge: the real term as before (3.5/4); fake scores: 1·relu(1 − 2) , 0·… + 1·relu(1 + 0.5),
+  // 0.25·relu(1 + 1) + 0.75·relu(1 − 1), 1·relu(1 + 0)
+  CHECK(discriminator_loss(real, fake, GanLoss::Hinge, target).item() ==
+        doctest::Approx(3.5 / 4 + (0.0 + 1.5 + 0.5 + 1.0) / 4));
+  auto sp = [](double x) { return std::log1p(std::exp(x)); };
+  double d = 0;
+  for (double r : {2.0, 0.5, -1.0, 0.0}) d += sp(-r) / 4;
+  const double f[] = {-2.0, -0.5, 1.0, 0.0}, t[] = {1.0, 0.0, 0.25, 1.0};
+  for (int i = 0; i < 4; ++i) d += (t[i] * sp(f[i]) + (1 - t[i]) * sp(-f[i])) / 4;
+  CHECK(discriminator_loss(real, fake, GanLoss::NonSaturating, target).item() == doctest::Approx(d));
+  for (GanLoss kind : {GanLoss::Hinge, GanLoss::NonSaturating})
+    CHECK(discriminator_loss(real, fake, kind, Tensor::ones({1, 1, 2, 2}, DType::F64)).item() ==
+          doctest::Approx(discriminator_loss(real, fake, kind).item()));
+  CHECK_THROWS_AS(discriminator_loss(real, fake, GanLoss::Hinge, Tensor::ones({1, 1, 4}, DType::F64)), Error);
+
+  const Tensor rl = testing::rand_leaf({2, 1, 3, 3}, 61, -2, 2), fl = testing::rand_leaf({2, 1, 3, 3}, 62, -2, 2);
+  Generator g(63);
+  const Tensor tt = Tensor::rand({2, 1, 3, 3}, g, DType::F64);
+  for (GanLoss kind : {GanLoss::Hinge, GanLoss::NonSaturating}) {
+    INFO(gan_loss_name(kind));
+    auto r = testing::gradcheck(
+        [&](const std::vector<Tensor>& in) { return discriminator_loss(in[0], in[1], kind, tt); }, {rl, fl});
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+}
+
+TEST_CASE("PatchDiscriminator without the mask channel: ignores the mask; hole_fraction sits under each score") {
+  PatchDiscriminatorConfig c;
+  c.in_channels = 3, c.width = 4, c.layers = 3;
+  PatchDiscriminator d(c, 5, DType::F64);
+  const Tensor img = testing::rand_leaf({1, 3, 128, 128}, 71);
+  Generator g(72);
+  const Tensor m1 = step(Tensor::rand({1, 1, 128, 128}, g, DType::F64), 0.5);
+  const Tensor m2 = Tensor::ones({1, 1, 128, 128}, DType::F64);
+  const DiscriminatorOutput out = d.forward(img, m1);
+  CHECK(out.scores.shape() == Shape{1, 1, 14, 14});
+  CHECK(out.scores.to_double_vector() == d.forward(img, m2).scores.to_double_vector());
+  CHECK_THROWS_AS(d.forward(constant({1, 4, 128, 128}, 1), m2), Error);  // 4 channels into 3
+
+  // hole_fraction by hand: a hole of rows 40..55 × columns 24..31 (mask 0). Score (i, j) reads the
+  // 8×8 block at rows 8(i+1).., columns 8(j+1)..: rows 40..47 and 48..55 are i = 4 and 5,
+  // columns 24..31 is j = 2; a half-covered block reads 0.5.
+  std::vector<double> known(128 * 128, 1.0);
+  for (int y = 40; y < 56; ++y)
+    for (int x = 24; x < 32; ++x) known[size_t(y * 128 + x)] = 0.0;
+  for (int y = 60; y < 64; ++y)
+    for (int x = 80; x < 88; ++x) known[size_t(y * 128 + x)] = 0.0;  // rows 56..63 (i = 6) half, j = 9
+  const Tensor mask = Tensor::from_vector(known, {1, 1, 128, 128});
+  const Tensor t = d.hole_fraction(mask, out.scores.shape(), DType::F32);
+  CHECK(t.dtype() == DType::F32);
+  double total = 0;
+  for (int64_t i = 0; i < 14; ++i)
+    for (int64_t j = 0; j < 14; ++j) {
+      const double v = t.at({0, 0, i, j});
+      total += v;
+      if ((i == 4 || i == 5) && j == 2) CHECK(v == 1.0);
+      if (i == 6 && j == 9) CHECK(v == 0.5);
+    }
+  CHECK(total == 2.5);
+
+  // The block is the centre of the score's receptive field: the gradient support of score
+  // (7, 7) is symmetric about its block, columns 64..71.
+  Tensor pick = Tensor::zeros(out.scores.shape(), DType::F64);
+  pick.set({0, 0, 7, 7}, 1.0);
+  sum(out.scores * pick).backward();
+  int64_t lo = 128, hi = -1;
+  for (int64_t x = 0; x < 128; ++x) {
+    bool any = false;
+    for (int64_t y = 0; y < 128 && !any; ++y)
+      for (int64_t ch = 0; ch < 3 && !any; ++ch) any = img.grad().at({0, ch, y, x}) != 0;
+    if (any) lo = std::min(lo, x), hi = std::max(hi, x);
+  }
+  CHECK(lo + hi == 64 + 71);  // the support's centre is the block's centre
+  CHECK_THROWS_AS(d.hole_fraction(mask, Shape{2, 1, 14, 14}, DType::F32), Error);
+}

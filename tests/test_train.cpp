@@ -531,6 +531,17 @@ TEST_CASE("train resume: --resume RUN alone continues in that run with its photo
     t.run();
   }
   CHECK(list_checkpoints(out).size() >= 2);
+  // Without --steps a resume continues to the run's own total (an interrupted 4-step run).
+  const std::string cut = testing::scratch_dir("resume-alone-steps");
+  {
+    Trainer t(testing::tiny_train_options(cut, 4));
+    t.train_step();
+    t.save_checkpoint();
+  }
+  TrainOptions rs;
+  rs.resume = cut;
+  rs.quiet = true;
+  CHECK(Trainer(rs).options().steps == 4);
   // A checkpoint file outside a run's checkpoints/ folder needs --out.
   const std::string loose = testing::scratch_dir("resume-loose") + "/ck.safetensors";
   std::filesystem::copy_file(resolve_checkpoint(out), loose);

@@ -203,3 +203,43 @@ TEST_CASE("train texture: bad texture options are one-line errors") {
     check_error(r, "a resume continues the same discriminator");
   }
 }
+
+TEST_CASE("train texture: --d-target hole: an RGB-only discriminator learns where the hole is; resume keeps it") {
+  const std::string out = testing::scratch_dir("gan-hole");
+  TrainOptions o = tiny_gan(out, 12);
+  o.d_target = "hole";
+  o.adversarial = 0.0;  // the discriminator alone, so what it learns is its own doing
+  o.d_lr = 2e-3;
+  o.save_every = 12;
+  Trainer t(o);
+  REQUIRE(t.discriminator() != nullptr);
+  CHECK(t.discriminator()->config().in_channels == 3);
+  double first = 0, last = 0;
+  for (int i = 0; i < 12; ++i) {
+    const StepLosses s = t.train_step();
+    // d_fake is the composite's mean over its hole patches: it falls below the truth's as the
+    // discriminator learns to find the hole without being shown the mask.
+    if (i < 3) first += (s.d_real - s.d_fake) / 3;
+    if (i >= 9) last += (s.d_real - s.d_fake) / 3;
+  }
+  CHECK(last > first);
+  t.save_checkpoint();
+  const SafetensorsFile f = load_safetensors(out + "/checkpoints/step-00000012.safetensors");
+  CHECK(f.metadata.at("train.disc.config") == "{\"in_channels\":3,\"layers\":2,\"width\":4}");
+
+  TrainOptions r = tiny_gan(out, 13);
+  r.size = r.batch = r.levels = r.width = r.d_width = r.d_layers = 0;
+  r.adversarial.reset(), r.feature_matching.reset(), r.seed.reset();
+  r.vgg = "";
+  r.resume = out;
+  {
+    Trainer c(r);
+    CHECK(c.options().d_target == "hole");
+    CHECK(c.discriminator()->config().in_channels == 3);
+  }
+  r.d_target = "composite";
+  CHECK(error_of([&] { Trainer c(r); }).find("--d-target composite differs from the checkpoint") != std::string::npos);
+  TrainOptions bad = tiny_gan(testing::scratch_dir("gan-hole-bad"), 1);
+  bad.d_target = "edges";
+  CHECK(error_of([&] { Trainer c(bad); }).find("expected composite or hole") != std::string::npos);
+}

@@ -209,7 +209,10 @@ const SavedOption kSavedOptions[] = {
     {"upsample", [](const TrainOptions& o) -> nlohmann::json { return o.upsample; }, nullptr},
     {"lr", [](const TrainOptions& o) -> nlohmann::json { return o.lr; }, nullptr},
     {"seed", [](const TrainOptions& o) -> nlohmann::json { return *o.seed; }, nullptr},
-    {"steps", [](const TrainOptions& o) -> nlohmann::json { return o.steps; }, nullptr},
+    {"steps", [](const TrainOptions& o) -> nlohmann::json { return o.steps; },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (o.steps == 0) o.steps = option_int(s, "steps", c);
+     }},
     {"finetune", [](const TrainOptions& o) -> nlohmann::json { return o.finetune; }, nullptr},
     {"init", [](const TrainOptions& o) -> nlohmann::json { return o.init; }, nullptr},
     {"device", [](const TrainOptions& o) -> nlohmann::json { return device_name(o.device); }, nullptr},
@@ -228,6 +231,10 @@ const SavedOption kSavedOptions[] = {
     {"gan_loss", [](const TrainOptions& o) -> nlohmann::json { return o.gan_loss; },
      [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
        if (o.gan_loss.empty()) o.gan_loss = option_string(s, "gan_loss", c);
+     }},
+    {"d_target", [](const TrainOptions& o) -> nlohmann::json { return o.d_target; },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (o.d_target.empty()) o.d_target = option_string(s, "d_target", c);
      }},
     {"d_warmup", [](const TrainOptions& o) -> nlohmann::json { return o.d_warmup ? nlohmann::json(*o.d_warmup) : nlohmann::json(); },
      [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
@@ -502,6 +509,7 @@ void Trainer::setup() {
   if (opt_.batch == 0) opt_.batch = 6;
   if (opt_.levels == 0) opt_.levels = std::max<int64_t>(1, int64_t(std::lround(std::log2(double(opt_.size)))) - 1);
   if (opt_.width == 0) opt_.width = 64;
+  if (opt_.steps == 0) opt_.steps = 1000;
   if (!opt_.seed) opt_.seed = 0;
   // A resume keeps its learning rate unless it switches to the fine-tune phase here.
   if (opt_.lr == 0) opt_.lr = resuming && opt_.finetune == saved_finetune ? saved_lr : opt_.finetune ? 5e-5 : 2e-4;
@@ -673,10 +681,15 @@ void Trainer::setup_discriminator(const std::map<std::string, std::string>& save
   const bool wanted = *opt_.adversarial > 0 || *opt_.feature_matching > 0;
   const bool saved_disc = resuming && saved.count(kDiscConfigKey) > 0;
   if (!wanted) {
-    if (opt_.d_width || opt_.d_layers || opt_.d_lr > 0 || opt_.d_warmup.value_or(0) > 0)
-      throw Error("--d-width, --d-layers, --d-lr and --d-warmup need a discriminator: give --adversarial or --feature-matching");
+    if (opt_.d_width || opt_.d_layers || opt_.d_lr > 0 || opt_.d_warmup.value_or(0) > 0 || !opt_.d_target.empty())
+      throw Error("--d-width, --d-layers, --d-lr, --d-target and --d-warmup need a discriminator: give --adversarial "
+                  "or --feature-matching");
     return;
   }
+  if (opt_.d_target.empty()) opt_.d_target = "composite";
+  if (opt_.d_target != "composite" && opt_.d_target != "hole")
+    throw Error("--d-target '" + opt_.d_target + "': expected composite or hole");
+  const int64_t in_channels = opt_.d_target == "hole" ? 3 : 4;  // the hole target: no mask channel
   PatchDiscriminatorConfig c;
   if (saved_disc) {
     try {
@@ -687,7 +700,12 @@ void Trainer::setup_discriminator(const std::map<std::string, std::string>& save
     if ((opt_.d_width && opt_.d_width != c.width) || (opt_.d_layers && opt_.d_layers != c.layers))
       throw Error("--d-width/--d-layers differ from the checkpoint's discriminator (width " + std::to_string(c.width) +
                   ", " + std::to_string(c.layers) + " layers): a resume continues the same discriminator");
+    if (c.in_channels != in_channels)
+      throw Error("--d-target " + opt_.d_target + " differs from the checkpoint's discriminator (it " +
+                  (c.in_channels == 3 ? "finds the hole" : "sees the mask") +
+                  "): a resume continues the same discriminator");
   } else {
+    c.in_channels = in_channels;
     c.width = opt_.d_width ? opt_.d_width : 32;
     c.layers = opt_.d_layers ? opt_.d_layers : 3;
     try {
@@ -858,8 +876,14 @@ StepLosses Trainer::train_step() {
 void Trainer::discriminator_step(const Tensor& real_scores, const Tensor& composite, const Tensor& mask,
                                  StepLosses& s) {
   const DiscriminatorOutput fake = disc_->forward(composite, mask);
-  const Tensor d_loss = discriminator_loss(real_scores, fake.scores, gan_);
-  double values[3] = {d_loss.item(), mean(real_scores).item(), mean(fake.scores).item()};
+  // With the hole target, the composite's mean score is taken over its hole patches alone (the
+  // others are truth): the figure the "wins outright" check and gan.png compare with the truth's.
+  const Tensor target =
+      opt_.d_target == "hole" ? disc_->hole_fraction(mask, fake.scores.shape(), fake.scores.dtype()) : Tensor();
+  const Tensor d_loss = discriminator_loss(real_scores, fake.scores, gan_, target);
+  const double fake_mean = target.defined() ? sum(fake.scores * target).item() / std::max(sum(target).item(), 1e-12)
+                                            : mean(fake.scores).item();
+  double values[3] = {d_loss.item(), mean(real_scores).item(), fake_mean};
   if (comm_.size() > 1) {
     comm_.allreduce_sum(values, 3);
     for (double& v : values) v /= double(comm_.size());
@@ -1087,7 +1111,8 @@ int64_t Trainer::run(const std::atomic<bool>* stop) {
       (!opt_.style_features.empty() ? ", style on random features (" + opt_.style_features + ")"
        : vgg_                       ? ""
                                     : ", no VGG (pixel and TV terms only)") +
-      (disc_ ? ", " + disc_->config().describe() + ", " + opt_.gan_loss + " loss ×" + format("%g", *opt_.adversarial) +
+      (disc_ ? ", " + disc_->config().describe() + (opt_.d_target == "hole" ? " finding the hole" : "") + ", " +
+                   opt_.gan_loss + " loss ×" + format("%g", *opt_.adversarial) +
                    ", feature matching ×" + format("%g", *opt_.feature_matching) + ", d-lr " + format("%g", opt_.d_lr) +
                    (opt_.d_warmup.value_or(0) > step_
                         ? ", the discriminator alone until step " + std::to_string(*opt_.d_warmup)

@@ -59,7 +59,7 @@ struct TrainOptions {
   double lr = 0;                // (2e-4; 5e-5 when fine-tuning)
   std::optional<uint64_t> seed; // data order, masks, initial weights (0)
 
-  int64_t steps = 1000;         // total steps of the run (a resume continues up to it)
+  int64_t steps = 0;            // total steps of the run, which a resume continues up to (0: the checkpoint's, else 1000)
   bool finetune = false;        // paper's phase 2: encoder BatchNorms frozen
   int64_t save_every = 500, keep = 3;
   int64_t val_every = 250, sample_every = 250, val_count = 8;
@@ -80,6 +80,11 @@ struct TrainOptions {
   // usual) train the discriminator alone: the generator's adversarial and feature-matching
   // terms are left out, so it does not chase a discriminator that cannot yet tell anything.
   std::optional<int64_t> d_warmup;         // (0)
+  // What the discriminator is asked: "composite" (it sees the image and its mask; every patch of
+  // the composite is made up) or "hole" (it sees the image alone and must find the hole: the
+  // composite's patches over the hole are fake, those over known pixels real, as LaMa trains;
+  // the generator is pushed to hide the hole's edges as much as to fill it). ("composite")
+  std::string d_target;
   double d_lr = 0;                         // the discriminator's Adam lr (4× the generator's lr)
   int64_t d_width = 0, d_layers = 0;       // discriminator width (32) and strided layers (3)
   // The feature extractor of the perceptual and style terms: "" for --vgg's, or
