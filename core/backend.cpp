@@ -48,4 +48,14 @@ namespace {
 void Backend::upsample_bilinear2x(const Tensor&, Tensor&) { no_bilinear(device()); }
 void Backend::upsample_bilinear2x_backward(const Tensor&, Tensor&) { no_bilinear(device()); }
 
+// Through the host (core/backend.h says why): the CPU's kernel on copies, and the result back.
+void Backend::harmonic_fill(const Tensor& image, const Tensor& mask, Tensor& out, const HarmonicFillParams& p) {
+  Tensor host_image = Tensor::empty(image.shape(), image.dtype(), Device::CPU);
+  Tensor host_mask = Tensor::empty(mask.shape(), mask.dtype(), Device::CPU);
+  copy_to_host(host_image.raw_data(), image.raw_data(), image.nbytes());
+  copy_to_host(host_mask.raw_data(), mask.raw_data(), mask.nbytes());
+  backend(Device::CPU).harmonic_fill(host_image, host_mask, host_image, p);
+  copy_from_host(out.raw_data(), host_image.raw_data(), host_image.nbytes());
+}
+
 }  // namespace pconv

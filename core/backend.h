@@ -63,6 +63,14 @@ struct AdamSlot {
   int64_t step;
 };
 
+// The harmonic fill's solver settings (what the fill is: models/harmonic_fill.h; how the CPU
+// solves it: core/cpu/harmonic_fill.h).
+struct HarmonicFillParams {
+  double tolerance = 1e-5;  // largest change of a sweep, times the value range, to stop at
+  int max_sweeps = 2000;    // per level
+  double omega = 1.9;       // over-relaxation factor, in (0, 2): 86 sweeps at 256² where 1.0 needs 285
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -145,6 +153,18 @@ class Backend {
   virtual void max_pool2x2(const Tensor& x, Tensor& y) = 0;
   // Routes gy to the first maximum of each window of x (ties: the first in row-major order).
   virtual void max_pool2x2_backward(const Tensor& x, const Tensor& gy, Tensor& gx) = 0;
+
+  // ---- harmonic fill (models/harmonic_fill.h), no backward: image and out N×C×H×W (f32 or
+  // f64), mask N×1×H×W of the image's dtype (values ≥ 0.5 are known). out = image on known
+  // pixels; in each (n, c) plane's holes (mask[n] < 0.5) the solution of the discrete Laplace
+  // equation; a plane without a known pixel becomes 0.
+  // Only the CPU has a kernel (an iterative solver over irregular holes that no GPU has run).
+  // Unlike bilinear upsampling's default, which refuses, this default copies image and mask to
+  // the host, runs the CPU's kernel and copies the result back, as the fill did before it was a
+  // Backend entry: models that ship (the bundled one) need the fill on every device, and it is
+  // a model input computed once per forward pass, not a layer inside the network.
+  virtual void harmonic_fill(const Tensor& image, const Tensor& mask, Tensor& out,
+                             const HarmonicFillParams& p);
 
   // ---- slices along one dim: y[.., start:start+x.size(dim), ..] = x, and the reverse.
   virtual void copy_into_slice(const Tensor& x, Tensor& y, int64_t dim, int64_t start) = 0;

@@ -1,148 +1,28 @@
 #include "models/harmonic_fill.h"
 
-#include <algorithm>
-#include <cmath>
-#include <vector>
-
 #include "core/autograd.h"
 
 namespace pconv {
 
-namespace {
-
-template <typename T>
-struct Plane {
-  std::vector<T> values;
-  std::vector<uint8_t> known;
-  int64_t height = 0, width = 0;
-};
-
-// Red–black over-relaxation on the holes of one level until the largest change is below
-// `tol` or `max_sweeps` sweeps. A hole pixel's target is the mean of its in-image neighbours.
-template <typename T>
-int relax(T* v, const uint8_t* known, int64_t H, int64_t W, double tol, const HarmonicFillOptions& o) {
-  std::vector<int64_t> holes[2];
-  for (int64_t y = 0; y < H; ++y)
-    for (int64_t x = 0; x < W; ++x)
-      if (!known[y * W + x]) holes[(x + y) & 1].push_back(y * W + x);
-  if (holes[0].empty() && holes[1].empty()) return 0;
-  const T omega = T(o.omega);
-  int sweeps = 0;
-  while (sweeps < o.max_sweeps) {
-    ++sweeps;
-    double largest = 0;
-    for (const auto& colour : holes)
-      for (const int64_t i : colour) {
-        const int64_t y = i / W, x = i - y * W;
-        T sum = 0;
-        int count = 0;
-        if (x > 0) sum += v[i - 1], ++count;
-        if (x + 1 < W) sum += v[i + 1], ++count;
-        if (y > 0) sum += v[i - W], ++count;
-        if (y + 1 < H) sum += v[i + W], ++count;
-        if (count == 0) continue;  // a 1×1 plane
-        const T step = omega * (sum / T(count) - v[i]);
-        v[i] += step;
-        largest = std::max(largest, double(std::abs(step)));
-      }
-    if (largest <= tol) break;
-  }
-  return sweeps;
-}
-
-// Fills the holes of `p` (which has at least one known pixel) and returns the sweeps done at
-// this level.
-template <typename T>
-int solve(Plane<T>& p, double tol, const HarmonicFillOptions& o) {
-  const int64_t H = p.height, W = p.width;
-  if (std::all_of(p.known.begin(), p.known.end(), [](uint8_t k) { return k != 0; })) return 0;
-  if (H > 1 || W > 1) {
-    // The coarser level: 2×2 blocks, averaged over their known pixels.
-    Plane<T> c;
-    c.height = (H + 1) / 2;
-    c.width = (W + 1) / 2;
-    c.values.assign(size_t(c.height * c.width), T(0));
-    c.known.assign(size_t(c.height * c.width), 0);
-    std::vector<int> counts(size_t(c.height * c.width), 0);
-    for (int64_t y = 0; y < H; ++y)
-      for (int64_t x = 0; x < W; ++x)
-        if (p.known[size_t(y * W + x)]) {
-          const size_t j = size_t((y / 2) * c.width + x / 2);
-          c.values[j] += p.values[size_t(y * W + x)];
-          ++counts[j];
-        }
-    for (size_t j = 0; j < counts.size(); ++j)
-      if (counts[j]) c.values[j] /= T(counts[j]), c.known[j] = 1;
-    solve(c, tol, o);
-    for (int64_t y = 0; y < H; ++y)
-      for (int64_t x = 0; x < W; ++x)
-        if (!p.known[size_t(y * W + x)]) p.values[size_t(y * W + x)] = c.values[size_t((y / 2) * c.width + x / 2)];
-  }
-  return relax(p.values.data(), p.known.data(), H, W, tol, o);
-}
-
-}  // namespace
-
-template <typename T>
-int harmonic_fill_plane(T* values, const uint8_t* known, int64_t height, int64_t width,
-                        const HarmonicFillOptions& options) {
-  if (height < 1 || width < 1) return 0;
-  const size_t n = size_t(height * width);
-  T lo = 0, hi = 0;
-  bool any = false;
-  for (size_t i = 0; i < n; ++i)
-    if (known[i]) {
-      lo = any ? std::min(lo, values[i]) : values[i];
-      hi = any ? std::max(hi, values[i]) : values[i];
-      any = true;
-    }
-  if (!any) {
-    std::fill(values, values + n, T(0));
-    return 0;
-  }
-  Plane<T> p;
-  p.height = height;
-  p.width = width;
-  p.values.assign(values, values + n);
-  p.known.resize(n);
-  for (size_t i = 0; i < n; ++i) p.known[i] = known[i] ? 1 : 0;
-  // The tolerance is relative to the value range, so the fill stops at the same precision for
-  // pixel values in [0, 1] and for normalised ones; a flat image (range 0) stops at once.
-  const double tol = options.tolerance * std::max(double(hi - lo), 1e-12);
-  const int sweeps = solve(p, tol, options);
-  std::copy(p.values.begin(), p.values.end(), values);
-  return sweeps;
-}
-
-template int harmonic_fill_plane<float>(float*, const uint8_t*, int64_t, int64_t, const HarmonicFillOptions&);
-template int harmonic_fill_plane<double>(double*, const uint8_t*, int64_t, int64_t, const HarmonicFillOptions&);
-
-Tensor harmonic_fill(const Tensor& image, const Tensor& mask, const HarmonicFillOptions& options) {
+Tensor harmonic_fill(const Tensor& image, const Tensor& mask, const HarmonicFillParams& params) {
   check_rank("harmonic_fill", "image", image, 4);
   check_rank("harmonic_fill", "mask", mask, 4);
-  const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
+  const int64_t N = image.size(0), H = image.size(2), W = image.size(3);
   if (mask.size(0) != N || mask.size(1) != 1 || mask.size(2) != H || mask.size(3) != W)
     throw Error("harmonic_fill: mask " + shape_str(mask.shape()) + " does not fit image " +
                 shape_str(image.shape()) + " (want N×1×H×W)");
+  check_same_device("harmonic_fill", image, "image", mask, "mask");
   if (image.dtype() != DType::F32 && image.dtype() != DType::F64)
     throw Error("harmonic_fill: image must be f32 or f64");
-  if (!(options.omega > 0 && options.omega < 2) || options.max_sweeps < 1 || !(options.tolerance >= 0))
+  if (!(params.omega > 0 && params.omega < 2) || params.max_sweeps < 1 || !(params.tolerance >= 0))
     throw Error("harmonic_fill: omega must be in (0, 2), max_sweeps ≥ 1 and tolerance ≥ 0");
   NoGradGuard no_grad;
-  Tensor out = image.device() == Device::CPU ? image.detach().clone() : image.detach().to(Device::CPU);
-  const std::vector<float> m = mask.to_float_vector();
-  const int64_t plane = H * W;
-  std::vector<uint8_t> known(size_t(N * plane));
-  for (size_t i = 0; i < known.size(); ++i) known[i] = m[i] >= 0.5f;
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t k = 0; k < N * C; ++k) {
-    const uint8_t* kn = known.data() + (k / C) * plane;
-    if (out.dtype() == DType::F32)
-      harmonic_fill_plane(out.data<float>() + k * plane, kn, H, W, options);
-    else
-      harmonic_fill_plane(out.data<double>() + k * plane, kn, H, W, options);
-  }
-  return image.device() == Device::CPU ? out : out.to(image.device());
+  // The kernel takes one dtype. Converting cannot move a value across 0.5 as the kernel sees it
+  // (it compares in f32), so the mask marks the same pixels known in any dtype.
+  const Tensor known = mask.dtype() == image.dtype() ? mask.detach() : mask.detach().to(image.dtype());
+  Tensor out = Tensor::empty(image.shape(), image.dtype(), image.device());
+  backend_of(image).harmonic_fill(image, known, out, params);
+  return out;
 }
 
 }  // namespace pconv

@@ -402,6 +402,17 @@ TEST_CASE("gpu: nearest upsampling, max pooling and their backward" * doctest::t
   }
 }
 
+// The GPU has no kernel of its own: Backend's default fills through the host with the CPU's
+// kernel, so the values must be the CPU's exactly.
+TEST_CASE("gpu: harmonic fill through the host gives the CPU's values bit for bit" * doctest::test_suite("gpu")) {
+  for (DType dt : kFloatTypes) {
+    Pair x = random_pair({2, 3, 19, 24}, dt, 130), m = hole_mask(2, 19, 24, dt, 131);
+    Pair y = poisoned_pair({2, 3, 19, 24}, dt);
+    on_both([&](Backend& be, bool g) { be.harmonic_fill(x[g], m[g], y[g], HarmonicFillParams{}); });
+    expect_close(name("harmonic_fill", dt), y, 0);
+  }
+}
+
 TEST_CASE("gpu: copy_into_slice and copy_from_slice along each dim" * doctest::test_suite("gpu")) {
   for (DType dt : kFloatTypes)
     for (int64_t dim = 0; dim < 4; ++dim) {

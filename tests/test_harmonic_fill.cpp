@@ -1,10 +1,13 @@
 // Harmonic fill (models/harmonic_fill.h): against a direct dense solve of the same linear system,
-// exact on harmonic functions, known pixels untouched, edge cases and bad input.
+// exact on harmonic functions, known pixels untouched, edge cases and bad input; the Backend
+// kernel (and its through-the-host default) against the plane solver run plane by plane.
 #include <doctest/doctest.h>
 
 #include <Eigen/Dense>
 #include <cmath>
+#include <random>
 
+#include "core/cpu/harmonic_fill.h"
 #include "core/ops.h"
 #include "models/harmonic_fill.h"
 #include "tests/gradcheck.h"
@@ -62,7 +65,7 @@ TEST_CASE("harmonic fill: equals a direct solve of the Laplace system; known pix
     Generator gen(uint64_t(seed) + 100);
     Tensor image = Tensor::randn({2, 3, H, W}, gen, DType::F64);
     Tensor mask = random_mask(2, H, W, uint64_t(seed));
-    HarmonicFillOptions o;
+    HarmonicFillParams o;
     o.tolerance = 1e-13;
     o.max_sweeps = 100000;
     const Tensor filled = harmonic_fill(mul(image, mask), mask, o);
@@ -138,7 +141,64 @@ TEST_CASE("harmonic fill: hole values do not matter; wrong shapes and options ar
   CHECK_THROWS_WITH_AS(harmonic_fill(image, Tensor::ones({2, 3, 12, 12})), doctest::Contains("does not fit image"), Error);
   CHECK_THROWS_WITH_AS(harmonic_fill(image, Tensor::ones({1, 1, 12, 12})), doctest::Contains("does not fit image"), Error);
   CHECK_THROWS_AS(harmonic_fill(image.reshape({6, 12, 12}), mask), Error);
-  HarmonicFillOptions bad;
+  HarmonicFillParams bad;
   bad.omega = 2.0;
   CHECK_THROWS_WITH_AS(harmonic_fill(image, mask, bad), doctest::Contains("omega"), Error);
+}
+
+namespace {
+
+// The fill as the plane solver gives it: each (n, c) plane of `image` solved on its own with
+// mask[n] ≥ 0.5 as known (the threshold compared in f32).
+template <typename T>
+std::vector<T> fill_plane_by_plane(const Tensor& image, const Tensor& mask, const HarmonicFillParams& params) {
+  const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
+  std::vector<T> values(image.data<T>(), image.data<T>() + image.numel());
+  const std::vector<float> m = mask.to_float_vector();
+  for (int64_t n = 0; n < N; ++n) {
+    std::vector<uint8_t> known(size_t(H * W));
+    for (int64_t i = 0; i < H * W; ++i) known[size_t(i)] = m[size_t(n * H * W + i)] >= 0.5f;
+    for (int64_t c = 0; c < C; ++c) harmonic_fill_plane(values.data() + (n * C + c) * H * W, known.data(), H, W, params);
+  }
+  return values;
+}
+
+template <typename T>
+std::vector<T> values_of(const Tensor& t) {
+  return std::vector<T>(t.data<T>(), t.data<T>() + t.numel());
+}
+
+template <typename T>
+void check_backend_equals_planes(DType dtype, DType mask_dtype) {
+  for (auto [h, w, s] : {std::tuple{13, 17, 21}, std::tuple{32, 24, 22}, std::tuple{1, 9, 23}, std::tuple{40, 7, 24}}) {
+    const int64_t H = h, W = w;
+    CAPTURE(H);
+    CAPTURE(W);
+    Generator gen{uint64_t(s)};
+    const Tensor image = Tensor::randn({3, 2, H, W}, gen, dtype);
+    // Mask values on a quarter grid, so that some sit exactly on the 0.5 threshold (known).
+    std::mt19937 rng{uint32_t(s)};
+    std::vector<double> quarters(size_t(3 * H * W));
+    for (double& q : quarters) q = double(rng() % 5) / 4;
+    const Tensor mask = Tensor::from_vector(quarters, {3, 1, H, W}).to(mask_dtype);
+    HarmonicFillParams params;
+    params.max_sweeps = 50;  // some planes stop at the cap, not at the tolerance: both must agree
+    const std::vector<T> want = fill_plane_by_plane<T>(image, mask, params);
+    const Tensor got = harmonic_fill(image, mask, params);
+    REQUIRE(got.dtype() == dtype);
+    CHECK(values_of<T>(got) == want);
+    // The default that devices without a kernel get (through the host), called on the CPU.
+    Tensor out = Tensor::empty(image.shape(), dtype);
+    backend(Device::CPU).Backend::harmonic_fill(image, mask.to(dtype), out, params);
+    CHECK(values_of<T>(out) == want);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("harmonic fill: the Backend kernel and the through-the-host default equal the plane solver bit for bit") {
+  check_backend_equals_planes<float>(DType::F32, DType::F32);
+  check_backend_equals_planes<double>(DType::F64, DType::F64);
+  check_backend_equals_planes<float>(DType::F32, DType::F64);  // the mask converted to the image's dtype
+  check_backend_equals_planes<double>(DType::F64, DType::F32);
 }

@@ -57,6 +57,9 @@ class CpuBackend final : public Backend {
   void max_pool2x2(const Tensor& x, Tensor& y) override;
   void max_pool2x2_backward(const Tensor& x, const Tensor& gy, Tensor& gx) override;
 
+  void harmonic_fill(const Tensor& image, const Tensor& mask, Tensor& out,
+                     const HarmonicFillParams& p) override;  // core/cpu/harmonic_fill.cpp
+
   void copy_into_slice(const Tensor& x, Tensor& y, int64_t dim, int64_t start) override;
   void copy_from_slice(const Tensor& x, int64_t dim, int64_t start, Tensor& y) override;
 
