@@ -404,7 +404,47 @@ std::string run_folder_of(const std::string& resume) {
 }
 }  // namespace
 
+// What a run starts from, as setup()'s steps learn it: the --resume or --init checkpoint (none
+// for a fresh model), what a resume continues, and how an --init model differs from the file's.
+struct Trainer::StartingPoint {
+  std::string checkpoint;                    // "" without --resume and --init
+  std::map<std::string, std::string> saved;  // its metadata
+  bool resuming = false;
+  bool saved_finetune = false;               // resuming: the checkpoint's phase,
+  double saved_lr = 0;                       // its learning rate
+  DatasetState data;                         // and where its data order was
+  bool init_adds_fill = false;               // --init from a model without the fill into --fill harmonic
+  int64_t init_noise = 0;                    // --init: the checkpoint's noise levels (more may be added)
+  bool init_changes_upsample = false;        // --init from a model with the other upsampling
+};
+
+// The steps in order: each may throw a one-line Error, and the first one wrong is the one reported.
 void Trainer::setup() {
+  check_required_options();
+  StartingPoint start = read_starting_checkpoint();
+  if (start.resuming) take_back_resumed_state(start);
+  if (!start.checkpoint.empty()) match_checkpoint_model(start);
+  resolve_defaults(start);
+  check_texture_options();
+  check_run_fits(start);
+  if (writes()) prepare_out_folder(start.resuming);
+
+  SafetensorsFile file = build_model(start);
+  setup_optimizer(start, file);
+  setup_discriminator(start.saved, file.tensors, start.checkpoint, start.resuming);
+  file = {};  // the optimiser's copies are all that is needed now
+  load_vgg();
+  setup_data(start);
+  if (writes()) {
+    load_validation_set();
+    restore_logs();
+  }
+  if (start.resuming) last_checkpoint_ = start.checkpoint;
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::check_required_options() {
   // A resume of a run folder continues there, with the folders it was trained on.
   if (opt_.out_dir.empty() && !opt_.resume.empty()) opt_.out_dir = run_folder_of(opt_.resume);
   if (opt_.data_dir.empty() && opt_.resume.empty()) throw Error("--data is required (or --resume a run)");
@@ -416,85 +456,93 @@ void Trainer::setup() {
   if (!opt_.resume.empty() && !opt_.init.empty()) throw Error("--resume and --init exclude each other");
   if (opt_.device == Device::CUDA && !cuda_available())
     throw Error("--device cuda: " + cuda_unavailable_reason());
+}
 
-  // What the checkpoint says (read once for its metadata; the model loads the file itself).
-  std::string checkpoint;
-  std::map<std::string, std::string> saved;
-  if (!opt_.resume.empty() || !opt_.init.empty()) {
-    checkpoint = resolve_checkpoint(opt_.resume.empty() ? opt_.init : opt_.resume);
-    const SafetensorsFile file = load_safetensors(checkpoint);
-    saved = file.metadata;
-    // A file that says what it is must hold it, before a model of that size is built.
-    if (saved.count(PConvUNet::kConfigKey)) {
-      PConvUNetConfig c;
-      try {
-        c = PConvUNet::checkpoint_config(saved);
-      } catch (const Error& e) {
-        throw Error(checkpoint + ": metadata " + PConvUNet::kConfigKey + ": " + e.what());
-      }
-      try {
-        PConvUNet::check_state_shapes(c, file.tensors);
-      } catch (const Error& e) {
-        throw Error(checkpoint + ": " + e.what());
-      }
-    }
-  }
-  const bool resuming = !opt_.resume.empty();
-  bool saved_finetune = false;
-  double saved_lr = 0;
-  DatasetState start;
-  if (resuming) {
-    step_ = meta_int(saved, kStepKey, checkpoint);
-    const std::string& phase = meta(saved, kPhaseKey, checkpoint);
-    if (phase != "train" && phase != "finetune") bad_meta(checkpoint, kPhaseKey, phase, "'train' or 'finetune'");
-    saved_finetune = phase == "finetune";
-    saved_lr = meta_number(saved, kLrKey, checkpoint);
+// What the checkpoint says (read once for its metadata; the model loads the file itself).
+Trainer::StartingPoint Trainer::read_starting_checkpoint() {
+  StartingPoint start;
+  start.resuming = !opt_.resume.empty();
+  if (opt_.resume.empty() && opt_.init.empty()) return start;
+  start.checkpoint = resolve_checkpoint(opt_.resume.empty() ? opt_.init : opt_.resume);
+  const SafetensorsFile file = load_safetensors(start.checkpoint);
+  start.saved = file.metadata;
+  // A file that says what it is must hold it, before a model of that size is built.
+  if (start.saved.count(PConvUNet::kConfigKey)) {
+    PConvUNetConfig c;
     try {
-      start = DatasetState::parse(meta(saved, kDataStateKey, checkpoint));
+      c = PConvUNet::checkpoint_config(start.saved);
     } catch (const Error& e) {
-      throw Error(checkpoint + ": metadata " + kDataStateKey + ": " + e.what());
+      throw Error(start.checkpoint + ": metadata " + PConvUNet::kConfigKey + ": " + e.what());
     }
-    const auto o = nlohmann::json::parse(meta(saved, kOptionsKey, checkpoint), nullptr, false);
-    if (!o.is_object()) throw Error(checkpoint + ": metadata " + kOptionsKey + " is not a JSON object");
-    // The crops, the loss and the feature network continue as they were unless the command
-    // line changes them.
-    for (const SavedOption& option : kSavedOptions) take_back(option, opt_, o, checkpoint);
-    if (opt_.data_dir.empty()) throw Error(checkpoint + " does not say which photos it was trained on: give --data");
-    if (opt_.vgg.empty() && !opt_.style_features.empty()) opt_.vgg = "none";
-    if (opt_.vgg.empty()) throw Error(vgg_missing_message());
-    if (opt_.seed && *opt_.seed != start.seed)
-      throw Error("--seed " + std::to_string(*opt_.seed) + " differs from the checkpoint's " +
-                  std::to_string(start.seed) + ": a resume continues the same data order");
-    opt_.seed = start.seed;
+    try {
+      PConvUNet::check_state_shapes(c, file.tensors);
+    } catch (const Error& e) {
+      throw Error(start.checkpoint + ": " + e.what());
+    }
   }
-  bool init_adds_fill = false;  // --init from a model without the fill into --fill harmonic
-  int64_t init_noise = 0;       // --init: the checkpoint's noise levels (more may be added)
-  bool init_changes_upsample = false;  // --init from a model with the other upsampling
-  if (!checkpoint.empty()) {
-    const PConvUNetConfig c = PConvUNet::checkpoint_config(saved);  // checked above
-    if (opt_.levels == 0) opt_.levels = c.levels;
-    if (opt_.width == 0) opt_.width = c.width;
-    const std::string saved_fill = c.fill == PConvUNetConfig::Fill::Harmonic ? "harmonic" : "none";
-    if (opt_.fill.empty()) opt_.fill = saved_fill;
-    if (resuming && opt_.fill != saved_fill)
-      throw Error("--fill " + opt_.fill + " differs from the checkpoint's (" + saved_fill +
-                  "): a resume continues the same model (start a new run with --init)");
-    init_adds_fill = !resuming && opt_.fill == "harmonic" && saved_fill == "none";
-    if (opt_.noise < 0) opt_.noise = c.noise;
-    if (resuming && opt_.noise != c.noise)
-      throw Error("--noise " + std::to_string(opt_.noise) + " differs from the checkpoint's (" +
-                  std::to_string(c.noise) + "): a resume continues the same model (start a new run with --init)");
-    if (opt_.noise < c.noise)
-      throw Error("--noise " + std::to_string(opt_.noise) + " is below " + checkpoint + "'s " + std::to_string(c.noise) +
-                  ": --init can add noise levels to a model, not remove them");
-    init_noise = c.noise;
-    const std::string saved_upsample = c.upsample == Upsampling::Bilinear ? "bilinear" : "nearest";
-    if (opt_.upsample.empty()) opt_.upsample = saved_upsample;
-    if (resuming && opt_.upsample != saved_upsample)
-      throw Error("--upsample " + opt_.upsample + " differs from the checkpoint's (" + saved_upsample +
-                  "): a resume continues the same model (start a new run with --init)");
-    init_changes_upsample = !resuming && opt_.upsample != saved_upsample;
+  return start;
+}
+
+// A resume continues the checkpoint's step, phase, learning rate, data order and saved options.
+void Trainer::take_back_resumed_state(StartingPoint& start) {
+  const std::string& checkpoint = start.checkpoint;
+  const std::map<std::string, std::string>& saved = start.saved;
+  step_ = meta_int(saved, kStepKey, checkpoint);
+  const std::string& phase = meta(saved, kPhaseKey, checkpoint);
+  if (phase != "train" && phase != "finetune") bad_meta(checkpoint, kPhaseKey, phase, "'train' or 'finetune'");
+  start.saved_finetune = phase == "finetune";
+  start.saved_lr = meta_number(saved, kLrKey, checkpoint);
+  try {
+    start.data = DatasetState::parse(meta(saved, kDataStateKey, checkpoint));
+  } catch (const Error& e) {
+    throw Error(checkpoint + ": metadata " + kDataStateKey + ": " + e.what());
   }
+  const auto o = nlohmann::json::parse(meta(saved, kOptionsKey, checkpoint), nullptr, false);
+  if (!o.is_object()) throw Error(checkpoint + ": metadata " + kOptionsKey + " is not a JSON object");
+  // The crops, the loss and the feature network continue as they were unless the command
+  // line changes them.
+  for (const SavedOption& option : kSavedOptions) take_back(option, opt_, o, checkpoint);
+  if (opt_.data_dir.empty()) throw Error(checkpoint + " does not say which photos it was trained on: give --data");
+  if (opt_.vgg.empty() && !opt_.style_features.empty()) opt_.vgg = "none";
+  if (opt_.vgg.empty()) throw Error(vgg_missing_message());
+  if (opt_.seed && *opt_.seed != start.data.seed)
+    throw Error("--seed " + std::to_string(*opt_.seed) + " differs from the checkpoint's " +
+                std::to_string(start.data.seed) + ": a resume continues the same data order");
+  opt_.seed = start.data.seed;
+}
+
+// The model's shape comes from the checkpoint unless given: a resume must keep it, an --init
+// may add the fill, add noise levels or change the upsampling.
+void Trainer::match_checkpoint_model(StartingPoint& start) {
+  const bool resuming = start.resuming;
+  const std::string& checkpoint = start.checkpoint;
+  const PConvUNetConfig c = PConvUNet::checkpoint_config(start.saved);  // checked by read_starting_checkpoint
+  if (opt_.levels == 0) opt_.levels = c.levels;
+  if (opt_.width == 0) opt_.width = c.width;
+  const std::string saved_fill = c.fill == PConvUNetConfig::Fill::Harmonic ? "harmonic" : "none";
+  if (opt_.fill.empty()) opt_.fill = saved_fill;
+  if (resuming && opt_.fill != saved_fill)
+    throw Error("--fill " + opt_.fill + " differs from the checkpoint's (" + saved_fill +
+                "): a resume continues the same model (start a new run with --init)");
+  start.init_adds_fill = !resuming && opt_.fill == "harmonic" && saved_fill == "none";
+  if (opt_.noise < 0) opt_.noise = c.noise;
+  if (resuming && opt_.noise != c.noise)
+    throw Error("--noise " + std::to_string(opt_.noise) + " differs from the checkpoint's (" +
+                std::to_string(c.noise) + "): a resume continues the same model (start a new run with --init)");
+  if (opt_.noise < c.noise)
+    throw Error("--noise " + std::to_string(opt_.noise) + " is below " + checkpoint + "'s " + std::to_string(c.noise) +
+                ": --init can add noise levels to a model, not remove them");
+  start.init_noise = c.noise;
+  const std::string saved_upsample = c.upsample == Upsampling::Bilinear ? "bilinear" : "nearest";
+  if (opt_.upsample.empty()) opt_.upsample = saved_upsample;
+  if (resuming && opt_.upsample != saved_upsample)
+    throw Error("--upsample " + opt_.upsample + " differs from the checkpoint's (" + saved_upsample +
+                "): a resume continues the same model (start a new run with --init)");
+  start.init_changes_upsample = !resuming && opt_.upsample != saved_upsample;
+}
+
+// Every option still unset gets its default; the model's and the optimiser's are checked.
+void Trainer::resolve_defaults(const StartingPoint& start) {
   if (opt_.upsample.empty()) opt_.upsample = "nearest";
   if (opt_.upsample != "nearest" && opt_.upsample != "bilinear")
     throw Error("--upsample " + opt_.upsample + ": expected nearest or bilinear");
@@ -504,7 +552,7 @@ void Trainer::setup() {
     throw Error("--noise-strength must be a finite number ≥ 0");
   if (opt_.fill.empty()) opt_.fill = "none";
   if (opt_.noise < 0) opt_.noise = 0;
-  opt_.finetune = opt_.finetune || saved_finetune;
+  opt_.finetune = opt_.finetune || start.saved_finetune;
   if (opt_.size == 0) opt_.size = 256;
   if (opt_.batch == 0) opt_.batch = 6;
   if (opt_.levels == 0) opt_.levels = std::max<int64_t>(1, int64_t(std::lround(std::log2(double(opt_.size)))) - 1);
@@ -512,13 +560,17 @@ void Trainer::setup() {
   if (opt_.steps == 0) opt_.steps = 1000;
   if (!opt_.seed) opt_.seed = 0;
   // A resume keeps its learning rate unless it switches to the fine-tune phase here.
-  if (opt_.lr == 0) opt_.lr = resuming && opt_.finetune == saved_finetune ? saved_lr : opt_.finetune ? 5e-5 : 2e-4;
+  if (opt_.lr == 0)
+    opt_.lr = start.resuming && opt_.finetune == start.saved_finetune ? start.saved_lr : opt_.finetune ? 5e-5 : 2e-4;
   if (opt_.size < 16) throw Error("--size " + std::to_string(opt_.size) + " is too small (at least 16)");
   if (opt_.batch < 1 || opt_.steps < 1 || opt_.save_every < 1 || opt_.keep < 1 || opt_.val_every < 1 ||
       opt_.sample_every < 1 || opt_.log_every < 1 || opt_.val_count < 0)
     throw Error("--batch, --steps, --save-every, --keep, --val-every, --sample-every, --log-every must be positive");
   if (!(opt_.lr > 0) || !std::isfinite(opt_.lr)) throw Error("--lr must be a positive number");
-  // The texture terms.
+}
+
+// The texture terms: their weights, the GAN loss and the random style features.
+void Trainer::check_texture_options() {
   if (!opt_.adversarial) opt_.adversarial = 0.0;
   if (!opt_.feature_matching) opt_.feature_matching = 0.0;
   for (const auto& [name, value] : {std::pair{"--adversarial", *opt_.adversarial},
@@ -542,15 +594,21 @@ void Trainer::setup() {
     if (opt_.vgg != "none")
       throw Error("--style-features " + opt_.style_features + " replaces --vgg's network: leave out --vgg " + opt_.vgg);
   }
-  if (resuming && step_ >= opt_.steps)
-    throw Error(checkpoint + " is at step " + std::to_string(step_) + ", --steps is " + std::to_string(opt_.steps) +
-                ": nothing to do (raise --steps)");
+}
+
+// A resume has steps left to train, and the batch splits evenly over the ranks.
+void Trainer::check_run_fits(const StartingPoint& start) {
+  if (start.resuming && step_ >= opt_.steps)
+    throw Error(start.checkpoint + " is at step " + std::to_string(step_) + ", --steps is " +
+                std::to_string(opt_.steps) + ": nothing to do (raise --steps)");
   if (opt_.batch % comm_.size() != 0)
     throw Error("--batch " + std::to_string(opt_.batch) + " is not a multiple of the " + std::to_string(comm_.size()) +
                 " ranks: every rank takes an equal share of each batch");
+}
 
-  if (writes()) prepare_out_folder(resuming);
-
+// The UNet of the resolved options, with the checkpoint's weights, in training mode. Returns the
+// checkpoint's file (empty for a fresh model): its optimiser and discriminator state come next.
+SafetensorsFile Trainer::build_model(const StartingPoint& start) {
   PConvUNetConfig config;
   config.levels = opt_.levels, config.width = opt_.width;
   config.fill = opt_.fill == "harmonic" ? PConvUNetConfig::Fill::Harmonic : PConvUNetConfig::Fill::None;
@@ -564,63 +622,74 @@ void Trainer::setup() {
   }
   model_ = std::make_unique<PConvUNet>(config, *opt_.seed, DType::F32, opt_.device);
   SafetensorsFile file;
-  const bool init_adds_noise = !resuming && !checkpoint.empty() && opt_.noise > init_noise;
-  if (init_adds_fill || init_adds_noise || init_changes_upsample) {
-    // The weights of a model without the fill, its last layer zeroed: the new model starts
-    // exactly at the harmonic fill and learns what to add, keeping the trained features.
-    // New noise strengths start at --noise-strength (0: the model starts exactly where the
-    // file was). Another upsampling keeps every weight (the shapes are the same).
-    file = load_safetensors(checkpoint);
-    std::map<std::string, Tensor> weights;
-    for (auto& [name, t] : file.tensors)
-      if (!PConvUNet::is_training_state_key(name)) weights.emplace(name, t);
-    const std::string last = "pconv" + std::to_string(model_->layer_count());
-    if (init_adds_fill)
-      for (const char* p : {".weight", ".bias"}) {
-        auto it = weights.find(last + p);
-        if (it != weights.end()) it->second = Tensor::zeros(it->second.shape(), it->second.dtype());
-      }
-    for (const auto& [name, shape] : config.state_shapes())
-      if (name.size() > 6 && name.compare(name.size() - 6, 6, ".noise") == 0 && !weights.count(name))
-        weights[name] = Tensor::full(shape, opt_.noise_strength);
-    try {
-      model_->load_state_dict(weights, true);
-    } catch (const Error& e) {
-      throw Error(checkpoint + ": " + e.what());
-    }
-    if (writes() && !opt_.quiet && init_adds_fill)
-      cli::progress("inpaint-train: --fill harmonic from " + checkpoint + ": its weights, " + last +
-                    " zeroed, so training starts at the harmonic fill");
-    if (writes() && !opt_.quiet && init_adds_noise)
-      cli::progress("inpaint-train: --noise " + std::to_string(opt_.noise) + " from " + checkpoint +
-                    (opt_.noise_strength > 0 ? ": new noise strengths start at " + format("%g", opt_.noise_strength)
-                                             : std::string(": new noise strengths start at 0, so training starts at its output")));
-    if (writes() && !opt_.quiet && init_changes_upsample)
-      cli::progress("inpaint-train: --upsample " + opt_.upsample + " from " + checkpoint +
-                    ": its weights, with the other upsampling (training starts near its output)");
-  } else if (!checkpoint.empty()) {
-    file = model_->load_checkpoint(checkpoint);
-  }
+  const bool init_adds_noise = !start.resuming && !start.checkpoint.empty() && opt_.noise > start.init_noise;
+  if (start.init_adds_fill || init_adds_noise || start.init_changes_upsample)
+    file = load_init_into_other_model(start, config, init_adds_noise);
+  else if (!start.checkpoint.empty())
+    file = model_->load_checkpoint(start.checkpoint);
   model_->train();
   model_->set_finetune(opt_.finetune);
   // Synchronised BatchNorm: N ranks normalise as one process with their batches together.
   if (comm_.size() > 1)
     for (const auto& [name, module] : model_->named_modules())
       if (auto* bn = dynamic_cast<BatchNorm2d*>(module)) bn->set_sync(&comm_);
+  return file;
+}
 
-  adam_ = std::make_unique<Adam>(model_->named_parameters(), AdamOptions{opt_.lr});
-  if (resuming) {
-    try {
-      adam_->load_state_dict(file.tensors);
-    } catch (const Error& e) {
-      throw Error(checkpoint + ": " + e.what());
+// --init into a model that differs from the file's. The weights of a model without the fill,
+// its last layer zeroed: the new model starts exactly at the harmonic fill and learns what to
+// add, keeping the trained features. New noise strengths start at --noise-strength (0: the
+// model starts exactly where the file was). Another upsampling keeps every weight (the shapes
+// are the same).
+SafetensorsFile Trainer::load_init_into_other_model(const StartingPoint& start, const PConvUNetConfig& config,
+                                                    bool init_adds_noise) {
+  const std::string& checkpoint = start.checkpoint;
+  SafetensorsFile file = load_safetensors(checkpoint);
+  std::map<std::string, Tensor> weights;
+  for (auto& [name, t] : file.tensors)
+    if (!PConvUNet::is_training_state_key(name)) weights.emplace(name, t);
+  const std::string last = "pconv" + std::to_string(model_->layer_count());
+  if (start.init_adds_fill)
+    for (const char* p : {".weight", ".bias"}) {
+      auto it = weights.find(last + p);
+      if (it != weights.end()) it->second = Tensor::zeros(it->second.shape(), it->second.dtype());
     }
+  for (const auto& [name, shape] : config.state_shapes())
+    if (name.size() > 6 && name.compare(name.size() - 6, 6, ".noise") == 0 && !weights.count(name))
+      weights[name] = Tensor::full(shape, opt_.noise_strength);
+  try {
+    model_->load_state_dict(weights, true);
+  } catch (const Error& e) {
+    throw Error(checkpoint + ": " + e.what());
   }
-  setup_discriminator(saved, file.tensors, checkpoint, resuming);
-  file = {};  // the optimiser's copies are all that is needed now
+  if (!writes() || opt_.quiet) return file;
+  if (start.init_adds_fill)
+    cli::progress("inpaint-train: --fill harmonic from " + checkpoint + ": its weights, " + last +
+                  " zeroed, so training starts at the harmonic fill");
+  if (init_adds_noise)
+    cli::progress("inpaint-train: --noise " + std::to_string(opt_.noise) + " from " + checkpoint +
+                  (opt_.noise_strength > 0 ? ": new noise strengths start at " + format("%g", opt_.noise_strength)
+                                           : std::string(": new noise strengths start at 0, so training starts at its output")));
+  if (start.init_changes_upsample)
+    cli::progress("inpaint-train: --upsample " + opt_.upsample + " from " + checkpoint +
+                  ": its weights, with the other upsampling (training starts near its output)");
+  return file;
+}
 
-  load_vgg();
+// Adam over the generator's parameters; a resume takes its moments back from the checkpoint.
+void Trainer::setup_optimizer(const StartingPoint& start, const SafetensorsFile& file) {
+  adam_ = std::make_unique<Adam>(model_->named_parameters(), AdamOptions{opt_.lr});
+  if (!start.resuming) return;
+  try {
+    adam_->load_state_dict(file.tensors);
+  } catch (const Error& e) {
+    throw Error(start.checkpoint + ": " + e.what());
+  }
+}
 
+// The photo loader: this rank's share of each batch, from the checkpoint's place in the data
+// order when resuming.
+void Trainer::setup_data(const StartingPoint& start) {
   DatasetOptions d;
   d.image_dir = opt_.data_dir, d.mask_dir = opt_.mask_dir, d.mask_holes = opt_.mask_holes;
   d.size = opt_.size, d.batch = opt_.batch, d.seed = *opt_.seed;
@@ -634,21 +703,12 @@ void Trainer::setup() {
                       ? 1
                       : std::clamp<int64_t>(int64_t(std::thread::hardware_concurrency()) / local_ranks, 1, 8));
   d.shard = comm_.rank(), d.shards = comm_.size();
-  if (!resuming) start = DatasetState{*opt_.seed, 0, 0};
-  data_ = std::make_unique<TrainingData>(d, start);
-  if (writes() && resuming && saved.count(kDataCountKey) &&
-      meta_int(saved, kDataCountKey, checkpoint) != data_->samples_per_epoch())
-    warn("the checkpoint was trained on " + saved.at(kDataCountKey) + " photos, --data holds " +
+  data_ = std::make_unique<TrainingData>(d, start.resuming ? start.data : DatasetState{*opt_.seed, 0, 0});
+  if (writes() && start.resuming && start.saved.count(kDataCountKey) &&
+      meta_int(start.saved, kDataCountKey, start.checkpoint) != data_->samples_per_epoch())
+    warn("the checkpoint was trained on " + start.saved.at(kDataCountKey) + " photos, --data holds " +
          std::to_string(data_->samples_per_epoch()) + ": the data order differs from the original run");
-
-  if (writes()) {
-    load_validation_set();
-    restore_logs();
-  }
-  if (resuming) last_checkpoint_ = checkpoint;
 }
-
-Trainer::~Trainer() = default;
 
 void Trainer::load_vgg() {
   LossWeights w;

@@ -162,18 +162,32 @@ class Trainer {
   std::function<void(Trainer&)> after_step;
 
  private:
-  void resolve_options(const SafetensorsFile* from);
-  void load_vgg();
+  // setup() and its steps, in the order it calls them (what the run starts from: trainer.cpp).
+  struct StartingPoint;
+  void setup();
+  void check_required_options();
+  StartingPoint read_starting_checkpoint();
+  void take_back_resumed_state(StartingPoint& start);
+  void match_checkpoint_model(StartingPoint& start);
+  void resolve_defaults(const StartingPoint& start);
+  void check_texture_options();
+  void check_run_fits(const StartingPoint& start);
+  void prepare_out_folder(bool resuming);
+  SafetensorsFile build_model(const StartingPoint& start);
+  SafetensorsFile load_init_into_other_model(const StartingPoint& start, const PConvUNetConfig& config,
+                                             bool init_adds_noise);
+  void setup_optimizer(const StartingPoint& start, const SafetensorsFile& file);
   void setup_discriminator(const std::map<std::string, std::string>& saved,
                            const std::map<std::string, Tensor>& tensors, const std::string& checkpoint, bool resuming);
-  void discriminator_step(const Tensor& real_scores, const Tensor& composite, const Tensor& mask, StepLosses& s);
-  void warn_if_discriminator_wins();
-  void prepare_out_folder(bool resuming);
+  void load_vgg();
+  void setup_data(const StartingPoint& start);
   void load_validation_set();
   void restore_logs();
+
+  void discriminator_step(const Tensor& real_scores, const Tensor& composite, const Tensor& mask, StepLosses& s);
+  void warn_if_discriminator_wins();
   void append_log(const StepLosses& s);
   void check_parameters_finite() const;
-  void setup();
   bool writes() const { return comm_.rank() == 0; }  // rank 0 writes every file
   void average_gradients(Module& module);  // of the generator or the discriminator, over the ranks
   // A CollectiveError on every rank unless all ranks hold rank 0's state; `when` and `advice`
