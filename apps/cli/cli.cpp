@@ -58,6 +58,13 @@ void guard_numbers(CLI::App& app) {
 
 }  // namespace
 
+namespace {
+// A whole line in one write. std::cerr is unbuffered, so each << is a write(2) of its own, and
+// under mpirun the launcher's own notices can land between the pieces of a line (seen once in
+// the suite: "inpaint-train: error: ", then Open MPI's banner, then the message).
+void write_line(const std::string& line) { std::cerr << line + "\n" << std::flush; }
+}  // namespace
+
 int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body) {
   guard_numbers(app);
   try {
@@ -71,10 +78,10 @@ int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body)
     body();
     return 0;
   } catch (const CollectiveError& e) {
-    if (e.rank == 0) std::cerr << app.get_name() << ": error: " << e.what() << std::endl;
+    if (e.rank == 0) write_line(app.get_name() + ": error: " + e.what());
     return kExitFailure;
   } catch (const std::exception& e) {
-    std::cerr << app.get_name() << ": error: " << e.what() << std::endl;
+    write_line(app.get_name() + ": error: " + e.what());
     return kExitFailure;
   }
 }
@@ -86,8 +93,8 @@ void run_on_ranks(const std::string& app_name, Communicator& ranks, const std::f
   } catch (const CollectiveError&) {
     throw;
   } catch (const std::exception& e) {
-    std::cerr << app_name << ": error: rank " << ranks.rank() << " of " << ranks.size() << ": " << e.what()
-              << " (stopping every rank)" << std::endl;
+    write_line(app_name + ": error: rank " + std::to_string(ranks.rank()) + " of " + std::to_string(ranks.size()) +
+               ": " + e.what() + " (stopping every rank)");
     ranks.abort(kExitFailure);
   }
 }
@@ -116,7 +123,7 @@ const CLI::Validator non_negative = number_at_least(0, true, "a number >= 0");
 
 void fail(const std::string& message) { throw Error(message); }
 
-void progress(const std::string& line) { std::cerr << line << std::endl; }
+void progress(const std::string& line) { write_line(line); }
 
 std::string format_seconds(double seconds) {
   char buf[48];
