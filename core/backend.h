@@ -160,9 +160,9 @@ class Backend {
   // equation; a plane without a known pixel becomes 0.
   // Only the CPU has a kernel (an iterative solver over irregular holes that no GPU has run).
   // Unlike bilinear upsampling's default, which refuses, this default copies image and mask to
-  // the host, runs the CPU's kernel and copies the result back, as the fill did before it was a
-  // Backend entry: models that ship (the bundled one) need the fill on every device, and it is
-  // a model input computed once per forward pass, not a layer inside the network.
+  // the host, runs the CPU's kernel and copies the result back: models that ship (the bundled
+  // one) need the fill on every device, and it is a model input computed once per forward pass,
+  // not a layer inside the network, so two copies per pass cost little beside the network.
   virtual void harmonic_fill(const Tensor& image, const Tensor& mask, Tensor& out,
                              const HarmonicFillParams& p);
 
