@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 
 #include "core/backend.h"
@@ -103,6 +104,35 @@ TEST_CASE("gemm_bf16: f64 products of the bf16-rounded operands, summed in f32 (
         for (int64_t i = 0; i < t.m; ++i)  // the spare columns are not written
           for (int64_t j = t.n; j < t.n + 3; ++j) CHECK(c[size_t(i * (t.n + 3) + j)] == float(c0[size_t(i * (t.n + 3) + j)]));
       }
+}
+
+TEST_CASE("gemm_bf16: B with contiguous columns gives the same bits as B with contiguous rows (needs AVX512-BF16)" *
+          kNeedsBf16) {
+  // Backward-weight's colsᵀ packs through its own path (whole columns, transposed in
+  // registers); it must round and order the pairs exactly as the row-contiguous path does.
+  // Columns a power of two apart, as a band of cols is; k odd, over a depth block, under 16
+  // pairs; n off the 16- and 32-column panels.
+  struct Case { int64_t m, n, k, ld; };
+  for (const Case& t : {Case{8, 32, 32, 32}, Case{3, 45, 37, 64}, Case{16, 70, 601, 1024}, Case{5, 1, 9, 16},
+                        Case{9, 100, 257, 4096}, Case{32, 17, 2, 2}})
+    for (bool accumulate : {false, true}) {
+      CAPTURE(t.m); CAPTURE(t.n); CAPTURE(t.k); CAPTURE(accumulate);
+      Generator gen(uint64_t(t.m * 1000 + t.n * 10 + t.k));
+      const Vec a = Tensor::randn({t.m * t.k}, gen, DType::F64).to_double_vector();
+      const Vec b = Tensor::randn({t.k * t.n}, gen, DType::F64).to_double_vector();
+      const Vec c0 = Tensor::randn({t.m * t.n}, gen, DType::F64).to_double_vector();
+      std::vector<float> af(a.begin(), a.end()), rows(b.begin(), b.end());  // B k×n, rows contiguous
+      std::vector<float> columns(size_t(t.n * t.ld), std::numeric_limits<float>::quiet_NaN());
+      for (int64_t p = 0; p < t.k; ++p)  // the same B, column j at columns + j·ld
+        for (int64_t j = 0; j < t.n; ++j) columns[size_t(j * t.ld + p)] = rows[size_t(p * t.n + j)];
+      std::vector<float> by_rows(c0.begin(), c0.end()), by_columns = by_rows;
+      const MatrixF32 am{af.data(), t.k, 1};
+      gemm_bf16(t.m, t.n, t.k, am, MatrixF32{rows.data(), t.n, 1}, by_rows.data(), t.n, accumulate);
+      gemm_bf16(t.m, t.n, t.k, am, MatrixF32{columns.data(), 1, t.ld}, by_columns.data(), t.n, accumulate);
+      int64_t differ = 0;
+      for (size_t i = 0; i < by_rows.size(); ++i) differ += std::memcmp(&by_rows[i], &by_columns[i], sizeof(float)) != 0;
+      CHECK(differ == 0);
+    }
 }
 
 TEST_CASE("conv2d bf16: forward, backward-data and backward-weight within bf16 rounding of f32 (needs AVX512-BF16)" *

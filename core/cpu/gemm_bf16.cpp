@@ -21,7 +21,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "core/cpu/dot_precision.h"
@@ -102,10 +101,63 @@ PCONV_BF16_TARGET void pack_lhs_panels(const MatrixF32& a, int64_t m, int64_t k,
   }
 }
 
+// Transposes 16×16 32-bit words in registers: lane j of r[i] goes to lane i of r[j].
+PCONV_BF16_TARGET inline void transpose_16x16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {  // 2×2 blocks of words
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // 4×4 blocks within each 128-bit lane
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int h = 0; h < 16; h += 8)  // then the 128-bit lanes themselves
+    for (int i = 0; i < 4; ++i) {
+      t[h + i] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0x88);
+      t[h + i + 4] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0xdd);
+    }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+  }
+}
+
+// pack_rhs_panel for B with contiguous columns (backward-weight's colsᵀ, rows of cols a
+// whole band apart). Each column's 32 values of k load as two vectors and convert to its 16
+// pair-words in order (as A's contiguous rows do); 16 columns × 16 pairs are then transposed
+// in registers into the panel's order. Every cache line of B is read once, whole. (Gathering
+// one pair per column instead revisited each line 8 times, and with a band's power-of-two
+// stride all 32 columns fell into one L1 set: perf put that packing above the GEMM itself.)
+PCONV_BF16_TARGET void pack_rhs_panel_transposed(const MatrixF32& b, int64_t k, int64_t cols, int64_t k0,
+                                                 int64_t j0, int64_t pairs, uint32_t* panel) {
+  __m512i words[16];
+  for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
+    const int64_t values = std::min<int64_t>(32, k - (k0 + 2 * p0));  // odd k: the last pair's high half is 0
+    const __mmask16 lo = first_lanes(values), hi = first_lanes(values - 16);
+    const int64_t count = std::min<int64_t>(16, pairs - p0);
+    for (int64_t c0 = 0; c0 < kCols; c0 += 16) {
+      for (int64_t c = 0; c < 16; ++c) {
+        if (c0 + c >= cols) {
+          words[c] = _mm512_setzero_si512();
+          continue;
+        }
+        const float* src = b.data + (j0 + c0 + c) * b.col_stride + k0 + 2 * p0;
+        words[c] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + 16), _mm512_maskz_loadu_ps(lo, src));
+      }
+      transpose_16x16(words);
+      for (int64_t q = 0; q < count; ++q) _mm512_storeu_si512(panel + (p0 + q) * kCols + c0, words[q]);
+    }
+  }
+}
+
 // B's depth [k0, k0 + 2·pairs) × columns [j0, j0 + kCols) → one panel; zero outside B.
 PCONV_BF16_TARGET void pack_rhs_panel(const MatrixF32& b, int64_t k, int64_t n, int64_t k0, int64_t j0,
                                       int64_t pairs, uint32_t* panel) {
   const int64_t cols = std::min(kCols, n - j0);
+  if (b.col_stride != 1 && b.row_stride == 1) return pack_rhs_panel_transposed(b, k, cols, k0, j0, pairs, panel);
   const __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols - 16);
   alignas(64) float even[kCols], odd[kCols];
   for (int64_t p = 0; p < pairs; ++p) {
@@ -119,19 +171,6 @@ PCONV_BF16_TARGET void pack_rhs_panel(const MatrixF32& b, int64_t k, int64_t n, 
         o0 = _mm512_maskz_loadu_ps(m0, row + b.row_stride);
         o1 = _mm512_maskz_loadu_ps(m1, row + b.row_stride + 16);
       }
-    } else if (b.row_stride == 1) {
-      // Columns contiguous (backward-weight's colsᵀ): the pair (B[2p, j], B[2p+1, j]) is two
-      // adjacent floats, and 16 of them converted in place are already 16 words in order.
-      alignas(64) uint64_t adjacent[kCols];
-      for (int64_t c = 0; c < kCols; ++c) {
-        adjacent[c] = 0;
-        if (c < cols) std::memcpy(&adjacent[c], b.data + ke + (j0 + c) * b.col_stride, ke + 1 < k ? 8 : 4);
-      }
-      const __m512 q0 = _mm512_load_ps(adjacent), q1 = _mm512_load_ps(adjacent + 8);
-      const __m512 q2 = _mm512_load_ps(adjacent + 16), q3 = _mm512_load_ps(adjacent + 24);
-      _mm512_storeu_si512(panel + p * kCols, (__m512i)_mm512_cvtne2ps_pbh(q1, q0));
-      _mm512_storeu_si512(panel + p * kCols + 16, (__m512i)_mm512_cvtne2ps_pbh(q3, q2));
-      continue;
     } else {  // any other strides: gather
       for (int64_t c = 0; c < kCols; ++c) {
         const float* src = b.data + ke * b.row_stride + (j0 + c) * b.col_stride;
