@@ -3,7 +3,9 @@
 // (losses/adversarial.h): forward values computed another way, f64 gradient checks.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "core/autograd.h"
@@ -46,6 +48,20 @@ double largest_singular_value(const std::vector<double>& a, int64_t k, int64_t r
 Tensor constant(const Shape& shape, uint64_t seed) {
   Generator g(seed);
   return Tensor::randn(shape, g, DType::F64);
+}
+
+// The first and last column where a 1×3×H×W image gradient is non-zero: the horizontal extent
+// of what one score depends on.
+std::pair<int64_t, int64_t> support_columns(const Tensor& g) {
+  const int64_t height = g.size(2), width = g.size(3);
+  int64_t lo = width, hi = -1;
+  for (int64_t x = 0; x < width; ++x) {
+    bool any = false;
+    for (int64_t y = 0; y < height && !any; ++y)
+      for (int64_t ch = 0; ch < 3 && !any; ++ch) any = g.at({0, ch, y, x}) != 0;
+    if (any) lo = std::min(lo, x), hi = std::max(hi, x);
+  }
+  return {lo, hi};
 }
 
 }  // namespace
@@ -218,14 +234,7 @@ TEST_CASE("PatchDiscriminator: shapes, names, and each score sees a 70×70 patch
   Tensor pick = Tensor::zeros(out.scores.shape(), DType::F64);
   pick.set({0, 0, sy, sx}, 1.0);
   sum(out.scores * pick).backward();
-  const Tensor g = img.grad();
-  int64_t lo = 128, hi = -1;
-  for (int64_t x = 0; x < 128; ++x) {
-    bool any = false;
-    for (int64_t y = 0; y < 128 && !any; ++y)
-      for (int64_t ch = 0; ch < 3 && !any; ++ch) any = g.at({0, ch, y, x}) != 0;
-    if (any) lo = std::min(lo, x), hi = std::max(hi, x);
-  }
+  const auto [lo, hi] = support_columns(img.grad());
   CHECK(hi - lo + 1 == 70);
 
   CHECK_THROWS_AS(d.forward(constant({1, 3, 16, 16}, 1), Tensor::ones({1, 1, 16, 16}, DType::F64)), Error);
@@ -369,13 +378,7 @@ TEST_CASE("PatchDiscriminator without the mask channel: ignores the mask; hole_f
   Tensor pick = Tensor::zeros(out.scores.shape(), DType::F64);
   pick.set({0, 0, 7, 7}, 1.0);
   sum(out.scores * pick).backward();
-  int64_t lo = 128, hi = -1;
-  for (int64_t x = 0; x < 128; ++x) {
-    bool any = false;
-    for (int64_t y = 0; y < 128 && !any; ++y)
-      for (int64_t ch = 0; ch < 3 && !any; ++ch) any = img.grad().at({0, ch, y, x}) != 0;
-    if (any) lo = std::min(lo, x), hi = std::max(hi, x);
-  }
+  const auto [lo, hi] = support_columns(img.grad());
   CHECK(lo + hi == 64 + 71);  // the support's centre is the block's centre
   CHECK_THROWS_AS(d.hole_fraction(mask, Shape{2, 1, 14, 14}, DType::F32), Error);
 }

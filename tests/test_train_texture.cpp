@@ -29,6 +29,17 @@ TrainOptions tiny_gan(const std::string& out, int64_t steps) {
   return o;
 }
 
+// A resume of `out` to `steps` that leaves every option the checkpoint saves unset, so each
+// comes back from it.
+TrainOptions tiny_gan_resume(const std::string& out, int64_t steps) {
+  TrainOptions r = tiny_gan(out, steps);
+  r.size = r.batch = r.levels = r.width = r.d_width = r.d_layers = 0;
+  r.adversarial.reset(), r.feature_matching.reset(), r.seed.reset();
+  r.vgg = "";
+  r.resume = out;
+  return r;
+}
+
 std::vector<std::string> csv_row(const std::string& path, int row) {
   std::istringstream in(testing::read_bytes(path));
   std::string line;
@@ -51,11 +62,7 @@ TEST_CASE("train texture: with a discriminator, N steps + resume + M steps equal
     Trainer b(tiny_gan(split, 3));
     b.run();
   }
-  TrainOptions r = tiny_gan(split, 5);
-  r.size = r.batch = r.levels = r.width = r.d_width = r.d_layers = 0;
-  r.adversarial.reset(), r.feature_matching.reset(), r.seed.reset();
-  r.vgg = "";
-  r.resume = split;
+  TrainOptions r = tiny_gan_resume(split, 5);
   Trainer c(r);
   CHECK(*c.options().adversarial == 0.5);  // from the checkpoint
   CHECK(*c.options().feature_matching == 2.0);
@@ -227,11 +234,7 @@ TEST_CASE("train texture: --d-target hole: an RGB-only discriminator learns wher
   const SafetensorsFile f = load_safetensors(out + "/checkpoints/step-00000012.safetensors");
   CHECK(f.metadata.at("train.disc.config") == "{\"in_channels\":3,\"layers\":2,\"width\":4}");
 
-  TrainOptions r = tiny_gan(out, 13);
-  r.size = r.batch = r.levels = r.width = r.d_width = r.d_layers = 0;
-  r.adversarial.reset(), r.feature_matching.reset(), r.seed.reset();
-  r.vgg = "";
-  r.resume = out;
+  TrainOptions r = tiny_gan_resume(out, 13);
   {
     Trainer c(r);
     CHECK(c.options().d_target == "hole");

@@ -163,16 +163,38 @@ struct SavedOption {
   // Instead of save and resume, for a number left unset unless given (the loss weights): saved
   // when set, taken back unless the command line gives it.
   std::optional<double> TrainOptions::*number = nullptr;
+  // Instead of save and resume, for a text or a count whose unset value is "" or 0: always
+  // saved, taken back unless the command line gives it.
+  std::string TrainOptions::*text = nullptr;
+  int64_t TrainOptions::*count = nullptr;
 };
 
+SavedOption text_option(const char* key, std::string TrainOptions::*field) {
+  SavedOption o{key};
+  o.text = field;
+  return o;
+}
+
+SavedOption count_option(const char* key, int64_t TrainOptions::*field) {
+  SavedOption o{key};
+  o.count = field;
+  return o;
+}
+
 nlohmann::json saved_value(const SavedOption& option, const TrainOptions& o) {
+  if (option.text) return o.*option.text;
+  if (option.count) return o.*option.count;
   if (!option.number) return option.save(o);
   const std::optional<double>& v = o.*option.number;
   return v ? nlohmann::json(*v) : nlohmann::json();
 }
 
 void take_back(const SavedOption& option, TrainOptions& o, const nlohmann::json& saved, const std::string& checkpoint) {
-  if (option.number) {
+  if (option.text) {
+    if ((o.*option.text).empty()) o.*option.text = option_string(saved, option.key, checkpoint);
+  } else if (option.count) {
+    if (o.*option.count == 0) o.*option.count = option_int(saved, option.key, checkpoint);
+  } else if (option.number) {
     if (!(o.*option.number)) o.*option.number = option_number(saved, option.key, checkpoint);
   } else if (option.resume) {
     option.resume(o, saved, checkpoint);
@@ -182,26 +204,11 @@ void take_back(const SavedOption& option, TrainOptions& o, const nlohmann::json&
 // style_features comes before vgg: random features replace --vgg's network.
 const SavedOption kSavedOptions[] = {
     // A resume reads the same folders unless the command line names others.
-    {"data", [](const TrainOptions& o) -> nlohmann::json { return o.data_dir; },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (o.data_dir.empty()) o.data_dir = option_string(s, "data", c);
-     }},
-    {"val", [](const TrainOptions& o) -> nlohmann::json { return o.val_dir; },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (o.val_dir.empty()) o.val_dir = option_string(s, "val", c);
-     }},
-    {"masks", [](const TrainOptions& o) -> nlohmann::json { return o.mask_dir; },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (o.mask_dir.empty()) o.mask_dir = option_string(s, "masks", c);
-     }},
-    {"size", [](const TrainOptions& o) -> nlohmann::json { return o.size; },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (o.size == 0) o.size = option_int(s, "size", c);
-     }},
-    {"batch", [](const TrainOptions& o) -> nlohmann::json { return o.batch; },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (o.batch == 0) o.batch = option_int(s, "batch", c);
-     }},
+    text_option("data", &TrainOptions::data_dir),
+    text_option("val", &TrainOptions::val_dir),
+    text_option("masks", &TrainOptions::mask_dir),
+    count_option("size", &TrainOptions::size),
+    count_option("batch", &TrainOptions::batch),
     {"levels", [](const TrainOptions& o) -> nlohmann::json { return o.levels; }, nullptr},
     {"width", [](const TrainOptions& o) -> nlohmann::json { return o.width; }, nullptr},
     {"fill", [](const TrainOptions& o) -> nlohmann::json { return o.fill; }, nullptr},
@@ -209,17 +216,11 @@ const SavedOption kSavedOptions[] = {
     {"upsample", [](const TrainOptions& o) -> nlohmann::json { return o.upsample; }, nullptr},
     {"lr", [](const TrainOptions& o) -> nlohmann::json { return o.lr; }, nullptr},
     {"seed", [](const TrainOptions& o) -> nlohmann::json { return *o.seed; }, nullptr},
-    {"steps", [](const TrainOptions& o) -> nlohmann::json { return o.steps; },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (o.steps == 0) o.steps = option_int(s, "steps", c);
-     }},
+    count_option("steps", &TrainOptions::steps),
     {"finetune", [](const TrainOptions& o) -> nlohmann::json { return o.finetune; }, nullptr},
     {"init", [](const TrainOptions& o) -> nlohmann::json { return o.init; }, nullptr},
     {"device", [](const TrainOptions& o) -> nlohmann::json { return device_name(o.device); }, nullptr},
-    {"style_features", [](const TrainOptions& o) -> nlohmann::json { return o.style_features; },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (o.style_features.empty()) o.style_features = option_string(s, "style_features", c);
-     }},
+    text_option("style_features", &TrainOptions::style_features),
     {"vgg", [](const TrainOptions& o) -> nlohmann::json { return o.vgg; },
      [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
        // A run with random features keeps them (a VGG file cannot replace them in a resume);
@@ -228,14 +229,8 @@ const SavedOption kSavedOptions[] = {
      }},
     {"adversarial", nullptr, nullptr, &TrainOptions::adversarial},
     {"feature_matching", nullptr, nullptr, &TrainOptions::feature_matching},
-    {"gan_loss", [](const TrainOptions& o) -> nlohmann::json { return o.gan_loss; },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (o.gan_loss.empty()) o.gan_loss = option_string(s, "gan_loss", c);
-     }},
-    {"d_target", [](const TrainOptions& o) -> nlohmann::json { return o.d_target; },
-     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
-       if (o.d_target.empty()) o.d_target = option_string(s, "d_target", c);
-     }},
+    text_option("gan_loss", &TrainOptions::gan_loss),
+    text_option("d_target", &TrainOptions::d_target),
     {"d_warmup", [](const TrainOptions& o) -> nlohmann::json { return o.d_warmup ? nlohmann::json(*o.d_warmup) : nlohmann::json(); },
      [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
        if (!o.d_warmup && s.contains("d_warmup") && !s["d_warmup"].is_null()) o.d_warmup = option_int(s, "d_warmup", c);
