@@ -24,11 +24,15 @@ namespace {
 
 struct Layer {
   std::string name;
-  int64_t C, H, K, k, stride;  // square input H×H, square k×k kernel, pad k/2
+  int64_t C, H, K, k, stride;  // square input H×H, square k×k kernel
+  int64_t pad = k / 2;
 };
 
 // The encoder and decoder convolutions of the UNet at a given input size (one of each kind:
-// the repeated 512→512 layers run the same kernel), plus PyTorch's reference shape.
+// the repeated 512→512 layers run the same kernel), plus PyTorch's reference shape, and the
+// two thin layers of the texture trials (direct loops, K ≤ 4): the last layer of the bundled
+// architecture (width 32: 32 + 3 channels in) and the PatchGAN's score layer (256 → 1, 4×4,
+// pad 1, after three stride-2 and one stride-1 4×4 layers: (size/8 − 1)² inputs).
 std::vector<Layer> layers(int64_t size) {
   return {
       {"ref 64x256^2 3x3", 64, 256, 64, 3, 1},
@@ -44,6 +48,8 @@ std::vector<Layer> layers(int64_t size) {
       {"dec14 3x3", 384, size / 4, 128, 3, 1},
       {"dec15 3x3", 192, size / 2, 64, 3, 1},
       {"dec16 3x3", 67, size, 3, 3, 1},
+      {"last 35->3 3x3", 35, size, 3, 3, 1},
+      {"D score 4x4", 256, size / 8 - 1, 1, 4, 1, 1},
   };
 }
 
@@ -93,7 +99,7 @@ int main(int argc, char** argv) {
                 "GF/s", "bwd-x ms", "GF/s", "bwd-w ms", "GF/s");
     for (const Layer& l : layers(size)) {
       if (!filter.empty() && l.name.find(filter) == std::string::npos) continue;
-      const int64_t pad = l.k / 2, ho = (l.H + 2 * pad - l.k) / l.stride + 1;
+      const int64_t pad = l.pad, ho = (l.H + 2 * pad - l.k) / l.stride + 1;
       Generator gen(1);
       Tensor x = Tensor::randn({batch, l.C, l.H, l.H}, gen, dt);
       Tensor w = Tensor::randn({l.K, l.C, l.k, l.k}, gen, dt);
