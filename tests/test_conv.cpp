@@ -1,6 +1,8 @@
 // conv2d against naive loops (forward and both backwards, f32 and f64) and finite differences.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include "core/cpu/cpu_backend.h"
 #include "core/ops.h"
 #include "tests/gradcheck.h"
@@ -88,6 +90,13 @@ Tensor as_tensor(const Vec& v, const Shape& s, DType dt) {
   return Tensor::from_vector(v, s).to(dt);
 }
 
+// Entries that are not finite (max_rel_diff passes over NaN).
+int64_t not_finite(const Tensor& t) {
+  int64_t count = 0;
+  for (double v : t.to_double_vector()) count += !std::isfinite(v);
+  return count;
+}
+
 }  // namespace
 
 TEST_CASE("conv2d: forward and both backward kernels match naive loops (f32 and f64)") {
@@ -121,6 +130,65 @@ TEST_CASE("conv2d: forward and both backward kernels match naive loops (f32 and 
         cpu.conv2d_backward_weight(gyt, xt, gw, p);
         CHECK(testing::max_rel_diff(gx, as_tensor(gx_ref, xs, DType::F64)) < tol);
         CHECK(testing::max_rel_diff(gw, as_tensor(gw_ref, ws, DType::F64)) < tol);
+      }
+    }
+}
+
+// The direct kernels for K ≤ 4 (core/cpu/conv_thin.cpp) at shapes that reach their edges:
+// rows of 8-lane vectors with ragged ends (widths 5, 13, 36, 41, 70), blocks of 3 output rows
+// with 1 or 2 left over, blocks of 3 outputs with 1 or 2 left over (backward-data's C), pads
+// of 0 up to larger than the kernel, kernels larger than the image, several bands per image,
+// batches of 2 and 3, and strides 2 (plain loops).
+TEST_CASE("conv2d: the direct kernels for 1 to 4 output channels match naive loops (f32 and f64)") {
+  const std::vector<ConvCase> cases = {
+      {3, 5, 9, 13, 0, 3, 3, 1, 1},    // 3×3 pad 1: the UNet's last layer
+      {2, 7, 11, 37, 0, 4, 4, 1, 1},   // 4×4 pad 1: the discriminator's score layer, 10 rows
+      {2, 4, 5, 5, 0, 3, 3, 1, 1},     // narrower than one vector
+      {2, 3, 6, 5, 0, 1, 1, 1, 0},     // 1×1
+      {1, 4, 7, 8, 0, 2, 2, 1, 0},     // even kernel, no pad
+      {2, 3, 5, 3, 0, 5, 5, 1, 2},     // kernel wider than the image
+      {1, 2, 6, 9, 0, 2, 3, 1, 3},     // pad beyond the kernel: backward-data reads gy cropped
+      {2, 3, 9, 41, 0, 3, 5, 1, 2},    // non-square kernel, 41 wide
+      {2, 64, 60, 70, 0, 3, 3, 1, 1},  // several bands of rows per image
+      {2, 5, 9, 11, 0, 3, 3, 2, 1},    // stride 2
+      {1, 3, 10, 9, 0, 4, 4, 2, 1},    // stride 2, even kernel
+  };
+  Backend& cpu = backend(Device::CPU);
+  uint64_t seed = 500;
+  for (const ConvCase& shape : cases)
+    for (int64_t filters = 1; filters <= 4; ++filters) {
+      ConvCase t = shape;
+      t.K = filters;
+      Generator gen(seed++);
+      const Shape xs{t.N, t.C, t.H, t.W}, ws{t.K, t.C, t.kh, t.kw}, ys{t.N, t.K, t.Ho(), t.Wo()};
+      const Vec x = Tensor::randn(xs, gen, DType::F64).to_double_vector();
+      const Vec w = Tensor::randn(ws, gen, DType::F64).to_double_vector();
+      const Vec gy = Tensor::randn(ys, gen, DType::F64).to_double_vector();
+      const Vec y_ref = naive_forward(t, x, w);
+      Vec gx_ref, gw_ref;
+      naive_backward(t, x, w, gy, gx_ref, gw_ref);
+      for (DType dt : {DType::F32, DType::F64}) {
+        CAPTURE(t.name());
+        const std::string dtype = dtype_name(dt);
+        CAPTURE(dtype);
+        const double tol = dt == DType::F32 ? 2e-5 : 1e-12;
+        const Conv2dParams p{t.stride, t.pad};
+        Tensor xt = as_tensor(x, xs, dt), wt = as_tensor(w, ws, dt), gyt = as_tensor(gy, ys, dt);
+        // Every output starts as NaN: a kernel that skips one, or adds to it, leaves it NaN.
+        Tensor y = Tensor::full(ys, NAN, dt), gx = Tensor::full(xs, NAN, dt), gw = Tensor::full(ws, NAN, dt);
+        cpu.conv2d_forward(xt, wt, y, p);
+        cpu.conv2d_backward_data(gyt, wt, gx, p);
+        cpu.conv2d_backward_weight(gyt, xt, gw, p);
+        const double y_err = testing::max_rel_diff(y, as_tensor(y_ref, ys, DType::F64));
+        const double gx_err = testing::max_rel_diff(gx, as_tensor(gx_ref, xs, DType::F64));
+        const double gw_err = testing::max_rel_diff(gw, as_tensor(gw_ref, ws, DType::F64));
+        CAPTURE(y_err);
+        CAPTURE(gx_err);
+        CAPTURE(gw_err);
+        CHECK(not_finite(y) + not_finite(gx) + not_finite(gw) == 0);
+        CHECK(y_err < tol);
+        CHECK(gx_err < tol);
+        CHECK(gw_err < tol);
       }
     }
 }

@@ -8,9 +8,9 @@
 // image is smaller than that (the deep, tiny layers of the UNet) several images share one
 // block so the GEMM is wide enough and W is packed once for all of them. With enough blocks
 // each thread takes whole blocks; otherwise Eigen threads each GEMM. Layers with very few
-// output channels (the UNet's last, K = 3) use direct loops instead (see kDirectMaxK).
-// With bf16 dot products on (core/cpu/dot_precision.h) the f32 GEMMs run in gemm_bf16
-// instead of Eigen, on the same blocks; the direct loops stay f32.
+// output channels (the UNet's last, K = 3, and the discriminator's score, K = 1) run direct
+// kernels instead (conv_thin.cpp). With bf16 dot products on (core/cpu/dot_precision.h) the f32
+// GEMMs run in gemm_bf16 instead of Eigen, on the same blocks; the direct kernels stay f32.
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cstdlib>
@@ -19,6 +19,7 @@
 #include <optional>
 #include <type_traits>
 
+#include "core/cpu/conv_thin.h"
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/dot_precision.h"
 #include "core/cpu/gemm_bf16.h"
@@ -27,12 +28,10 @@ namespace pconv {
 
 namespace {
 
-struct ConvGeometry {
-  int64_t N, C, H, W, K, kh, kw, Ho, Wo, stride, pad;
-  int64_t depth() const { return C * kh * kw; }  // rows of cols
-  // A 1×1 stride-1 unpadded conv needs no im2col: cols is the input itself.
-  bool pointwise() const { return kh == 1 && kw == 1 && stride == 1 && pad == 0; }
-};
+using cpu_conv::ColumnRange;
+using cpu_conv::ConvGeometry;
+using cpu_conv::kThinMaxK;
+using cpu_conv::valid_columns;
 
 ConvGeometry geometry(const char* op, const Tensor& x, const Tensor& w, const Tensor& y,
                       const Conv2dParams& p) {
@@ -129,20 +128,6 @@ T* scratch(int slot, int64_t count) {
     b.bytes = need;
   }
   return static_cast<T*>(b.data);
-}
-
-// Output columns ow whose input column ow·s − pad + kj lies inside [0, W).
-struct ColumnRange {
-  int64_t lo, hi;
-  int64_t in0;  // the input column ow = lo reads (valid when lo < hi)
-  int64_t size() const { return hi - lo; }
-};
-ColumnRange valid_columns(const ConvGeometry& g, int64_t kj) {
-  const int64_t need = g.pad - kj;  // ow·s ≥ need
-  const int64_t lo = need <= 0 ? 0 : (need + g.stride - 1) / g.stride;
-  const int64_t lim = g.W - 1 + g.pad - kj;  // ow·s ≤ lim
-  const int64_t hi = lim < 0 ? 0 : std::min(g.Wo, lim / g.stride + 1);
-  return {std::min(lo, hi), hi, std::min(lo, hi) * g.stride - g.pad + kj};
 }
 
 // cols[r, j] for rows oh0..oh1 of one image x (C×H×W); row r of cols starts at cols + r·ld.
@@ -276,109 +261,9 @@ void bf16_product(const PackedBf16Lhs& a, const B& b, C& c) {
     gemm_bf16(a, b.cols(), MatrixF32{b.data(), b.outerStride(), 1}, c.data(), c.outerStride(), false);
 }
 
-// ---- direct kernels for few output channels (the UNet's last layer, K = 3). A GEMM with
-// K rows does 2K flops per im2col entry it packs, so it is bound by memory traffic; these
-// loops read each input row in place instead and keep a row of outputs in L1.
-constexpr int64_t kDirectMaxK = 4;
-
-// y[n, :, oh, :] += w[:, c, ki, kj] · x[n, c, oh·s − p + ki, · s − p + kj], one output row
-// per iteration.
-template <typename T>
-void forward_direct(const T* x, const T* w, T* y, const ConvGeometry& g) {
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < g.N * g.Ho; ++row) {
-    const int64_t n = row / g.Ho, oh = row % g.Ho;
-    T* yrow = y + n * g.K * g.Ho * g.Wo + oh * g.Wo;  // channel k at yrow + k·Ho·Wo
-    for (int64_t k = 0; k < g.K; ++k) std::fill_n(yrow + k * g.Ho * g.Wo, g.Wo, T(0));
-    for (int64_t c = 0; c < g.C; ++c)
-      for (int64_t ki = 0; ki < g.kh; ++ki) {
-        const int64_t ih = oh * g.stride - g.pad + ki;
-        if (ih < 0 || ih >= g.H) continue;
-        const T* xrow = x + ((n * g.C + c) * g.H + ih) * g.W;
-        for (int64_t kj = 0; kj < g.kw; ++kj) {
-          const ColumnRange cr = valid_columns(g, kj);
-          const T* src = xrow + cr.in0;
-          for (int64_t k = 0; k < g.K; ++k) {
-            const T wv = w[((k * g.C + c) * g.kh + ki) * g.kw + kj];
-            T* dst = yrow + k * g.Ho * g.Wo + cr.lo;
-            if (g.stride == 1)
-              for (int64_t i = 0; i < cr.size(); ++i) dst[i] += wv * src[i];
-            else
-              for (int64_t i = 0; i < cr.size(); ++i) dst[i] += wv * src[i * g.stride];
-          }
-        }
-      }
-  }
-}
-
-// gx[n, c, ih, :] gathers every output row that read input row ih: one (image, input row)
-// per iteration, so no two threads write the same row.
-template <typename T>
-void backward_data_direct(const T* gy, const T* w, T* gx, const ConvGeometry& g) {
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < g.N * g.H; ++row) {
-    const int64_t n = row / g.H, ih = row % g.H;
-    for (int64_t c = 0; c < g.C; ++c) {
-      T* gxrow = gx + ((n * g.C + c) * g.H + ih) * g.W;
-      std::fill_n(gxrow, g.W, T(0));
-      for (int64_t ki = 0; ki < g.kh; ++ki) {
-        const int64_t t = ih + g.pad - ki;  // = oh·s
-        if (t < 0 || t % g.stride != 0 || t / g.stride >= g.Ho) continue;
-        const int64_t oh = t / g.stride;
-        for (int64_t kj = 0; kj < g.kw; ++kj) {
-          const ColumnRange cr = valid_columns(g, kj);
-          T* dst = gxrow + cr.in0;
-          for (int64_t k = 0; k < g.K; ++k) {
-            const T wv = w[((k * g.C + c) * g.kh + ki) * g.kw + kj];
-            const T* src = gy + ((n * g.K + k) * g.Ho + oh) * g.Wo + cr.lo;
-            if (g.stride == 1)
-              for (int64_t i = 0; i < cr.size(); ++i) dst[i] += wv * src[i];
-            else
-              for (int64_t i = 0; i < cr.size(); ++i) dst[i * g.stride] += wv * src[i];
-          }
-        }
-      }
-    }
-  }
-}
-
-// gw[k, c, ki, kj] = Σ_{n, oh} ⟨gy row (n, k, oh), the input row it read, shifted by kj⟩; one
-// input channel per iteration owns gw[:, c].
-template <typename T>
-void backward_weight_direct(const T* gy, const T* x, T* gw, const ConvGeometry& g) {
-  using Row = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<>>;
-  using Vec = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t c = 0; c < g.C; ++c) {
-    std::vector<T> acc(size_t(g.K * g.kh * g.kw), T(0));  // [k][ki][kj]
-    for (int64_t n = 0; n < g.N; ++n)
-      for (int64_t oh = 0; oh < g.Ho; ++oh)
-        for (int64_t ki = 0; ki < g.kh; ++ki) {
-          const int64_t ih = oh * g.stride - g.pad + ki;
-          if (ih < 0 || ih >= g.H) continue;
-          const T* xrow = x + ((n * g.C + c) * g.H + ih) * g.W;
-          for (int64_t kj = 0; kj < g.kw; ++kj) {
-            const ColumnRange cr = valid_columns(g, kj);
-            if (cr.size() <= 0) continue;
-            for (int64_t k = 0; k < g.K; ++k) {
-              const T* grow = gy + ((n * g.K + k) * g.Ho + oh) * g.Wo + cr.lo;
-              T& a = acc[size_t((k * g.kh + ki) * g.kw + kj)];
-              if (g.stride == 1)  // contiguous maps: a run-time stride would stop Eigen vectorising
-                a += Vec(grow, cr.size()).dot(Vec(xrow + cr.in0, cr.size()));
-              else
-                a += Vec(grow, cr.size()).dot(Row(xrow + cr.in0, cr.size(), Eigen::InnerStride<>(g.stride)));
-            }
-          }
-        }
-    for (int64_t k = 0; k < g.K; ++k)
-      for (int64_t t = 0; t < g.kh * g.kw; ++t)
-        gw[(k * g.C + c) * g.kh * g.kw + t] = acc[size_t(k * g.kh * g.kw + t)];
-  }
-}
-
 template <typename T>
 void forward(const T* x, const T* w, T* y, const ConvGeometry& g) {
-  if (g.K <= kDirectMaxK) return forward_direct(x, w, y, g);
+  if (g.K <= kThinMaxK) return cpu_conv::thin_forward(x, w, y, g);
   ConstView<T> wm(w, g.K, g.depth(), Eigen::OuterStride<>(g.depth()));
   const std::optional<PackedBf16Lhs> wb = bf16_weights(w, g, false);
   const Plan plan = make_plan(g, sizeof(T));
@@ -395,7 +280,7 @@ void forward(const T* x, const T* w, T* y, const ConvGeometry& g) {
 
 template <typename T>
 void backward_data(const T* gy, const T* w, T* gx, const ConvGeometry& g) {
-  if (g.K <= kDirectMaxK) return backward_data_direct(gy, w, gx, g);
+  if (g.K <= kThinMaxK) return cpu_conv::thin_backward_data(gy, w, gx, g);
   ConstView<T> wm(w, g.K, g.depth(), Eigen::OuterStride<>(g.depth()));
   const std::optional<PackedBf16Lhs> wtb = bf16_weights(w, g, true);
   if (g.pointwise()) {  // gx[n] = Wᵀ gy[n], no scatter
@@ -435,7 +320,7 @@ void backward_data(const T* gy, const T* w, T* gx, const ConvGeometry& g) {
 
 template <typename T>
 void backward_weight(const T* gy, const T* x, T* gw, const ConvGeometry& g) {
-  if (g.K <= kDirectMaxK) return backward_weight_direct(gy, x, gw, g);
+  if (g.K <= kThinMaxK) return cpu_conv::thin_backward_weight(gy, x, gw, g);
   const Plan plan = make_plan(g, sizeof(T));
   const int64_t size = g.K * g.depth();
   auto accumulate = [&](T* acc, const Block& b) {
