@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/training/run_folder.h"  // list_checkpoints, resolve_checkpoint
 #include "core/data/dataset.h"
 #include "core/distributed/communicator.h"
 #include "core/optim.h"
@@ -162,7 +163,7 @@ class Trainer {
   std::function<void(Trainer&)> after_step;
 
  private:
-  // setup() and its steps, in the order it calls them (what the run starts from: trainer.cpp).
+  // setup() and its steps, in the order it calls them (trainer_setup.cpp).
   struct StartingPoint;
   void setup();
   void check_required_options();
@@ -179,15 +180,23 @@ class Trainer {
   void setup_optimizer(const StartingPoint& start, const SafetensorsFile& file);
   void setup_discriminator(const std::map<std::string, std::string>& saved,
                            const std::map<std::string, Tensor>& tensors, const std::string& checkpoint, bool resuming);
+  PatchDiscriminatorConfig discriminator_config(const std::map<std::string, std::string>* saved,
+                                                const std::string& checkpoint);
   void load_vgg();
   void setup_data(const StartingPoint& start);
   void load_validation_set();
   void restore_logs();
 
+  StepLosses step_losses(const LossTerms& t, const Tensor& total, const Tensor& adv, const Tensor& fm);
   void discriminator_step(const Tensor& real_scores, const Tensor& composite, const Tensor& mask, StepLosses& s);
   void warn_if_discriminator_wins();
   void append_log(const StepLosses& s);
+  // The lines run() prints (trainer_report.cpp).
+  std::string run_banner() const;
+  std::string progress_line(const StepLosses& s, double eta_seconds) const;
+  std::string validation_line(const ValidationResult& v) const;
   void check_parameters_finite() const;
+  DivergenceError divergence(const std::string& what) const;  // names the last good checkpoint
   bool writes() const { return comm_.rank() == 0; }  // rank 0 writes every file
   void average_gradients(Module& module);  // of the generator or the discriminator, over the ranks
   // A CollectiveError on every rank unless all ranks hold rank 0's state; `when` and `advice`
@@ -225,10 +234,6 @@ class Trainer {
   double window_cpu_ = 0, window_disc_cpu_ = 0;
 };
 
-// Checkpoints of a run folder (out/checkpoints/step-*.safetensors), oldest first.
-std::vector<std::string> list_checkpoints(const std::string& out_dir);
-// A checkpoint file, or a run folder / its checkpoints folder: the latest checkpoint in it.
-std::string resolve_checkpoint(const std::string& path);
 // "--vgg is required: ..." — what to do without VGG weights (used by the app and its test).
 std::string vgg_missing_message();
 
