@@ -145,6 +145,12 @@ int main(int argc, char** argv) {
           ->check(cli::non_negative);
   auto* tv_option = app.add_option("--tv-weight", tv_weight, "weight of total variation around the holes [0.1]")
                         ->check(cli::non_negative);
+  double ema = 0;
+  auto* ema_option =
+      app.add_option("--ema", ema,
+                     "decay of a moving average of the generator's weights (0.999: about the last 1000 steps), "
+                     "which validation, samples and the checkpoints' model use; 0: none [0; the checkpoint's]")
+          ->check(cli::non_negative);
 
   return cli::run(app, argc, argv, [&] {
     if (precision == "bf16") {
@@ -162,6 +168,7 @@ int main(int argc, char** argv) {
     if (hole_option->count() > 0) o.hole_weight = hole_weight;
     if (tv_option->count() > 0) o.tv_weight = tv_weight;
     if (warmup_option->count() > 0) o.d_warmup = d_warmup;
+    if (ema_option->count() > 0) o.ema = ema;
     // One process, or one rank of mpirun's job (then every rank runs this same line).
     const std::unique_ptr<Communicator> ranks = make_communicator(o.device);
     cli::run_on_ranks(app.get_name(), *ranks, [&] {

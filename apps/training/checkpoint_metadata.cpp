@@ -157,6 +157,7 @@ const SavedOption kSavedOptions[] = {
     {"valid_weight", nullptr, nullptr, &TrainOptions::valid_weight},
     {"hole_weight", nullptr, nullptr, &TrainOptions::hole_weight},
     {"tv_weight", nullptr, nullptr, &TrainOptions::tv_weight},
+    {"ema", nullptr, nullptr, &TrainOptions::ema},
 };
 
 }  // namespace

@@ -26,6 +26,10 @@ inline constexpr const char* kDiscLrKey = "train.d_lr";
 // Tensor names of the discriminator and of its Adam state in a checkpoint ("optim.*" → "train.disc_optim.*").
 inline constexpr const char* kDiscPrefix = "train.disc.";
 inline constexpr const char* kDiscOptimPrefix = "train.disc_optim.";
+// With --ema the checkpoint's model is the average; the live weights are saved under this
+// prefix, and the average's update count under kEmaUpdatesKey.
+inline constexpr const char* kLivePrefix = "train.live.";
+inline constexpr const char* kEmaUpdatesKey = "train.ema_updates";
 
 using Metadata = std::map<std::string, std::string>;
 

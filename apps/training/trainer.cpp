@@ -8,6 +8,7 @@
 #include <cmath>
 #include <ctime>
 #include <filesystem>
+#include <optional>
 
 #include "apps/cli/cli.h"
 #include "apps/training/checkpoint_metadata.h"
@@ -78,6 +79,7 @@ StepLosses Trainer::train_step() {
   total.backward();
   average_gradients(*model_);
   adam_->step();
+  if (ema_) ema_->update();
   if (disc_) {
     const double d_start = cpu_seconds();
     discriminator_step(real.scores, comp.detach(), b.mask, s);
@@ -198,7 +200,15 @@ std::string Trainer::save_checkpoint() {
     for (const auto& [name, t] : disc_->state_dict()) extra[kDiscPrefix + name] = t;
     for (const auto& [name, t] : d_adam_->state_dict()) extra[kDiscOptimPrefix + name.substr(6)] = t;  // "optim."
   }
+  // With --ema the file's model is the average (what inpaint-run reads); the live weights go beside it.
+  std::optional<AveragedWeights> averaged;
+  if (ema_) {
+    m[kEmaUpdatesKey] = std::to_string(ema_->updates());
+    averaged.emplace(*model_, *ema_);
+    for (const auto& [name, t] : averaged->live()) extra[kLivePrefix + name] = t;
+  }
   model_->save_checkpoint(path, m, extra);
+  averaged.reset();
   last_checkpoint_ = path;
   saved_step_ = step_;
   prune_checkpoints();  // only after the new file is safely in place

@@ -34,6 +34,7 @@
 #include "losses/adversarial.h"
 #include "losses/inpainting_loss.h"
 #include "models/patch_discriminator.h"
+#include "layers/weight_average.h"
 #include "models/pconv_unet.h"
 
 namespace pconv {
@@ -96,6 +97,11 @@ struct TrainOptions {
   // The pixel terms (the paper's 1, 6, 0.1): a lower hole weight lets texture terms pull
   // harder against the blur an ℓ1 in the hole prefers.
   std::optional<double> valid_weight, hole_weight, tv_weight;
+  // Decay of an exponential moving average of the generator's weights (layers/weight_average.h),
+  // in [0, 1); 0: none. With it, validation, samples and the checkpoint's model are the
+  // average (what inpaint-run and inpaint-export read), the live weights ride along as
+  // training state ("train.live.*") for --resume. (0; the checkpoint's)
+  std::optional<double> ema;
 };
 
 // One step's losses, the unweighted terms as InpaintingLoss reports them.
@@ -148,6 +154,7 @@ class Trainer {
   int64_t step() const { return step_; }
   PConvUNet& model() { return *model_; }
   Adam& optimizer() { return *adam_; }
+  const WeightAverage* average() const { return ema_.get(); }  // null without --ema
   PatchDiscriminator* discriminator() { return disc_.get(); }  // null without --adversarial
   Adam* discriminator_optimizer() { return d_adam_.get(); }
   TrainingData& data() { return *data_; }
@@ -178,6 +185,7 @@ class Trainer {
   SafetensorsFile load_init_into_other_model(const StartingPoint& start, const PConvUNetConfig& config,
                                              bool init_adds_noise);
   void setup_optimizer(const StartingPoint& start, const SafetensorsFile& file);
+  void setup_average(const StartingPoint& start, const SafetensorsFile& file);
   void setup_discriminator(const std::map<std::string, std::string>& saved,
                            const std::map<std::string, Tensor>& tensors, const std::string& checkpoint, bool resuming);
   PatchDiscriminatorConfig discriminator_config(const std::map<std::string, std::string>* saved,
@@ -214,6 +222,7 @@ class Trainer {
   std::shared_ptr<VGG16Features> vgg_;
   std::unique_ptr<InpaintingLoss> loss_;
   std::unique_ptr<Adam> adam_;
+  std::unique_ptr<WeightAverage> ema_;
   std::unique_ptr<PatchDiscriminator> disc_;
   std::unique_ptr<Adam> d_adam_;
   GanLoss gan_ = GanLoss::Hinge;

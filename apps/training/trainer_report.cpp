@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "apps/cli/cli.h"
 #include "apps/training/net_batch.h"
@@ -31,6 +32,8 @@ ValidationResult Trainer::validate() {
   ValidationResult r;
   r.step = step_;
   if (!writes() || val_.empty()) return r;
+  std::optional<AveragedWeights> averaged;  // what the checkpoint's model will be
+  if (ema_) averaged.emplace(*model_, *ema_);
   model_->eval();
   NoGradGuard no_grad;
   const size_t chunk = size_t(opt_.batch);
@@ -74,6 +77,8 @@ ValidationResult Trainer::validate() {
 
 void Trainer::write_samples() {
   if (!writes() || val_.empty()) return;
+  std::optional<AveragedWeights> averaged;
+  if (ema_) averaged.emplace(*model_, *ema_);
   model_->eval();
   NoGradGuard no_grad;
   std::vector<SampleRow> rows;
@@ -154,6 +159,7 @@ std::string Trainer::run_banner() const {
     if (opt_.d_warmup.value_or(0) > step_)
       line += ", the discriminator alone until step " + std::to_string(*opt_.d_warmup);
   }
+  if (ema_) line += ", weights averaged (EMA " + format("%g", ema_->decay()) + ")";
   return line + ", from step " + std::to_string(step_) + " to " + std::to_string(opt_.steps);
 }
 

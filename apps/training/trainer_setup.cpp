@@ -91,6 +91,7 @@ void Trainer::setup() {
   if (writes()) prepare_out_folder(start.resuming);
 
   SafetensorsFile file = build_model(start);
+  setup_average(start, file);
   setup_optimizer(start, file);
   setup_discriminator(start.saved, file.tensors, start.checkpoint, start.resuming);
   file = {};  // the optimiser's copies are all that is needed now
@@ -244,6 +245,8 @@ void Trainer::check_texture_options() {
                                     {"--d-lr", opt_.d_lr}})
     if (!(value >= 0) || !std::isfinite(value)) throw Error(std::string(name) + " must be a finite number ≥ 0");
   if (opt_.d_warmup && *opt_.d_warmup < 0) throw Error("--d-warmup must be ≥ 0");
+  if (opt_.ema && !(*opt_.ema >= 0 && *opt_.ema < 1))
+    throw Error("--ema " + format("%g", *opt_.ema) + ": the decay must be in [0, 1) (0.999 averages about 1000 steps)");
   if (opt_.gan_loss.empty()) opt_.gan_loss = "hinge";
   try {
     gan_ = parse_gan_loss(opt_.gan_loss);
@@ -335,6 +338,26 @@ SafetensorsFile Trainer::load_init_into_other_model(const StartingPoint& start, 
     cli::progress("inpaint-train: --upsample " + opt_.upsample + " from " + checkpoint +
                   ": its weights, with the other upsampling (training starts near its output)");
   return file;
+}
+
+// --ema: the average starts at the weights training starts from. A resume of a run with it takes
+// the average back (the checkpoint's model) and trains on from the live weights saved beside it;
+// a resume with --ema 0 trains on from the live weights and drops the average.
+void Trainer::setup_average(const StartingPoint& start, const SafetensorsFile& file) {
+  std::map<std::string, Tensor> live;
+  const std::string prefix = kLivePrefix;
+  if (start.resuming)
+    for (const auto& [name, t] : file.tensors)
+      if (name.rfind(prefix, 0) == 0) live.emplace(name.substr(prefix.size()), t);
+  const bool on = opt_.ema.value_or(0) > 0;
+  try {
+    if (on) ema_ = std::make_unique<WeightAverage>(*model_, *opt_.ema);
+    if (live.empty()) return;
+    if (on) ema_->load(model_->state_dict(), meta_int(start.saved, kEmaUpdatesKey, start.checkpoint));
+    model_->load_state_dict(live);
+  } catch (const Error& e) {
+    throw Error(start.checkpoint + ": " + e.what());
+  }
 }
 
 // Adam over the generator's parameters; a resume takes its moments back from the checkpoint.
