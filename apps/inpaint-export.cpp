@@ -13,10 +13,14 @@ using namespace pconv;
 int main(int argc, char** argv) {
   CLI::App app{"Write a compact inference model (no optimiser state, f16/bf16/f32) from a checkpoint.",
                "inpaint-export"};
-  std::string model, out, dtype_name = "f16";
+  std::vector<std::string> models;
+  std::string out, dtype_name = "f16";
   std::vector<std::string> notes;
   bool force = false;
-  app.add_option("--model", model, "checkpoint written by inpaint-train")->required();
+  app.add_option("--model", models,
+                 "checkpoint written by inpaint-train; several (repeat --model): their weights averaged, e.g. the "
+                 "last checkpoints of an adversarial run")
+      ->required();
   app.add_option("--out", out, "model file to write (.safetensors)")->required();
   app.add_option("--dtype", dtype_name, "storage type of the weights")
       ->check(CLI::IsMember({"f16", "bf16", "f32"}))
@@ -24,7 +28,7 @@ int main(int argc, char** argv) {
   app.add_option("--meta", notes, "KEY=VALUE added to the file's metadata (repeatable)");
   app.add_flag("--force", force, "overwrite an existing --out");
   return cli::run(app, argc, argv, [&] {
-    cli::check_not_input(out, model, "the --model file");
+    for (const std::string& model : models) cli::check_not_input(out, model, "the --model file");
     cli::check_can_write(out, force);
     std::map<std::string, std::string> extra;
     for (const std::string& n : notes) {
@@ -33,9 +37,9 @@ int main(int argc, char** argv) {
       extra[n.substr(0, eq)] = n.substr(eq + 1);
     }
     const DType dtype = dtype_name == "f16" ? DType::F16 : dtype_name == "bf16" ? DType::BF16 : DType::F32;
-    const ExportReport r = export_model(model, out, dtype, extra);
+    const ExportReport r = export_model(models, out, dtype, extra);
     std::ostringstream line;
-    line << "inpaint-export: wrote " << out << ": " << r.tensors << " tensors, " << r.parameters
+    line << "inpaint-export: wrote " << out << (models.size() > 1 ? " (the mean of " + std::to_string(models.size()) + " checkpoints)" : "") << ": " << r.tensors << " tensors, " << r.parameters
          << " values as " << dtype_name << ", " << (r.bytes + 524288) / 1048576 << " MiB; largest rounding error "
          << r.max_abs_error << " (relative to each tensor's largest value: " << r.max_rel_error << ")";
     cli::progress(line.str());

@@ -166,3 +166,47 @@ TEST_CASE("bundled model: found through $PCONV_MODEL and used by inpaint-run and
   CHECK(bundled::find_model() != dir + "/nope.safetensors");
   if (saved.empty()) unsetenv("PCONV_MODEL"); else setenv("PCONV_MODEL", saved.c_str(), 1);
 }
+
+TEST_CASE("export: several --model checkpoints are averaged, weights and BatchNorm statistics alike") {
+  const std::string dir = testing::scratch_dir("export_average");
+  std::vector<std::string> files;
+  std::vector<std::map<std::string, Tensor>> states;
+  for (uint64_t seed : {1, 2, 3}) {
+    PConvUNet net(small_config(), seed);
+    for (auto& [name, t] : net.named_buffers())  // statistics that differ per checkpoint
+      if (name.find("running_mean") != std::string::npos && t->dtype() == DType::F32)
+        for (int64_t i = 0; i < t->numel(); ++i) t->data<float>()[i] = float(seed) * 0.5f + 0.01f * float(i);
+    files.push_back(dir + "/c" + std::to_string(seed) + ".safetensors");
+    net.save_checkpoint(files.back(), {{"train.step", std::to_string(100 * seed)}});
+    states.push_back(net.state_dict());
+  }
+  const std::string out = dir + "/mean.safetensors";
+  export_model(files, out, DType::F32);
+  const SafetensorsFile f = load_safetensors(out);
+  CHECK(f.metadata.at("train.step") == "300");  // the last one's
+  CHECK(f.metadata.at("pconv.averaged_from") == files[0] + ", " + files[1] + ", " + files[2]);
+  int checked = 0;
+  for (const auto& [name, t] : states[0]) {
+    if (t.dtype() != DType::F32) continue;
+    const std::vector<double> a = t.to_double_vector(), b = states[1].at(name).to_double_vector(),
+                              c = states[2].at(name).to_double_vector(), m = f.tensors.at(name).to_double_vector();
+    for (size_t i = 0; i < a.size(); ++i) CHECK(m[i] == doctest::Approx((a[i] + b[i] + c[i]) / 3).epsilon(1e-6));
+    ++checked;
+  }
+  CHECK(checked == int(states[0].size()));
+  CHECK(f.tensors.at("pconv1.weight").to_double_vector() != states[2].at("pconv1.weight").to_double_vector());
+
+  // Another architecture is refused, naming both.
+  PConvUNetConfig wide = small_config();
+  wide.width = 16;
+  PConvUNet(wide, 1).save_checkpoint(dir + "/wide.safetensors");
+  const std::string err = testing::error_of([&] { export_model({files[0], dir + "/wide.safetensors"}, out, DType::F32); });
+  CHECK(err.find("only the same architecture can be averaged") != std::string::npos);
+  CHECK(err.find("width-16") != std::string::npos);
+
+  // The app: --model repeated.
+  AppRun r = run_app("inpaint-export", "--model " + quote(files[0]) + " --model " + quote(files[1]) + " --out " +
+                                           quote(dir + "/app.safetensors"), dir);
+  CHECK(r.status == 0);
+  CHECK(r.err.find("the mean of 2 checkpoints") != std::string::npos);
+}

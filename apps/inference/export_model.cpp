@@ -11,26 +11,77 @@
 
 namespace pconv {
 
-ExportReport export_model(const std::string& checkpoint, const std::string& out, DType dtype,
-                          const std::map<std::string, std::string>& extra) {
-  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
-    throw Error(std::string("export: the model can be stored as f32, f16 or bf16, not ") + dtype_name(dtype));
+namespace {
+
+struct ModelWeights {
+  PConvUNetConfig config;
+  std::map<std::string, Tensor> weights;  // the model's state: no optimiser or training state
+  std::map<std::string, std::string> metadata;
+};
+
+// A checkpoint's model, checked complete (building the model checks that the weights are there
+// with the config's shapes).
+ModelWeights read_model(const std::string& checkpoint) {
   SafetensorsFile file = load_safetensors(checkpoint);
   if (!file.tensors.count("pconv1.weight"))
     throw Error(checkpoint + ": not a PConvUNet checkpoint (no pconv1.weight)");
-  // Building the model checks that the weights are complete and have the config's shapes.
-  const PConvUNetConfig config = PConvUNet::checkpoint_config(file.metadata);
-  std::map<std::string, Tensor> weights;
+  ModelWeights m;
+  m.config = PConvUNet::checkpoint_config(file.metadata);
   for (auto& [name, t] : file.tensors)
-    if (!PConvUNet::is_training_state_key(name)) weights.emplace(name, t);
-  {
-    PConvUNet check(config, PConvUNet::Uninitialized{});
-    try {
-      check.load_state_dict(weights, true);
-    } catch (const Error& e) {
-      throw Error(checkpoint + ": " + e.what());
-    }
+    if (!PConvUNet::is_training_state_key(name)) m.weights.emplace(name, t);
+  PConvUNet check(m.config, PConvUNet::Uninitialized{});
+  try {
+    check.load_state_dict(m.weights, true);
+  } catch (const Error& e) {
+    throw Error(checkpoint + ": " + e.what());
   }
+  m.metadata = std::move(file.metadata);
+  return m;
+}
+
+// The mean of the checkpoints' weights and BatchNorm statistics (in f64; counters from the
+// last), with the last one's metadata. They must hold the same architecture.
+ModelWeights average_models(const std::vector<std::string>& checkpoints) {
+  ModelWeights first = read_model(checkpoints.front());
+  if (checkpoints.size() == 1) return first;
+  std::map<std::string, Tensor> sum;
+  for (auto& [name, t] : first.weights) sum[name] = t.dtype() == DType::I64 ? t : t.to(DType::F64);
+  ModelWeights last;
+  for (size_t i = 1; i < checkpoints.size(); ++i) {
+    ModelWeights m = read_model(checkpoints[i]);
+    if (m.config.to_json() != first.config.to_json())
+      throw Error("--model " + checkpoints[i] + " is a " + m.config.describe() + ", " + checkpoints.front() +
+                  " a " + first.config.describe() + ": only the same architecture can be averaged");
+    for (auto& [name, t] : m.weights) {
+      Tensor& acc = sum.at(name);
+      acc = t.dtype() == DType::I64 ? t : add(acc, t.to(DType::F64));
+    }
+    last = std::move(m);
+  }
+  const double n = double(checkpoints.size());
+  for (auto& [name, t] : sum)
+    if (t.dtype() != DType::I64) t = mul(t, 1.0 / n).to(first.weights.at(name).dtype());
+  last.weights = std::move(sum);
+  return last;
+}
+
+}  // namespace
+
+ExportReport export_model(const std::string& checkpoint, const std::string& out, DType dtype,
+                          const std::map<std::string, std::string>& extra) {
+  return export_model(std::vector<std::string>{checkpoint}, out, dtype, extra);
+}
+
+ExportReport export_model(const std::vector<std::string>& checkpoints, const std::string& out, DType dtype,
+                          const std::map<std::string, std::string>& extra) {
+  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
+    throw Error(std::string("export: the model can be stored as f32, f16 or bf16, not ") + dtype_name(dtype));
+  if (checkpoints.empty()) throw Error("export: no checkpoint given");
+  ModelWeights model = average_models(checkpoints);
+  const std::string& checkpoint = checkpoints.back();  // named in the errors below
+  const PConvUNetConfig& config = model.config;
+  std::map<std::string, Tensor>& weights = model.weights;
+  const std::map<std::string, std::string>& source_metadata = model.metadata;
 
   ExportReport report;
   std::map<std::string, Tensor> stored;
@@ -66,10 +117,15 @@ ExportReport export_model(const std::string& checkpoint, const std::string& out,
   // The step, phase and options say how the model was trained; the data position and learning
   // rate only matter to a resume, which needs the full checkpoint anyway.
   std::map<std::string, std::string> metadata;
-  for (auto& [k, v] : file.metadata)
+  for (auto& [k, v] : source_metadata)
     if (k == "train.step" || k == "train.phase" || k == "train.options") metadata[k] = v;
   metadata[PConvUNet::kConfigKey] = config.to_json();
   metadata["pconv.exported_dtype"] = std::string(dtype_name(dtype));
+  if (checkpoints.size() > 1) {
+    std::string list;
+    for (const std::string& c : checkpoints) list += (list.empty() ? "" : ", ") + c;
+    metadata["pconv.averaged_from"] = list;
+  }
   for (auto& [k, v] : extra) metadata[k] = v;
   save_safetensors(out, stored, metadata);
   struct stat st {};

@@ -4,6 +4,7 @@
 // f32), with the architecture ("pconv.config") and the training metadata kept.
 #include <map>
 #include <string>
+#include <vector>
 
 #include "core/dtype.h"
 
@@ -21,6 +22,12 @@ struct ExportReport {
 // Throws Error (one line, naming the file) for unreadable or non-PConvUNet inputs, values that
 // overflow the chosen dtype (f16's ±65504), or an unwritable output.
 ExportReport export_model(const std::string& checkpoint, const std::string& out, DType dtype,
+                          const std::map<std::string, std::string>& extra = {});
+// The mean of several checkpoints of one architecture (weights and BatchNorm statistics, summed
+// in f64; counters and metadata from the last), exported as above, with "pconv.averaged_from"
+// listing them. An adversarial run's weights wander from step to step; the mean of its last few
+// checkpoints scored better than any one of them (docs/training.md, --ema).
+ExportReport export_model(const std::vector<std::string>& checkpoints, const std::string& out, DType dtype,
                           const std::map<std::string, std::string>& extra = {});
 
 }  // namespace pconv
