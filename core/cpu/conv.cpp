@@ -11,6 +11,8 @@
 // output channels (the UNet's last, K = 3, and the discriminator's score, K = 1) run direct
 // kernels instead (conv_thin.cpp). With bf16 dot products on (core/cpu/dot_precision.h) the f32
 // GEMMs run in gemm_bf16 instead of Eigen, on the same blocks; the direct kernels stay f32.
+// There the forward and the weight gradient skip im2col: gemm_bf16 packs cols (or colsᵀ)
+// straight from the image (ConvColumns), which gives the same packed bits.
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cstdlib>
@@ -261,6 +263,16 @@ void bf16_product(const PackedBf16Lhs& a, const B& b, C& c) {
     gemm_bf16(a, b.cols(), MatrixF32{b.data(), b.outerStride(), 1}, c.data(), c.outerStride(), false);
 }
 
+// A block's cols as gemm_bf16 reads them straight from x, never written out (B = cols for the
+// forward, colsᵀ for the weight gradient when transposed).
+template <typename T>
+ConvColumns implicit_columns(const T* x, const ConvGeometry& g, const Block& b, bool transposed) {
+  if constexpr (std::is_same_v<T, float>)
+    return {x + b.n0 * g.C * g.H * g.W, g.C, g.H, g.W, g.kh, g.kw, g.stride, g.pad, g.Wo,
+            b.oh0, b.oh1 - b.oh0, b.n1 - b.n0, transposed};
+  throw Error("conv2d: bf16 columns of a non-f32 tensor");
+}
+
 template <typename T>
 void forward(const T* x, const T* w, T* y, const ConvGeometry& g) {
   if (g.K <= kThinMaxK) return cpu_conv::thin_forward(x, w, y, g);
@@ -268,12 +280,15 @@ void forward(const T* x, const T* w, T* y, const ConvGeometry& g) {
   const std::optional<PackedBf16Lhs> wb = bf16_weights(w, g, false);
   const Plan plan = make_plan(g, sizeof(T));
   for_each_block(plan, plan.threads_take_blocks, kAllBlocks, [&](const Block& b) {
-    ConstView<T> cols = block_columns(x, g, b);
     View<T> out = block_outputs(y, g, b);
-    if (wb)
-      bf16_product<T>(*wb, cols, out);
-    else
-      out.noalias() = wm * cols;
+    if (wb && !g.pointwise()) {  // packed from x itself: no im2col
+      if constexpr (std::is_same_v<T, float>)
+        gemm_bf16(*wb, implicit_columns(x, g, b, false), out.data(), out.outerStride(), false);
+    } else if (wb) {
+      bf16_product<T>(*wb, block_columns(x, g, b), out);
+    } else {
+      out.noalias() = wm * block_columns(x, g, b);
+    }
     if (b.n1 - b.n0 > 1) scatter_outputs(out, y, g, b);
   });
 }
@@ -327,6 +342,13 @@ void backward_weight(const T* gy, const T* x, T* gw, const ConvGeometry& g) {
     View<T> accm(acc, g.K, g.depth(), Eigen::OuterStride<>(g.depth()));
     View<T> gyb = block_outputs(const_cast<T*>(gy), g, b);
     if (b.n1 - b.n0 > 1) gather_outputs(gy, g, b, gyb);
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf16_dots<T>(g) && !g.pointwise()) {  // gW += gy · colsᵀ, colsᵀ packed from x itself
+        gemm_bf16(g.K, MatrixF32{gyb.data(), gyb.outerStride(), 1}, implicit_columns(x, g, b, true), acc,
+                  g.depth(), true);
+        return;
+      }
+    }
     ConstView<T> cols = block_columns(x, g, b);
     if constexpr (std::is_same_v<T, float>) {
       if (bf16_dots<T>(g)) {  // gW += gy · colsᵀ: colsᵀ is cols with the strides swapped

@@ -187,6 +187,182 @@ PCONV_BF16_TARGET void pack_rhs_panel(const MatrixF32& b, int64_t k, int64_t n, 
   }
 }
 
+// ---- B packed straight from a convolution's images (ConvColumns: implicit im2col) ----
+// im2col wrote a band's cols (2 MiB) and the packer read it again; here each panel row is
+// loaded from the image rows it comes from, with masked loads whose masked-off lanes (the
+// padding) stay 0 and are never read. Where a panel's lanes come from is worked out once per
+// panel and tap (ki, kj), so a row of the panel costs a couple of loads, not index arithmetic
+// (working it out for every row, with gathers for stride 2, measured 0.78–0.89× of im2col +
+// packing on the 256² and 128² layers' forward).
+
+// Lanes [l0, l1) of a panel row whose pixels lie in one output row of one image: lane l reads
+// input row ih0 + ki, column iw0 + l·stride + kj of `image`.
+struct Segment {
+  const float* image;
+  int64_t l0, l1, ih0, iw0;
+};
+
+// The segments of pixels [j0, j0 + count), count ≤ 32, lane l being pixel j0 + l.
+int make_segments(const ConvColumns& s, int64_t j0, int64_t count, Segment* out) {
+  const int64_t per_image = s.rows * s.Wo;
+  int n = 0;
+  for (int64_t l = 0; l < count;) {
+    const int64_t j = j0 + l, image = j / per_image, q = j % per_image;
+    const int64_t oh = s.oh0 + q / s.Wo, ow = q % s.Wo, len = std::min(s.Wo - ow, count - l);
+    out[n++] = {s.x + image * s.C * s.H * s.W, l, l + len, oh * s.stride - s.pad, (ow - l) * s.stride - s.pad};
+    l += len;
+  }
+  return n;
+}
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Bits [lo, hi) of 64 (none when lo ≥ hi).
+uint64_t bit_range(int64_t lo, int64_t hi) {
+  if (lo >= hi) return 0;
+  return (hi >= 64 ? ~uint64_t(0) : (uint64_t(1) << hi) - 1) & ~((uint64_t(1) << lo) - 1);
+}
+
+// One segment under one tap: lane l of the panel row of channel plane P is at[P + l·stride],
+// for the lanes in `lanes`. For stride 2 the row is read as 64 consecutive floats and the even
+// ones kept: `source` says which of those 64 may be read.
+struct Tap {
+  const float* at;  // lane 0's address in plane 0 (may lie outside the image: never read there)
+  uint32_t lanes;
+  uint64_t source;
+};
+
+// taps[(ki·kw + kj)·segments + i]: segment i under tap (ki, kj).
+void make_taps(const ConvColumns& s, const Segment* seg, int segments, Tap* t) {
+  for (int64_t ki = 0; ki < s.kh; ++ki)
+    for (int64_t kj = 0; kj < s.kw; ++kj)
+      for (int i = 0; i < segments; ++i, ++t) {
+        const Segment& g = seg[i];
+        const int64_t ih = g.ih0 + ki, iw = g.iw0 + kj;  // iw: lane 0's column
+        // Lanes whose column iw + l·stride lies in [0, W), on a row inside the image.
+        const int64_t first = std::max(g.l0, -floor_div(iw, s.stride));
+        const int64_t end = ih < 0 || ih >= s.H ? 0 : std::min(g.l1, floor_div(s.W - 1 - iw, s.stride) + 1);
+        const uint64_t lanes = bit_range(first, end);
+        *t = {lanes ? g.image + ih * s.W + iw : g.image, uint32_t(lanes), bit_range(2 * first, 2 * end - 1)};
+      }
+}
+
+// The taps of each column panel jp in [jp0, jp1) of B = cols: kh·kw·segments[i] of them
+// from taps[start[i]], i = jp − jp0. In the calling thread's buffer.
+struct PanelTaps {
+  std::vector<Tap> taps;
+  std::vector<size_t> start;
+  std::vector<int> segments;
+};
+const PanelTaps& panel_taps(const ConvColumns& s, int64_t n, int64_t jp0, int64_t jp1) {
+  thread_local PanelTaps t;
+  t.taps.clear();
+  t.start.clear();
+  t.segments.clear();
+  Segment seg[kCols];
+  for (int64_t jp = jp0; jp < jp1; ++jp) {
+    const int segments = make_segments(s, jp * kCols, std::min(kCols, n - jp * kCols), seg);
+    t.start.push_back(t.taps.size());
+    t.segments.push_back(segments);
+    t.taps.resize(t.taps.size() + size_t(s.kh * s.kw * segments));
+    make_taps(s, seg, segments, t.taps.data() + t.start.back());
+  }
+  return t;
+}
+
+// The panel row of channel plane `plane` (c·H·W) under one tap's segments, as two vectors (lanes
+// 0–15, 16–31); 0 outside the image and past the segments, as in im2col's cols.
+PCONV_BF16_TARGET inline void tap_row(const ConvColumns& s, const Tap* taps, int segments, int64_t plane,
+                                      __m512& lo, __m512& hi) {
+  lo = hi = _mm512_setzero_ps();
+  for (int i = 0; i < segments; ++i) {
+    const Tap& t = taps[i];
+    const uint32_t m = t.lanes;
+    if (m == 0) continue;
+    const float* row = t.at + plane;
+    if (s.stride == 1) {
+      if (m & 0xFFFFu) lo = _mm512_mask_loadu_ps(lo, __mmask16(m), row);
+      if (m >> 16) hi = _mm512_mask_loadu_ps(hi, __mmask16(m >> 16), row + 16);
+    } else if (s.stride == 2) {  // lanes l ← source 2l: two loads and a permute per 16 lanes
+      const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+      for (int h = 0; h < 2; ++h) {
+        const __mmask16 keep = __mmask16(m >> (16 * h));
+        if (!keep) continue;
+        const __m512 a = _mm512_maskz_loadu_ps(__mmask16(t.source >> (32 * h)), row + 32 * h);
+        const __m512 b = _mm512_maskz_loadu_ps(__mmask16(t.source >> (32 * h + 16)), row + 32 * h + 16);
+        __m512& v = h ? hi : lo;
+        v = _mm512_mask_mov_ps(v, keep, _mm512_permutex2var_ps(a, even, b));
+      }
+    } else {
+      const __m512i index = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               _mm512_set1_epi32(int(s.stride)));
+      if (m & 0xFFFFu) lo = _mm512_mask_i32gather_ps(lo, __mmask16(m), index, row, 4);
+      if (m >> 16) hi = _mm512_mask_i32gather_ps(hi, __mmask16(m >> 16), index, row + 16 * s.stride, 4);
+    }
+  }
+}
+
+// pack_rhs_panel for B = cols (the forward): panels [jp0, jp1) of depth [k0, k0 + 2·pairs),
+// panel jp at packed + jp·kCols·pairs. Row by row across the panels, not panel by panel: one
+// panel's rows lie channel planes apart, a power-of-two stride that puts them in one cache set
+// (panel by panel measured 0.92× of im2col + packing on 64→64 at 256², this way 1.13×), while
+// a row across the panels reads image rows in order.
+PCONV_BF16_TARGET void pack_conv_panels(const ConvColumns& s, int64_t k, int64_t n, int64_t k0, int64_t pairs,
+                                        int64_t jp0, int64_t jp1, uint32_t* packed) {
+  if (jp0 >= jp1) return;
+  const PanelTaps& pt = panel_taps(s, n, jp0, jp1);
+  const int64_t kk = s.kh * s.kw, hw = s.H * s.W;
+  int64_t tap = k0 % kk, plane = k0 / kk * hw;  // depth row r = c·kk + tap, c·H·W = plane
+  for (int64_t p = 0; p < pairs; ++p) {
+    const int64_t even_tap = tap, even_plane = plane;
+    if (++tap == kk) tap = 0, plane += hw;
+    const bool odd = k0 + 2 * p + 1 < k;
+    const int64_t odd_tap = tap, odd_plane = plane;
+    if (odd && ++tap == kk) tap = 0, plane += hw;
+    for (int64_t jp = jp0; jp < jp1; ++jp) {
+      const Tap* taps = pt.taps.data() + pt.start[size_t(jp - jp0)];
+      const int segments = pt.segments[size_t(jp - jp0)];
+      __m512 e0, e1, o0 = _mm512_setzero_ps(), o1 = _mm512_setzero_ps();
+      tap_row(s, taps + even_tap * segments, segments, even_plane, e0, e1);
+      if (odd) tap_row(s, taps + odd_tap * segments, segments, odd_plane, o0, o1);
+      uint32_t* panel = packed + jp * kCols * pairs;
+      _mm512_storeu_si512(panel + p * kCols, bf16_pairs(e0, o0));
+      _mm512_storeu_si512(panel + p * kCols + 16, bf16_pairs(e1, o1));
+    }
+  }
+}
+
+// pack_rhs_panel_transposed for B = colsᵀ (the weight gradient): pixels [k0, k0 + 2·pairs) ×
+// depth rows [j0, j0 + kCols). Each depth row's 32 pixels load as for the forward, then
+// 16 rows × 16 pairs are transposed in registers.
+// pt: the taps of the depth block's groups of 32 pixels (panel_taps with n = k from k0 / 32),
+// the same for every panel.
+PCONV_BF16_TARGET void pack_conv_panel_transposed(const ConvColumns& s, const PanelTaps& pt, int64_t n, int64_t j0,
+                                                  int64_t pairs, uint32_t* panel) {
+  const int64_t cols = std::min(kCols, n - j0), kk = s.kh * s.kw, hw = s.H * s.W;
+  __m512i words[16];
+  for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
+    const Tap* taps = pt.taps.data() + pt.start[size_t(p0 / 16)];
+    const int segments = pt.segments[size_t(p0 / 16)];
+    const int64_t count = std::min<int64_t>(16, pairs - p0);
+    int64_t tap = j0 % kk, plane = j0 / kk * hw;
+    for (int64_t c0 = 0; c0 < kCols; c0 += 16) {
+      for (int64_t c = 0; c < 16; ++c) {
+        if (c0 + c >= cols) {
+          words[c] = _mm512_setzero_si512();
+          continue;
+        }
+        __m512 lo, hi;
+        tap_row(s, taps + tap * segments, segments, plane, lo, hi);
+        if (++tap == kk) tap = 0, plane += hw;
+        words[c] = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+      }
+      transpose_16x16(words);
+      for (int64_t q = 0; q < count; ++q) _mm512_storeu_si512(panel + (p0 + q) * kCols + c0, words[q]);
+    }
+  }
+}
+
 // The tile C[0, rows) × [0, cols) (=, or += when accumulate) A panel · B panel over `pairs`.
 PCONV_BF16_TARGET void kernel(int64_t pairs, const uint32_t* a, const uint32_t* b, float* c, int64_t ldc,
                               int64_t rows, int64_t cols, bool accumulate) {
@@ -249,7 +425,12 @@ PackedBf16Lhs::PackedBf16Lhs(int64_t rows, int64_t depth, MatrixF32 a) : m(rows)
   }
 }
 
-void gemm_bf16(const PackedBf16Lhs& a, int64_t n, MatrixF32 b, float* c, int64_t ldc, bool accumulate) {
+namespace {
+
+// The GEMM for any B: pack_b(k0, pairs, jp0, jp1, packed) packs B's column panels [jp0, jp1) of
+// the depth block at k0, panel jp at packed + jp·kCols·pairs.
+template <typename PackB>
+void gemm_packed(const PackedBf16Lhs& a, int64_t n, PackB&& pack_b, float* c, int64_t ldc, bool accumulate) {
   const int64_t m = a.m, k = a.k;
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
@@ -272,9 +453,9 @@ void gemm_bf16(const PackedBf16Lhs& a, int64_t n, MatrixF32 b, float* c, int64_t
     const bool add = accumulate || k0 > 0;
 #pragma omp parallel if (threaded)
     {
-#pragma omp for schedule(static)
-      for (int64_t jp = 0; jp < col_panels; ++jp)
-        pack_rhs_panel(b, k, n, k0, jp * kCols, pairs, packed_b + jp * kCols * pairs);
+      const int64_t thread = omp_get_thread_num(), team = omp_get_num_threads();
+      pack_b(k0, pairs, col_panels * thread / team, col_panels * (thread + 1) / team, packed_b);
+#pragma omp barrier
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < tasks; ++t) {
         const int64_t ip = t / col_groups, group = t % col_groups;
@@ -286,6 +467,33 @@ void gemm_bf16(const PackedBf16Lhs& a, int64_t n, MatrixF32 b, float* c, int64_t
       }
     }
   }
+}
+
+}  // namespace
+
+void gemm_bf16(const PackedBf16Lhs& a, int64_t n, MatrixF32 b, float* c, int64_t ldc, bool accumulate) {
+  const int64_t k = a.k;
+  gemm_packed(a, n, [&](int64_t k0, int64_t pairs, int64_t jp0, int64_t jp1, uint32_t* packed) {
+    for (int64_t jp = jp0; jp < jp1; ++jp) pack_rhs_panel(b, k, n, k0, jp * kCols, pairs, packed + jp * kCols * pairs);
+  }, c, ldc, accumulate);
+}
+
+void gemm_bf16(const PackedBf16Lhs& a, const ConvColumns& b, float* c, int64_t ldc, bool accumulate) {
+  const int64_t k = a.k, n = b.transposed ? b.depth() : b.pixels();
+  if (k != (b.transposed ? b.pixels() : b.depth()))
+    throw Error("gemm_bf16: A has depth " + std::to_string(k) + ", the convolution's columns " +
+                std::to_string(b.transposed ? b.pixels() : b.depth()));
+  gemm_packed(a, n, [&](int64_t k0, int64_t pairs, int64_t jp0, int64_t jp1, uint32_t* packed) {
+    if (!b.transposed) return pack_conv_panels(b, k, n, k0, pairs, jp0, jp1, packed);
+    if (jp0 >= jp1) return;
+    const PanelTaps& pixels = panel_taps(b, k, k0 / kCols, k0 / kCols + ceil_div(pairs, 16));
+    for (int64_t jp = jp0; jp < jp1; ++jp)
+      pack_conv_panel_transposed(b, pixels, n, jp * kCols, pairs, packed + jp * kCols * pairs);
+  }, c, ldc, accumulate);
+}
+
+void gemm_bf16(int64_t m, MatrixF32 a, const ConvColumns& b, float* c, int64_t ldc, bool accumulate) {
+  gemm_bf16(PackedBf16Lhs(m, b.transposed ? b.pixels() : b.depth(), a), b, c, ldc, accumulate);
 }
 
 void gemm_bf16(int64_t m, int64_t n, int64_t k, MatrixF32 a, MatrixF32 b, float* c, int64_t ldc,
