@@ -281,13 +281,13 @@ Tensor harmonic_fill_groups(const Tensor& image, const Mask& mask) {
 
 }  // namespace
 
-Tensor PConvUNet::forward(const Tensor& image, const Tensor& mask) {
+Tensor PConvUNet::forward(const Tensor& image, const Tensor& mask, const Tensor& fill) {
   check_rank("PConvUNet", "mask", mask, 4);
   check_rank("PConvUNet", "image", image, 4);
-  return forward(image, Mask{{image.size(1), mask}});
+  return forward(image, Mask{{image.size(1), mask}}, fill);
 }
 
-Tensor PConvUNet::forward(const Tensor& image, const Mask& mask) {
+Tensor PConvUNet::forward(const Tensor& image, const Mask& mask, const Tensor& fill) {
   check_rank("PConvUNet", "image", image, 4);
   if (image.size(1) != config_.in_channels)
     throw Error("PConvUNet: image " + shape_str(image.shape()) + " has " +
@@ -300,7 +300,16 @@ Tensor PConvUNet::forward(const Tensor& image, const Mask& mask) {
   const int64_t pad_h = (unit - H % unit) % unit, pad_w = (unit - W % unit) % unit;
   // The residual model's starting point, from the unpadded image (padding is hole to the fill
   // as well, so filling the padded image would give the same pixels inside).
-  const Tensor base = config_.fill == PConvUNetConfig::Fill::Harmonic ? harmonic_fill_groups(image, mask) : Tensor();
+  if (fill.defined()) {
+    if (config_.fill != PConvUNetConfig::Fill::Harmonic)
+      throw Error("PConvUNet: given a fill, but " + config_.describe() + " has none");
+    if (fill.shape() != image.shape() || fill.dtype() != image.dtype() || fill.device() != image.device())
+      throw Error("PConvUNet: fill " + shape_str(fill.shape()) + " does not match image " + shape_str(image.shape()) +
+                  " (same shape, dtype and device)");
+  }
+  const Tensor base = config_.fill != PConvUNetConfig::Fill::Harmonic ? Tensor()
+                      : fill.defined()                                ? fill.detach()
+                                                                      : harmonic_fill_groups(image, mask);
   auto finish = [&](const Tensor& out) {
     Tensor y = pad_h || pad_w ? crop2d(out, 0, 0, H, W) : out;
     return base.defined() ? add(y, base) : y;

@@ -134,9 +134,13 @@ class PConvUNet : public Module {
   // right with hole (features 0, mask 0) and the output is cropped back.
   // With grad mode off (inference) the same values come from a pass that frees every
   // activation once consumed (see forward_no_grad); the image and mask are not modified.
-  Tensor forward(const Tensor& image, const Tensor& mask);
+  // fill: for a residual model (config.fill Harmonic), its harmonic fill of image and mask
+  // computed beforehand (the training data loader's, core/data/network_fill.h), used as it is
+  // instead of solving it again; N×C×H×W, the image's dtype and device. Undefined: the forward
+  // computes it. An Error for a model without a fill or a fill of another shape.
+  Tensor forward(const Tensor& image, const Tensor& mask, const Tensor& fill = {});
   // The same with the input mask given as groups covering C channels.
-  Tensor forward(const Tensor& image, const Mask& mask);
+  Tensor forward(const Tensor& image, const Mask& mask, const Tensor& fill = {});
 
   // Fine-tune phase (PAPER.md "Phase 2"): encoder BatchNorms (pconv2..pconvL) normalise with
   // their running statistics and stop updating them; decoder BatchNorms keep training.

@@ -47,12 +47,12 @@ StepLosses Trainer::train_step() {
   const Batch batch = data_->next();
   const double cpu_start = cpu_seconds();
   double disc_cpu = 0;
-  const NetBatch b = to_network(batch.images, batch.masks, opt_.device);
+  const NetBatch b = to_network(batch.images, batch.masks, opt_.device, batch.fill);
   if (disc_) disc_->power_iterate();  // once per step: every pass of this step uses the same σ
   // Fresh noise every step and rank, the same on a resume; validation and samples draw with
   // seed 0, as inference does.
   model_->set_noise_seed(mix_seed(*opt_.seed, uint64_t(step_), uint64_t(comm_.rank()) + 1));
-  const Tensor out = model_->forward(b.input, b.mask);
+  const Tensor out = model_->forward(b.input, b.mask, b.fill);
   model_->set_noise_seed(0);
   const LossTerms t = loss_->compute(out, b.gt, b.mask);
   Tensor total = t.total, adv = Tensor::zeros({}, out.dtype(), out.device()), fm = adv, comp;

@@ -71,6 +71,9 @@ struct TrainOptions {
   double cache_gib = -1;        // decoded photos kept in memory (< 0: a quarter of the free memory, at most 8 GiB)
   Device device = Device::CPU;
   bool quiet = false;           // no progress lines (tests)
+  // A residual model's harmonic fill made by the data loader's threads; false: by the model's
+  // forward on this thread, as before (the same values bit for bit; tests compare the two).
+  bool fill_in_loader = true;
 
   // Texture terms. Unset (nullopt / empty / 0): the checkpoint's value when resuming, else the default in ().
   // Adversarial training: a PatchGAN discriminator (models/patch_discriminator.h) scores the

@@ -16,6 +16,8 @@
 #include <set>
 #include <sstream>
 
+#include "core/data/network_fill.h"
+
 namespace pconv {
 
 namespace fs = std::filesystem;
@@ -363,6 +365,7 @@ Batch TrainingData::make_batch(DatasetState& cursor) {
   const int64_t n = opt_.batch / opt_.shards, s = opt_.size, per_epoch = samples_per_epoch();
   Batch b;
   b.images = Tensor::empty({n, 3, s, s});
+  if (opt_.harmonic_fill) b.fill = Tensor::empty({n, 3, s, s});
   std::vector<MaskImage> masks(static_cast<size_t>(n));
   // (epoch, position) of every sample of the whole batch; this process makes its share.
   std::vector<std::pair<int64_t, int64_t>> all(static_cast<size_t>(opt_.batch));
@@ -382,6 +385,7 @@ Batch TrainingData::make_batch(DatasetState& cursor) {
         Tensor img;
         sample(where[size_t(i)].first, where[size_t(i)].second, img, masks[size_t(i)]);
         std::copy_n(img.data<float>(), 3 * s * s, b.images.data<float>() + i * 3 * s * s);
+        if (opt_.harmonic_fill) network_fill(img, masks[size_t(i)], b.fill.data<float>() + i * 3 * s * s);
       } catch (...) {
         std::lock_guard<std::mutex> lock(error_mu);
         if (!error) error = std::current_exception();

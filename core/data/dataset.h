@@ -87,6 +87,10 @@ struct DatasetOptions {
   // `shards` processes together see exactly the batches of one process. batch must be a
   // multiple of shards.
   int64_t shard = 0, shards = 1;
+  // Also make each batch's Batch::fill in the loader's threads: what a residual PConvUNet
+  // (PConvUNetConfig::Fill::Harmonic) starts from, so the trainer's main thread does not solve
+  // it. Off by default: runs whose model has no fill pay nothing.
+  bool harmonic_fill = false;
   MaskGeneratorOptions generator;
   MaskAugmentOptions augment;
 };
@@ -103,6 +107,9 @@ struct DatasetState {
 struct Batch {
   Tensor images;  // N×3×S×S in [0,1] (N = batch/shards: this process's share)
   Tensor masks;   // N×1×S×S, 1 known, 0 hole
+  // With DatasetOptions::harmonic_fill, N×3×S×S: harmonic_fill(imagenet_normalize(images) ·
+  // masks, masks) bit for bit (core/data/network_fill.h); else undefined.
+  Tensor fill;
   DatasetState next;  // the state after this batch
 };
 
@@ -120,6 +127,7 @@ class TrainingData {
   // Drops the queue and continues from `s` (the seed must match the options).
   void restore(const DatasetState& s);
 
+  const DatasetOptions& options() const { return opt_; }
   const std::vector<std::string>& files() const { return files_; }
   const std::vector<std::string>& mask_files() const { return mask_files_; }
   int64_t samples_per_epoch() const { return int64_t(files_.size()); }
