@@ -388,7 +388,7 @@ void Trainer::setup_data(const StartingPoint& start) {
                       : std::clamp<int64_t>(int64_t(std::thread::hardware_concurrency()) / local_ranks, 1, 8));
   d.shard = comm_.rank(), d.shards = comm_.size();
   // A residual model's fill depends on the batch alone: the loader's threads solve it while this
-  // thread trains on the previous batch (7 % of a CPU texture step).
+  // thread trains on the previous batch (about 12 % of a CPU texture step, measured: docs/performance.md).
   d.harmonic_fill = opt_.fill_in_loader && model_->config().fill == PConvUNetConfig::Fill::Harmonic;
   data_ = std::make_unique<TrainingData>(d, start.resuming ? start.data : DatasetState{*opt_.seed, 0, 0});
   if (writes() && start.resuming && start.saved.count(kDataCountKey) &&
