@@ -39,7 +39,9 @@ int main(int argc, char** argv) {
     const DType dtype = dtype_name == "f16" ? DType::F16 : dtype_name == "bf16" ? DType::BF16 : DType::F32;
     const ExportReport r = export_model(models, out, dtype, extra);
     std::ostringstream line;
-    line << "inpaint-export: wrote " << out << (models.size() > 1 ? " (the mean of " + std::to_string(models.size()) + " checkpoints)" : "") << ": " << r.tensors << " tensors, " << r.parameters
+    line << "inpaint-export: wrote " << out;
+    if (models.size() > 1) line << " (the mean of " << models.size() << " checkpoints)";
+    line << ": " << r.tensors << " tensors, " << r.parameters
          << " values as " << dtype_name << ", " << (r.bytes + 524288) / 1048576 << " MiB; largest rounding error "
          << r.max_abs_error << " (relative to each tensor's largest value: " << r.max_rel_error << ")";
     cli::progress(line.str());

@@ -31,10 +31,10 @@
 #include "core/data/dataset.h"
 #include "core/distributed/communicator.h"
 #include "core/optim.h"
+#include "layers/weight_average.h"
 #include "losses/adversarial.h"
 #include "losses/inpainting_loss.h"
 #include "models/patch_discriminator.h"
-#include "layers/weight_average.h"
 #include "models/pconv_unet.h"
 
 namespace pconv {
