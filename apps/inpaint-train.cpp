@@ -145,6 +145,13 @@ int main(int argc, char** argv) {
           ->check(cli::non_negative);
   auto* tv_option = app.add_option("--tv-weight", tv_weight, "weight of total variation around the holes [0.1]")
                         ->check(cli::non_negative);
+  int64_t hole_block = 1;
+  auto* hole_block_option =
+      app.add_option("--hole-block", hole_block,
+                     "compare the hole's pixels as means of KxK blocks: an l1 per pixel is least for a blur, on "
+                     "block means it keeps colours and shapes and leaves finer detail to the texture terms "
+                     "[1: per pixel, the paper's; the checkpoint's]")
+          ->check(CLI::PositiveNumber);
   double ema = 0;
   auto* ema_option =
       app.add_option("--ema", ema,
@@ -167,6 +174,7 @@ int main(int argc, char** argv) {
     if (valid_option->count() > 0) o.valid_weight = valid_weight;
     if (hole_option->count() > 0) o.hole_weight = hole_weight;
     if (tv_option->count() > 0) o.tv_weight = tv_weight;
+    if (hole_block_option->count() > 0) o.hole_block = hole_block;
     if (warmup_option->count() > 0) o.d_warmup = d_warmup;
     if (ema_option->count() > 0) o.ema = ema;
     // One process, or one rank of mpirun's job (then every rank runs this same line).

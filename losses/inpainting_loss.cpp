@@ -88,6 +88,20 @@ Tensor total_variation_in_region(const Tensor& image, const Tensor& region) {
   return mul(total, 1.0 / double(image.numel()));  // PAPER.md: divided by N·C·H·W
 }
 
+Tensor block_means(const Tensor& x, int64_t k) {
+  check_rank("block_means", "x", x, 4);
+  if (k < 1) throw Error("block_means: the block side must be at least 1, got " + std::to_string(k));
+  if (k == 1) return x;
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2) / k, w = x.size(3) / k;
+  if (h == 0 || w == 0)
+    throw Error("block_means: " + std::to_string(k) + "×" + std::to_string(k) + " blocks do not fit " +
+                shape_str(x.shape()));
+  Tensor t = x;  // slices copy: only when a remainder must go
+  if (t.size(2) != h * k) t = slice(t, 2, 0, h * k);
+  if (t.size(3) != w * k) t = slice(t, 3, 0, w * k);
+  return mean(t.reshape({n, c, h, k, w, k}), {3, 5});
+}
+
 InpaintingLoss::InpaintingLoss(std::shared_ptr<const VGG16Features> vgg, LossWeights weights)
     : vgg_(std::move(vgg)), weights_(weights) {}
 
@@ -101,7 +115,7 @@ LossTerms InpaintingLoss::compute(const Tensor& out, const Tensor& gt_in, const 
   // Pixel terms: size-averaged over N·C·H·W, the mask broadcast over channels.
   Tensor diff = sub(out, gt);
   t.valid = mean(abs(mul(m, diff)));
-  t.hole = mean(abs(mul(rsub(1.0, m), diff)));
+  t.hole = mean(abs(block_means(mul(rsub(1.0, m), diff), weights_.hole_block)));
 
   Tensor comp = composite(out, gt, m);
   t.tv = total_variation_in_region(comp, tv_region(m));

@@ -21,6 +21,10 @@ struct LossWeights {
   double perceptual = 0.05;
   double style = 120.0;  // applied to L_style_out + L_style_comp
   double tv = 0.1;
+  // Side K of the blocks whose means L_hole compares (1: per pixel, the paper's). An ℓ1 per
+  // pixel is least for the conditional median of the hole, a blur; on K×K block means it pins
+  // the hole's colours and shapes and leaves detail finer than K pixels to the texture terms.
+  int64_t hole_block = 1;
 };
 
 // Every term as a scalar tensor (shape {}); `total` carries the graph back to I_out.
@@ -56,6 +60,10 @@ Tensor gram_matrix(const Tensor& features);
 // P: the hole region (mask == 0) dilated by one pixel with a 3×3 window, as 0/1 with the
 // mask's shape. No gradient.
 Tensor tv_region(const Tensor& mask);
+
+// Means of K×K blocks of x (N×C×H×W → N×C×⌊H/K⌋×⌊W/K⌋); a remainder row or column is left
+// out. K = 1 returns x.
+Tensor block_means(const Tensor& x, int64_t k);
 
 // Σ |horizontal diffs| over pairs with both pixels in P + Σ |vertical diffs| likewise,
 // divided by N·C·H·W of `image`. `region` is N×1×H×W or N×C×H×W.

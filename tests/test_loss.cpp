@@ -271,3 +271,41 @@ TEST_CASE("loss: vgg == nullptr trains on pixels and TV; bad shapes are errors")
                        "got [2, 2, 5, 7]",
                        Error);
 }
+
+TEST_CASE("loss: the hole term on K×K block means matches a naive loop, and its f64 gradcheck") {
+  // 2×3×7×10 with K = 3: blocks over rows 0–5 and columns 0–8; row 6 and column 9 are left out.
+  Tensor out = testing::rand_leaf({2, 3, 7, 10}, 70);
+  Tensor gt = testing::rand_leaf({2, 3, 7, 10}, 71).detach();
+  Tensor mask = random_mask({2, 1, 7, 10}, 72, 0.4);
+  LossWeights w;
+  w.hole_block = 3;
+  const InpaintingLoss loss(nullptr, w);
+  Naive ref{out, gt, mask};
+  double expect = 0;
+  for (int64_t i = 0; i < 2; ++i)
+    for (int64_t ch = 0; ch < 3; ++ch)
+      for (int64_t by = 0; by < 2; ++by)
+        for (int64_t bx = 0; bx < 3; ++bx) {
+          double s = 0;
+          for (int64_t y = by * 3; y < by * 3 + 3; ++y)
+            for (int64_t x = bx * 3; x < bx * 3 + 3; ++x)
+              s += (1 - ref.known(i, ch, y, x)) * (ref.img(ref.o, i, ch, y, x) - ref.img(ref.g, i, ch, y, x));
+          expect += std::abs(s / 9);
+        }
+  expect /= 2 * 3 * 2 * 3;
+  LossTerms t = loss.compute(out, gt, mask);
+  CHECK(t.hole.item() == doctest::Approx(expect).epsilon(1e-12));
+  // Block means let opposite errors inside a block cancel: never more than the per-pixel term,
+  // and less here (random errors); K = 1 is the per-pixel term exactly.
+  const double per_pixel = InpaintingLoss(nullptr).compute(out, gt, mask).hole.item();
+  CHECK(t.hole.item() < 0.8 * per_pixel);
+  CHECK(block_means(out, 1).raw_data() == out.raw_data());
+  auto f = [&](const std::vector<Tensor>& in) { return loss.compute(in[0], in[1], in[2]).total; };
+  auto r = testing::gradcheck(f, {out, gt, mask});
+  CHECK_MESSAGE(r.ok, r.report);
+  // A divisible size takes no copy and gives the same as a hand mean; bad sides are errors.
+  Tensor x = testing::rand_leaf({1, 1, 4, 4}, 73);
+  CHECK(block_means(x, 4).item() == doctest::Approx(mean(x).item()).epsilon(1e-14));
+  CHECK_THROWS_WITH_AS(block_means(x, 0), "block_means: the block side must be at least 1, got 0", Error);
+  CHECK_THROWS_WITH_AS(block_means(x, 5), "block_means: 5×5 blocks do not fit [1, 1, 4, 4]", Error);
+}

@@ -145,10 +145,11 @@ TEST_CASE("train texture: random-feature style term trains, resumes with its net
   o.vgg = "";
   o.style_features = "random:5:0.125";
   o.style_weight = 50.0;
-  o.hole_weight = 2.0, o.tv_weight = 0.5;
+  o.hole_weight = 2.0, o.tv_weight = 0.5, o.hole_block = 4;
   Trainer t(o);
   const StepLosses s = t.train_step();
   CHECK(s.style_out > 0);
+  CHECK(t.loss().weights().hole_block == 4);
   CHECK(s.style_comp > 0);
   CHECK(s.total == doctest::Approx(s.valid + 2 * s.hole + 50 * (s.style_out + s.style_comp) + 0.5 * s.tv).epsilon(1e-5));
   t.run();
@@ -159,6 +160,7 @@ TEST_CASE("train texture: random-feature style term trains, resumes with its net
   CHECK(c.options().vgg == "none");
   CHECK(*c.options().style_weight == 50.0);
   CHECK(*c.options().hole_weight == 2.0);  // the loss continues as it was
+  CHECK(*c.options().hole_block == 4);
   CHECK(c.train_step().style_out > 0);
 }
 
@@ -178,6 +180,10 @@ TEST_CASE("train texture: bad texture options are one-line errors") {
   SUBCASE("NaN weight") {
     o.feature_matching = std::nan("");
     check_error(o, "--feature-matching must be");
+  }
+  SUBCASE("hole blocks larger than the crops") {
+    o.hole_block = o.size + 1;
+    check_error(o, "--hole-block");
   }
   SUBCASE("unknown GAN loss") {
     o.gan_loss = "wasserstein";

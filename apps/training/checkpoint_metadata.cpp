@@ -157,6 +157,10 @@ const SavedOption kSavedOptions[] = {
     {"valid_weight", nullptr, nullptr, &TrainOptions::valid_weight},
     {"hole_weight", nullptr, nullptr, &TrainOptions::hole_weight},
     {"tv_weight", nullptr, nullptr, &TrainOptions::tv_weight},
+    {"hole_block", [](const TrainOptions& o) -> nlohmann::json { return o.hole_block ? nlohmann::json(*o.hole_block) : nlohmann::json(); },
+     [](TrainOptions& o, const nlohmann::json& s, const std::string& c) {
+       if (!o.hole_block && s.contains("hole_block") && !s["hole_block"].is_null()) o.hole_block = option_int(s, "hole_block", c);
+     }},
     {"ema", nullptr, nullptr, &TrainOptions::ema},
 };
 

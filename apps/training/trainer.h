@@ -100,6 +100,9 @@ struct TrainOptions {
   // The pixel terms (the paper's 1, 6, 0.1): a lower hole weight lets texture terms pull
   // harder against the blur an ℓ1 in the hole prefers.
   std::optional<double> valid_weight, hole_weight, tv_weight;
+  // The hole's ℓ1 on K×K block means (losses/inpainting_loss.h, LossWeights::hole_block);
+  // 1: per pixel. (1; the checkpoint's)
+  std::optional<int64_t> hole_block;
   // Decay of an exponential moving average of the generator's weights (layers/weight_average.h),
   // in [0, 1); 0: none. With it, validation, samples and the checkpoint's model are the
   // average (what inpaint-run and inpaint-export read), the live weights ride along as
@@ -162,6 +165,7 @@ class Trainer {
   Adam* discriminator_optimizer() { return d_adam_.get(); }
   TrainingData& data() { return *data_; }
   const TrainOptions& options() const { return opt_; }  // resolved (no zeros left)
+  const InpaintingLoss& loss() const { return *loss_; }
   const std::vector<StepLosses>& history() const { return history_; }
   const std::string& last_checkpoint() const { return last_checkpoint_; }
   // Every warning of this run so far (also on stderr unless options.quiet), without the

@@ -245,6 +245,9 @@ void Trainer::check_texture_options() {
                                     {"--d-lr", opt_.d_lr}})
     if (!(value >= 0) || !std::isfinite(value)) throw Error(std::string(name) + " must be a finite number ≥ 0");
   if (opt_.d_warmup && *opt_.d_warmup < 0) throw Error("--d-warmup must be ≥ 0");
+  if (opt_.hole_block && !(*opt_.hole_block >= 1 && *opt_.hole_block <= opt_.size))
+    throw Error("--hole-block " + std::to_string(*opt_.hole_block) + ": the block side must be in [1, --size " +
+                std::to_string(opt_.size) + "]");
   if (opt_.ema && !(*opt_.ema >= 0 && *opt_.ema < 1))
     throw Error("--ema " + format("%g", *opt_.ema) + ": the decay must be in [0, 1) (0.999 averages about 1000 steps)");
   if (opt_.gan_loss.empty()) opt_.gan_loss = "hinge";
@@ -419,6 +422,7 @@ void Trainer::load_vgg() {
   if (opt_.valid_weight) w.valid = *opt_.valid_weight;
   if (opt_.hole_weight) w.hole = *opt_.hole_weight;
   if (opt_.tv_weight) w.tv = *opt_.tv_weight;
+  if (opt_.hole_block) w.hole_block = *opt_.hole_block;
   loss_ = std::make_unique<InpaintingLoss>(vgg_, w);
 }
 
