@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> models;
   std::string out, dtype_name = "f16";
   std::vector<std::string> notes;
-  bool force = false;
+  bool force = false, with_discriminator = false;
   app.add_option("--model", models,
                  "checkpoint written by inpaint-train; several (repeat --model): their weights averaged, e.g. the "
                  "last checkpoints of an adversarial run")
@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--meta", notes, "KEY=VALUE added to the file's metadata (repeatable)");
   app.add_flag("--force", force, "overwrite an existing --out");
+  app.add_flag("--with-discriminator", with_discriminator,
+               "also keep the last --model's discriminator (f32, no Adam state): inpaint-train --init of the file "
+               "continues a texture run with it");
   return cli::run(app, argc, argv, [&] {
     for (const std::string& model : models) cli::check_not_input(out, model, "the --model file");
     cli::check_can_write(out, force);
@@ -37,7 +40,7 @@ int main(int argc, char** argv) {
       extra[n.substr(0, eq)] = n.substr(eq + 1);
     }
     const DType dtype = dtype_name == "f16" ? DType::F16 : dtype_name == "bf16" ? DType::BF16 : DType::F32;
-    const ExportReport r = export_model(models, out, dtype, extra);
+    const ExportReport r = export_model(models, out, dtype, extra, with_discriminator);
     std::ostringstream line;
     line << "inpaint-export: wrote " << out;
     if (models.size() > 1) line << " (the mean of " << models.size() << " checkpoints)";

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "apps/inference/export_model.h"
 #include "apps/training/trainer.h"
 #include "core/io/safetensors.h"
 #include "tests/test_util.h"
@@ -136,6 +137,41 @@ TEST_CASE("train texture: --init of a generator-only file starts a fresh discrim
   c.levels = 3, c.width = 8;
   PConvUNet net(c, 1);
   CHECK_NOTHROW(net.load_checkpoint(resolve_checkpoint(out)));
+}
+
+TEST_CASE("train texture: --init of an export --with-discriminator continues its discriminator, fresh Adam") {
+  const std::string first = testing::scratch_dir("gan-carry-first");
+  TrainOptions o = tiny_gan(first, 3);
+  Trainer a(o);
+  a.run();
+  const std::string file = first + "/carried.safetensors";
+  export_model(std::vector<std::string>{a.last_checkpoint()}, file, DType::F16, {}, true);
+  const SafetensorsFile f = load_safetensors(file);
+  CHECK(f.metadata.count("train.disc.config") == 1);
+  CHECK(f.tensors.count("train.disc_optim.step") == 0);  // no Adam state
+  for (const auto& [name, t] : a.discriminator()->state_dict())
+    CHECK(f.tensors.at("train.disc." + name).to_double_vector() == t.to_double_vector());  // f32, unrounded
+
+  TrainOptions r = tiny_gan(testing::scratch_dir("gan-carry-next"), 2);
+  r.init = file;
+  Trainer b(r);
+  REQUIRE(b.discriminator() != nullptr);
+  CHECK(b.discriminator_optimizer()->step_count() == 0);
+  check_same_tensors(b.discriminator()->state_dict(), a.discriminator()->state_dict());
+  CHECK(b.step() == 0);
+  // The check can fail: another shape of discriminator is not taken from the file.
+  TrainOptions w = tiny_gan(testing::scratch_dir("gan-carry-other"), 2);
+  w.init = file, w.d_width = 8;
+  Trainer c(w);
+  CHECK(c.discriminator()->config().width == 8);
+  // A checkpoint without a discriminator cannot be exported with one.
+  const std::string plain = testing::scratch_dir("gan-carry-plain");
+  TrainOptions p = tiny_gan(plain, 1);
+  p.adversarial.reset(), p.feature_matching.reset(), p.d_width = p.d_layers = 0;
+  Trainer(p).run();
+  CHECK_THROWS_WITH_AS(export_model(std::vector<std::string>{resolve_checkpoint(plain)}, plain + "/x.safetensors",
+                                    DType::F16, {}, true),
+                       doctest::Contains("--with-discriminator: the checkpoint has no discriminator"), Error);
 }
 
 TEST_CASE("train texture: random-feature style term trains, resumes with its network, and is logged") {

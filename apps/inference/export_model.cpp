@@ -73,7 +73,7 @@ ExportReport export_model(const std::string& checkpoint, const std::string& out,
 }
 
 ExportReport export_model(const std::vector<std::string>& checkpoints, const std::string& out, DType dtype,
-                          const std::map<std::string, std::string>& extra) {
+                          const std::map<std::string, std::string>& extra, bool with_discriminator) {
   if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
     throw Error(std::string("export: the model can be stored as f32, f16 or bf16, not ") + dtype_name(dtype));
   if (checkpoints.empty()) throw Error("export: no checkpoint given");
@@ -127,6 +127,22 @@ ExportReport export_model(const std::vector<std::string>& checkpoints, const std
     metadata["pconv.averaged_from"] = list;
   }
   for (auto& [k, v] : extra) metadata[k] = v;
+  if (with_discriminator) {
+    // The names inpaint-train writes (apps/training/checkpoint_metadata.h: kDiscPrefix,
+    // kDiscConfigKey); f32, as trained: it is small, and f16 would move its spectral norms.
+    const std::string prefix = "train.disc.", config_key = "train.disc.config";
+    SafetensorsFile file = load_safetensors(checkpoint);
+    if (!file.metadata.count(config_key))
+      throw Error(checkpoint + ": --with-discriminator: the checkpoint has no discriminator (trained without "
+                               "--adversarial or --feature-matching)");
+    metadata[config_key] = file.metadata.at(config_key);
+    for (auto& [name, t] : file.tensors)
+      if (name.rfind(prefix, 0) == 0) {
+        check_finite(checkpoint + ": " + name, t);
+        stored.emplace(name, t.to(DType::F32));
+        ++report.tensors;
+      }
+  }
   save_safetensors(out, stored, metadata);
   struct stat st {};
   if (::stat(out.c_str(), &st) == 0) report.bytes = st.st_size;

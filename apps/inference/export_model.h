@@ -27,7 +27,10 @@ ExportReport export_model(const std::string& checkpoint, const std::string& out,
 // in f64; counters and metadata from the last), exported as above, with "pconv.averaged_from"
 // listing them. An adversarial run's weights wander from step to step; the mean of its last few
 // checkpoints scored better than any one of them (docs/training.md, --ema).
+// with_discriminator: also keep the last checkpoint's discriminator (its weights and spectral-norm
+// vectors as f32, and its config; not its Adam state), so that `inpaint-train --init` of the
+// file continues a texture run with a trained discriminator; an error when it has none.
 ExportReport export_model(const std::vector<std::string>& checkpoints, const std::string& out, DType dtype,
-                          const std::map<std::string, std::string>& extra = {});
+                          const std::map<std::string, std::string>& extra = {}, bool with_discriminator = false);
 
 }  // namespace pconv

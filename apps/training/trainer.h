@@ -195,6 +195,7 @@ class Trainer {
   void setup_average(const StartingPoint& start, const SafetensorsFile& file);
   void setup_discriminator(const std::map<std::string, std::string>& saved,
                            const std::map<std::string, Tensor>& tensors, const std::string& checkpoint, bool resuming);
+  bool init_discriminator_fits(const std::map<std::string, std::string>& saved, const std::string& checkpoint);
   PatchDiscriminatorConfig discriminator_config(const std::map<std::string, std::string>* saved,
                                                 const std::string& checkpoint);
   void load_vgg();

@@ -437,7 +437,11 @@ void Trainer::setup_discriminator(const std::map<std::string, std::string>& save
                   "or --feature-matching");
     return;
   }
-  const PatchDiscriminatorConfig c = discriminator_config(saved_disc ? &saved : nullptr, checkpoint);
+  // --init of a file with a discriminator (a checkpoint, or `inpaint-export --with-discriminator`)
+  // continues its weights when the options ask for the same one: a trained discriminator is
+  // what makes the first steps of a continued texture run useful. Its Adam state starts fresh.
+  const bool init_disc = !resuming && init_discriminator_fits(saved, checkpoint);
+  const PatchDiscriminatorConfig c = discriminator_config(saved_disc || init_disc ? &saved : nullptr, checkpoint);
   opt_.d_width = c.width, opt_.d_layers = c.layers;
   if (opt_.d_lr == 0)
     opt_.d_lr = saved_disc && saved.count(kDiscLrKey) ? meta_number(saved, kDiscLrKey, checkpoint) : 4 * opt_.lr;
@@ -458,9 +462,40 @@ void Trainer::setup_discriminator(const std::map<std::string, std::string>& save
     } catch (const Error& e) {
       throw Error(checkpoint + ": discriminator: " + e.what());
     }
+  } else if (init_disc) {
+    std::map<std::string, Tensor> weights;
+    const std::string dp = kDiscPrefix;
+    for (const auto& [name, t] : tensors)
+      if (name.rfind(dp, 0) == 0) weights.emplace(name.substr(dp.size()), t.to(DType::F32));
+    try {
+      disc_->load_state_dict(weights, true);
+    } catch (const Error& e) {
+      throw Error(checkpoint + ": discriminator: " + e.what());
+    }
+    if (writes() && !opt_.quiet)
+      cli::progress("inpaint-train: continuing " + checkpoint + "'s discriminator (" + c.describe() + "), fresh Adam");
   } else if (resuming && writes() && !opt_.quiet) {
     cli::progress("inpaint-train: the checkpoint has no discriminator: a fresh one starts here");
   }
+}
+
+// Whether an --init file holds a discriminator the options accept: the same input (--d-target)
+// and, where given, the same width and depth. One that differs is left out, with a note.
+bool Trainer::init_discriminator_fits(const std::map<std::string, std::string>& saved, const std::string& checkpoint) {
+  if (!saved.count(kDiscConfigKey)) return false;
+  PatchDiscriminatorConfig f;
+  try {
+    f = PatchDiscriminatorConfig::from_json(saved.at(kDiscConfigKey));
+  } catch (const Error& e) {
+    throw Error(checkpoint + ": metadata " + kDiscConfigKey + ": " + e.what());
+  }
+  const int64_t in_channels = opt_.d_target == "hole" ? 3 : 4;
+  const bool fits = f.in_channels == in_channels && (!opt_.d_width || opt_.d_width == f.width) &&
+                    (!opt_.d_layers || opt_.d_layers == f.layers);
+  if (!fits && writes() && !opt_.quiet)
+    cli::progress("inpaint-train: " + checkpoint + "'s discriminator (" + f.describe() +
+                  ") is not the one asked for: a fresh one starts");
+  return fits;
 }
 
 // The discriminator's shape: a resume's (`saved`, the checkpoint's metadata; the options must
