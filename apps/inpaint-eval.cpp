@@ -15,6 +15,7 @@
 #include "apps/inference/inference.h"
 #include "core/io/safetensors.h"  // write_file_atomic
 #include "core/metrics/metrics.h"
+#include "models/texture_transfer.h"
 
 using namespace pconv;
 
@@ -31,6 +32,11 @@ int main(int argc, char** argv) {
   auto* images_opt = app.add_option("--images", images,
                                     "folder of ground-truth images to inpaint with the model (instead of --results)");
   model_opt->needs(images_opt);
+  std::string texture = "none";
+  app.add_option("--texture", texture, "with --images: none, or transfer (inpaint-run --texture)")
+      ->check(CLI::IsMember({"none", "transfer"}))
+      ->capture_default_str()
+      ->needs(images_opt);
   images_opt->excludes(results_opt)->excludes(gt_opt);
   results_opt->needs(gt_opt);
   gt_opt->needs(results_opt);
@@ -87,7 +93,8 @@ int main(int argc, char** argv) {
         if (lm.mask.width != image.width || lm.mask.height != image.height)
           cli::fail(f.mask + ": the mask is " + std::to_string(lm.mask.width) + "×" + std::to_string(lm.mask.height) +
                     ", the image " + f.gt + " is " + std::to_string(image.width) + "×" + std::to_string(image.height));
-        const ImageU8 comp = inference::inpaint(*net, image, lm.mask).composite;
+        ImageU8 comp = inference::inpaint(*net, image, lm.mask).composite;
+        if (texture == "transfer") comp = texture_transfer(comp, lm.mask);
         table.add(evaluate_image(f.name, image_to_tensor(comp), image_to_tensor(image), lm.mask));
         if (++done % 10 == 0 || done == int64_t(files.size()))
           cli::progress("inpaint-eval: " + std::to_string(done) + "/" + std::to_string(files.size()));

@@ -26,6 +26,12 @@ int main(int argc, char** argv) {
                "that the bundled model adds texture to)")
       ->excludes("--model")
       ->excludes("--raw");
+  app.add_option("--texture", o.texture,
+                 "transfer: give the fill the fine detail of the photo's own known pixels (each hole patch takes the "
+                 "high frequencies of the known patch that looks most like it; models/texture_transfer.h); none: the "
+                 "network's fill as it is")
+      ->check(CLI::IsMember({"none", "transfer"}))
+      ->capture_default_str();
   app.add_option("--device", o.device_name, "cpu or cuda")->check(cli::device_validator())->capture_default_str();
   app.add_option("--batch", o.batch, "images of one size per forward pass (default: 1 on cpu, 8 on cuda)")
       ->check(cli::positive);

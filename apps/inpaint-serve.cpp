@@ -16,6 +16,10 @@ int main(int argc, char** argv) {
   app.add_option("--host", o.host, "address to listen on (0.0.0.0: every interface)")->capture_default_str();
   app.add_option("--port", o.port, "port (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
   app.add_option("--device", o.device_name, "cpu or cuda")->check(cli::device_validator())->capture_default_str();
+  app.add_option("--texture", o.texture,
+                 "transfer: give every fill the fine detail of the photo's own known pixels (inpaint-run --texture)")
+      ->check(CLI::IsMember({"none", "transfer"}))
+      ->capture_default_str();
   app.add_option("--max-body-mb", o.max_body_mb, "largest request body, in MiB")->check(cli::positive)->capture_default_str();
   app.add_option("--max-megapixels", o.max_megapixels, "largest image, in millions of pixels")
       ->check(cli::positive)

@@ -60,6 +60,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--model', default='', help='model file (default: the bundled model)')
     ap.add_argument('--build', default=os.path.join(ROOT, 'build'))
+    ap.add_argument('--texture', default='none', choices=['none', 'transfer'],
+                    help='the model with inpaint-run --texture transfer (detail from the known pixels)')
     ap.add_argument('--photos', default=os.path.join(ROOT, 'photos', 'val'))
     ap.add_argument('--sizes', default='256,512')
     ap.add_argument('--per-bucket', type=int, default=2, help='masks per photo and bucket')
@@ -121,7 +123,7 @@ def main():
                     for method, flag in (('telea', cv2.INPAINT_TELEA), ('ns', cv2.INPAINT_NS)):
                         out = cv2.inpaint(bgr, m8, 5, flag)
                         cv2.imwrite(os.path.join(d, method, name + '.png'), out)
-        model_args = ['--model', args.model] if args.model else []
+        model_args = (['--model', args.model] if args.model else []) + ['--texture', args.texture]
         ev = os.path.join(args.build, 'inpaint-eval')
         run([ev, '--images', os.path.join(d, 'images'), '--masks', os.path.join(d, 'masks'),
              '--csv', os.path.join(d, 'pconv.csv'), '--force'] + model_args)
@@ -189,7 +191,7 @@ def make_figure(args, work, size, photos):
     picks = [os.path.splitext(os.path.basename(p))[0] for p in photos][::max(1, len(photos) // 4)][:4]
     out_dir = os.path.join(d, 'pconv')
     os.makedirs(out_dir, exist_ok=True)
-    model_args = ['--model', args.model] if args.model else []
+    model_args = (['--model', args.model] if args.model else []) + ['--texture', args.texture]
     rows = []
     for stem in picks:
         name = f'{stem}-b2-0'

@@ -20,6 +20,7 @@
 #include "core/cpu/dot_precision.h"
 #include "core/data/imagenet.h"
 #include "core/io/safetensors.h"
+#include "models/texture_transfer.h"
 #include "tests/test_util.h"
 
 using namespace pconv;
@@ -290,6 +291,22 @@ TEST_CASE("run: inpaint-run writes the composite of any size, and --raw the netw
   // The same pixels as the library gives.
   PConvUNet net(tiny(), 1);
   CHECK(inference::inpaint(net, f.img, mask).composite.rgb == out.rgb);
+}
+
+TEST_CASE("run: inpaint-run --texture transfer gives the library's texture_transfer of the composite") {
+  const RunFiles f = run_files("run_app_texture");
+  const AppRun r = run_app("inpaint-run", run_args(f, f.dir + "/out.png", "--texture transfer"), f.dir);
+  CAPTURE(r.err);
+  REQUIRE(r.status == 0);
+  const ImageU8 out = read_image_u8(f.dir + "/out.png");
+  PConvUNet net(tiny(), 1);
+  const MaskImage mask = box_mask(40, 56);
+  const ImageU8 plain = inference::inpaint(net, f.img, mask).composite;
+  CHECK(texture_transfer(plain, mask).rgb == out.rgb);
+  CHECK(out.rgb != plain.rgb);  // the noise photo has detail to give
+  const AppRun bad = run_app("inpaint-run", run_args(f, f.dir + "/bad.png", "--texture noise"), f.dir);
+  CHECK(bad.status != 0);
+  CHECK(bad.err.find("--texture") != std::string::npos);
 }
 
 TEST_CASE("run: inpaint-run with a mask without holes writes the input exactly; --mask-holes black inverts") {

@@ -23,6 +23,7 @@
 #include "apps/serving/job_queue.h"
 #include "apps/serving/page.h"
 #include "tests/serve_util.h"
+#include "models/texture_transfer.h"
 #include "tests/test_util.h"
 
 using namespace pconv;
@@ -235,6 +236,18 @@ TEST_CASE("serve: the job queue runs one job at a time, refuses when full, and t
 }
 
 // ---------------------------------------------------------------- through HTTP
+
+TEST_CASE("serve: --texture transfer answers the texture_transfer of the plain composite") {
+  const Model model("serve_texture");
+  serve::InpaintRequest request;
+  request.image = random_image(120, 80, 4);
+  request.mask = box_mask(80, 120, 40, 30, 80, 50);
+  const ImageU8 plain = serve::model_inpainter(model.net)(request, nullptr);
+  const ImageU8 textured = serve::model_inpainter(model.net, "transfer")(request, nullptr);
+  CHECK(textured.rgb == texture_transfer(plain, request.mask).rgb);
+  CHECK(textured.rgb != plain.rgb);
+  CHECK_THROWS_AS(serve::model_inpainter(model.net, "noise"), Error);
+}
 
 TEST_CASE("serve: a good request answers the pixels inpaint-run writes for the same image and mask") {
   const Model model("serve_good");

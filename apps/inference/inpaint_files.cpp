@@ -15,6 +15,7 @@
 #include "core/cpu/dot_precision.h"
 #include "core/data/dataset.h"
 #include "core/metrics/metrics.h"
+#include "models/texture_transfer.h"
 
 namespace pconv::inference {
 
@@ -140,7 +141,8 @@ void inpaint_files(InpaintFilesOptions options) {
       const ImageU8 img = read_image_u8(job.image, max_pixels, ImageAlpha::Keep);
       const LoadedMask lm = load_mask(job.mask, convention);
       try {
-        save_image(job.out, harmonic_inpaint(img, lm.mask));
+        const ImageU8 filled = harmonic_inpaint(img, lm.mask);
+        save_image(job.out, options.texture == "transfer" ? texture_transfer(filled, lm.mask) : filled);
       } catch (const Error& e) {
         cli::fail(job.image + ": " + e.what());
       }
@@ -236,6 +238,7 @@ void inpaint_files(InpaintFilesOptions options) {
     }
     for (size_t i = 0; i < results.size(); ++i) {
       const Job& job = jobs[start + i];
+      if (options.texture == "transfer") results[i].composite = texture_transfer(results[i].composite, masks[i]);
       save_image(job.out, results[i].composite);
       if (raw) save_image(job.raw, results[i].raw);
       ++done;

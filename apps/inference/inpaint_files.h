@@ -24,6 +24,7 @@ struct InpaintFilesOptions {
   bool raw = false;                  // also write the network's un-composited output
   bool force = false;                // overwrite existing outputs
   bool fill_only = false;            // harmonic fill alone, no network
+  std::string texture = "none";      // "transfer": detail from the photo's known pixels (models/texture_transfer.h)
   int batch = 0;                     // images of one size per pass; 0: 1 on cpu, 8 on cuda
   int64_t max_pixels = kMaxImagePixels;
   std::string hd_strategy = "crop";  // crop | resize | original

@@ -1,5 +1,6 @@
 // pconv::Inpainter (inpainter.h) over load_model, inpaint_any_size and check_memory.
 #include "apps/inference/inpainter.h"
+#include "models/texture_transfer.h"
 
 #include "apps/inference/bundled_model.h"
 #include "apps/inference/hd_strategy.h"
@@ -35,6 +36,8 @@ Inpainter::Inpainter(const InpainterOptions& options) : impl_(std::make_unique<I
   m.hd.crop_margin = options.crop_margin;
   m.hd.resize_limit = options.resize_limit;
   m.hd.validate();
+  if (options.texture != "none" && options.texture != "transfer")
+    throw Error("texture '" + options.texture + "' is neither 'none' nor 'transfer'");
   if (!(options.memory_limit_gib >= 0))
     throw Error("memory_limit_gib must be >= 0, got " + std::to_string(options.memory_limit_gib));
   m.device = parse_device(options.device);
@@ -70,7 +73,8 @@ ImageU8 Inpainter::inpaint(const ImageU8& image, const MaskImage& mask) {
                   format_bytes(memory.have) + (gib > 0 ? " allowed by memory_limit_gib" : " are available") +
                   " (use hd_strategy crop or resize, or a smaller photo)");
   }
-  return inference::inpaint_any_size(*m.net, image, mask, m.hd).composite;
+  ImageU8 out = inference::inpaint_any_size(*m.net, image, mask, m.hd).composite;
+  return m.options.texture == "transfer" ? texture_transfer(out, mask) : out;
 }
 
 std::vector<uint8_t> Inpainter::inpaint(const uint8_t* rgb, int width, int height, const uint8_t* holes) {

@@ -39,6 +39,9 @@ struct InpainterOptions {
   // CPU memory one inpaint may use, in GiB; 0: what the system has available. A photo whose
   // passes would need more is refused with an Error instead of getting the process killed.
   double memory_limit_gib = 0;
+  // "transfer": the holes get the fine detail of the photo's own known pixels
+  // (models/texture_transfer.h, inpaint-run --texture); "none": the network's fill as it is.
+  std::string texture = "none";
 };
 
 class Inpainter {

@@ -10,6 +10,7 @@
 #include "apps/serving/multipart.h"
 #include "apps/serving/page.h"
 #include "core/available_memory.h"
+#include "models/texture_transfer.h"
 
 namespace pconv::serve {
 
@@ -74,8 +75,9 @@ std::string media_type(const http::Request& r) {
 
 }  // namespace
 
-Inpainter model_inpainter(std::shared_ptr<PConvUNet> net) {
-  return [net](const InpaintRequest& request, const std::function<bool()>& cancelled) {
+Inpainter model_inpainter(std::shared_ptr<PConvUNet> net, const std::string& texture) {
+  if (texture != "none" && texture != "transfer") throw Error("texture '" + texture + "': expected none or transfer");
+  return [net, texture](const InpaintRequest& request, const std::function<bool()>& cancelled) {
     if (net->device() == Device::CPU) {
       const auto passes = inference::plan_passes(request.mask, request.hd, int64_t(1) << net->config().levels);
       const inference::MemoryCheck memory = inference::check_memory(net->config(), 1, passes);
@@ -86,7 +88,9 @@ Inpainter model_inpainter(std::shared_ptr<PConvUNet> net) {
                                 format_bytes(memory.need) + ", the server has " + format_bytes(memory.have) +
                                 " available (use Crop or Resize)");
     }
-    return inference::inpaint_any_size(*net, request.image, request.mask, request.hd, false, cancelled).composite;
+    ImageU8 out = inference::inpaint_any_size(*net, request.image, request.mask, request.hd, false, cancelled).composite;
+    if (texture == "transfer") out = texture_transfer(out, request.mask);
+    return out;
   };
 }
 

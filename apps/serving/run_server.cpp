@@ -67,12 +67,13 @@ void run_server(RunServerOptions options) {
                                  : available > 0              ? std::max(available / 2, int64_t(1) << 30)
                                                               : int64_t(4) << 30;
   iopaint.models = model_choices(model, options.model_dir);
-  iopaint.load = [device, device_name](const ModelChoice& choice) {
+  const std::string texture = options.texture;
+  iopaint.load = [device, device_name, texture](const ModelChoice& choice) {
     std::shared_ptr<PConvUNet> loaded = inference::load_model(choice.path, device);
-    return LoadedModel{model_inpainter(loaded), model_json(choice.name, loaded->config(), device_name)};
+    return LoadedModel{model_inpainter(loaded, texture), model_json(choice.name, loaded->config(), device_name)};
   };
   const std::string name = std::filesystem::path(model).stem().string();
-  auto owned = std::make_unique<InpaintServer>(model_inpainter(net), model_json(name, net->config(), device_name),
+  auto owned = std::make_unique<InpaintServer>(model_inpainter(net, texture), model_json(name, net->config(), device_name),
                                                settings, access, options.connections, iopaint);
   InpaintServer& server = *owned;
   const int bound = server.bind(host, options.port);

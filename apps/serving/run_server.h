@@ -20,6 +20,7 @@ struct RunServerOptions {
   double max_megapixels = double(kMaxImagePixels) / 1e6;
   double memory_budget_mb = 0;  // 0: half the memory available at start, at least 1 GiB
   std::string model_dir;        // more models clients may switch to by name
+  std::string texture = "none"; // "transfer": models/texture_transfer.h on every answer
   ServerSettings settings;      // limits, hd and memory budget are set from the fields above
   AccessSettings access;
   ConnectionSettings connections;
