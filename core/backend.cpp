@@ -48,6 +48,25 @@ namespace {
 void Backend::upsample_bilinear2x(const Tensor&, Tensor&) { no_bilinear(device()); }
 void Backend::upsample_bilinear2x_backward(const Tensor&, Tensor&) { no_bilinear(device()); }
 
+// The unfused composition: a broadcast add, then the activation, both in place.
+void Backend::bias_activation(Tensor& y, const Tensor& bias, Activation act, double slope) {
+  if (bias.defined()) binary(BinaryOp::Add, y, bias.reshape({1, bias.size(0), 1, 1}), y);
+  if (act == Activation::Relu) unary(UnaryOp::Relu, y, y, 0);
+  if (act == Activation::LeakyRelu) unary(UnaryOp::LeakyRelu, y, y, slope);
+}
+
+void Backend::bias_activation_backward(const Tensor& out, const Tensor& gy, Activation act,
+                                       double slope, Tensor& g, Tensor& gbias) {
+  if (act == Activation::None)
+    copy(gy, g);
+  else
+    pointwise_grad(act == Activation::Relu ? PointwiseGrad::Relu : PointwiseGrad::LeakyRelu, out, gy, g,
+                   slope);
+  if (!gbias.defined()) return;
+  Tensor sums = gbias.reshape({1, gbias.size(0), 1, 1});
+  sum_to(g, sums);
+}
+
 // Through the host (core/backend.h says why): the CPU's kernel on copies, and the result back.
 void Backend::harmonic_fill(const Tensor& image, const Tensor& mask, Tensor& out, const HarmonicFillParams& p) {
   Tensor host_image = Tensor::empty(image.shape(), image.dtype(), Device::CPU);

@@ -35,6 +35,9 @@ enum class BinaryOp { Add, Sub, Mul, Div };
 // Relu/LeakyRelu (alpha = slope) and Abs (sign(x), 0 at 0).
 enum class PointwiseGrad { Relu, LeakyRelu, Abs };
 
+// The activation fused into a convolution's epilogue (Backend::bias_activation).
+enum class Activation { None, Relu, LeakyRelu };
+
 struct Conv2dParams {
   int64_t stride = 1;
   int64_t pad = 0;  // symmetric zero padding
@@ -130,6 +133,18 @@ class Backend {
                               Tensor& new_mask) = 0;
   // g = gy · window/count where count > 0, else 0 (the gradient reaching conv's output).
   virtual void pconv_grad_scale(const Tensor& gy, const Tensor& count, double window, Tensor& g) = 0;
+
+  // ---- a convolution's epilogue, fused: one pass over y instead of a bias add and an
+  // activation that each read and write a whole tensor (core/cpu/bias_activation.cpp).
+  // In place on y (N×K×H×W): y = act(y + bias[k]); bias may be undefined; slope is LeakyRelu's
+  // (≥ 0). The values are those of binary(Add) then unary(Relu / LeakyRelu).
+  virtual void bias_activation(Tensor& y, const Tensor& bias, Activation act, double slope);
+  // Its gradient from the activation's output: g = gy · act'(out) (for slope ≥ 0, out > 0 exactly
+  // where the activation's input was, so the input need not be kept), and gbias (K; skipped when
+  // undefined) = Σ g over N and the spatial dims. The values are those of pointwise_grad then
+  // sum_to. The defaults compose those kernels (the GPU's path); the CPU fuses them.
+  virtual void bias_activation_backward(const Tensor& out, const Tensor& gy, Activation act,
+                                        double slope, Tensor& g, Tensor& gbias);
 
   // ---- batch norm over N,H,W per channel. mean/var are C-vectors; var is biased.
   virtual void batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var) = 0;

@@ -59,6 +59,11 @@ Tensor transpose(const Tensor& a, int64_t d0, int64_t d1);  // a copy with two d
 // ---- convolution and partial convolution (core/ops/conv.cpp, core/ops/pconv.cpp)
 // x N×C×H×W, w K×C×kh×kw, bias K or undefined.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stride, int64_t pad);
+// act(conv2d(x, w, bias)) with the same values, the bias and activation one pass over the output
+// and their gradients one pass (Backend::bias_activation); the output is kept for the gradient
+// instead of the activation's input. slope: LeakyRelu's, >= 0.
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stride, int64_t pad,
+              Activation act, double slope = 0.2);
 
 struct PConvResult {
   Tensor out;     // N×K×Ho×Wo, exactly 0 in holes (bias too)

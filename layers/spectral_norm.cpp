@@ -73,4 +73,8 @@ Tensor SNConv2d::forward(const Tensor& x) const {
   return conv2d(x, spectral_normalize(*weight_, *u_, *v_), *bias_, stride_, pad_);
 }
 
+Tensor SNConv2d::forward(const Tensor& x, Activation act, double slope) const {
+  return conv2d(x, spectral_normalize(*weight_, *u_, *v_), *bias_, stride_, pad_, act, slope);
+}
+
 }  // namespace pconv

@@ -24,6 +24,8 @@ class SNConv2d : public Module {
            Generator& gen, DType dtype = DType::F32, Device device = Device::CPU);
 
   Tensor forward(const Tensor& x) const;
+  // act(forward(x)), the bias and activation fused into the convolution's epilogue (same values).
+  Tensor forward(const Tensor& x, Activation act, double slope = 0.2) const;
   void power_iterate() { power_iteration(*weight_, *u_, *v_); }
 
   const Tensor& weight() const { return *weight_; }

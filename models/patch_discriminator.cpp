@@ -83,7 +83,7 @@ DiscriminatorOutput PatchDiscriminator::forward(const Tensor& image, const Tenso
   DiscriminatorOutput out;
   Tensor x = mask_input ? concat({image, mask.detach()}, 1) : image;
   for (size_t i = 0; i + 1 < convs_.size(); ++i) {
-    x = leaky_relu(convs_[i]->forward(x), 0.2);
+    x = convs_[i]->forward(x, Activation::LeakyRelu, 0.2);  // leaky_relu(conv), one epilogue pass
     out.features.push_back(x);
   }
   out.scores = convs_.back()->forward(x);

@@ -42,6 +42,9 @@ class CpuBackend final : public Backend {
   void pconv_epilogue(Tensor& y, const Tensor& count, const Tensor& bias, double window,
                       Tensor& new_mask) override;
   void pconv_grad_scale(const Tensor& gy, const Tensor& count, double window, Tensor& g) override;
+  void bias_activation(Tensor& y, const Tensor& bias, Activation act, double slope) override;
+  void bias_activation_backward(const Tensor& out, const Tensor& gy, Activation act, double slope, Tensor& g,
+                                Tensor& gbias) override;
 
   void batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var) override;
   void batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma,

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/sum_contiguous.h"
 
 namespace pconv {
 
@@ -25,15 +26,6 @@ std::vector<Run> merge_runs(const Shape& x, const Shape& y) {
       runs.push_back({x[d], reduced});
   }
   return runs;
-}
-
-template <typename T>
-double sum_contiguous(const T* p, int64_t n) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;  // four lanes: vectorises and shortens the add chain
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) s0 += p[i], s1 += p[i + 1], s2 += p[i + 2], s3 += p[i + 3];
-  for (; i < n; ++i) s0 += p[i];
-  return (s0 + s1) + (s2 + s3);
 }
 
 template <typename T>

@@ -1,5 +1,6 @@
 // conv2d: forward and backward side by side. The backend does the convolution without bias;
-// the bias is added here as a broadcast over N, H, W and its gradient is gy summed over them.
+// the bias (and an optional activation) follow in one pass over the output (Backend::
+// bias_activation), and their gradients in one pass with the bias's sum over N, H, W.
 #include "core/ops.h"
 #include "core/ops/conv_checks.h"
 
@@ -49,33 +50,45 @@ Tensor bias_gradient(const Tensor& gy) {
 }
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stride, int64_t pad) {
+  return conv2d(x, w, bias, stride, pad, Activation::None);
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stride, int64_t pad,
+              Activation act, double slope) {
   check_conv_args("conv2d", x, w, bias);
   const Shape out_shape = conv2d_output_shape("conv2d", x, w, stride, pad);
   const Conv2dParams p{stride, pad};
   Backend& be = backend_of(x);
   Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
   be.conv2d_forward(x, w, y, p);
-  if (bias.defined()) {
-    Tensor biased = Tensor::empty(out_shape, x.dtype(), x.device());
-    be.binary(BinaryOp::Add, y, bias.reshape({1, w.size(0), 1, 1}), biased);
-    y = biased;
-  }
-  // Save x only for w's gradient and w only for x's (detached: the graph is not kept alive).
+  if (bias.defined() || act != Activation::None) be.bias_activation(y, bias, act, slope);
+  // Save x only for w's gradient and w only for x's (detached: the graph is not kept alive);
+  // the output for the activation's gradient (its sign is the input's).
   const Tensor saved_x = w.requires_grad() ? x.detach() : Tensor();
   const Tensor saved_w = x.requires_grad() ? w.detach() : Tensor();
-  auto backward = [saved_x, saved_w, x_shape = x.shape(), w_shape = w.shape(), p](
+  const Tensor saved_out = act != Activation::None ? y.detach() : Tensor();
+  auto backward = [saved_x, saved_w, saved_out, act, slope, x_shape = x.shape(), w_shape = w.shape(), p](
                       const Node& n, const Tensor& gy) {
     Backend& b = backend_of(gy);
     std::vector<Tensor> grads(3);
+    // The gradient at the convolution's output: gy itself without an activation; else gy · act',
+    // with the bias's sum taken in the same pass.
+    Tensor g = gy;
+    if (act != Activation::None) {
+      g = Tensor::empty(gy.shape(), gy.dtype(), gy.device());
+      if (n.needs_grad(2)) grads[2] = Tensor::empty({gy.size(1)}, gy.dtype(), gy.device());
+      b.bias_activation_backward(saved_out, gy, act, slope, g, grads[2]);
+    } else if (n.needs_grad(2)) {
+      grads[2] = bias_gradient(gy);
+    }
     if (n.needs_grad(0)) {
       grads[0] = Tensor::empty(x_shape, gy.dtype(), gy.device());
-      b.conv2d_backward_data(gy, saved_w, grads[0], p);
+      b.conv2d_backward_data(g, saved_w, grads[0], p);
     }
     if (n.needs_grad(1)) {
       grads[1] = Tensor::empty(w_shape, gy.dtype(), gy.device());
-      b.conv2d_backward_weight(gy, saved_x, grads[1], p);
+      b.conv2d_backward_weight(g, saved_x, grads[1], p);
     }
-    if (n.needs_grad(2)) grads[2] = bias_gradient(gy);
     return grads;
   };
   return record(y, "conv2d", {x, w, bias}, backward);
