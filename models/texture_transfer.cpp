@@ -99,7 +99,7 @@ ImageU8 texture_transfer(const ImageU8& composite, const MaskImage& mask, const 
     throw Error("texture transfer: the mask is " + std::to_string(mask.width) + "×" + std::to_string(mask.height) +
                 ", the image " + std::to_string(w) + "×" + std::to_string(h));
   if (!(o.sigma > 0) || P < 2 || P % 2 || o.stride < 1 || o.stride > P || o.source_stride < 1 || !(o.max_pairs >= 1) ||
-      !(o.amount >= 0 && o.amount <= 4))
+      !(o.amount >= 0 && o.amount <= 4) || !(o.coherence >= 0))
     throw Error("texture transfer: bad options (sigma > 0, an even patch ≥ 2, 1 ≤ stride ≤ patch, amount in [0, 4])");
   const int64_t hw = h * w;
   std::vector<uint8_t> hole(static_cast<size_t>(hw));
@@ -198,7 +198,42 @@ ImageU8 texture_transfer(const ImageU8& composite, const MaskImage& mask, const 
   for (size_t i = 0; i < targets.size(); ++i)
     feature(targets[i].first & ~int64_t(1), targets[i].second & ~int64_t(1), tf.data() + i * size_t(d));
   for (size_t i = 0; i < sources.size(); ++i) feature(sources[i].first, sources[i].second, sf.data() + i * size_t(d));
-  const std::vector<int64_t> match = texture_detail::nearest_rows(tf, sf, d);
+  std::vector<int64_t> match = texture_detail::nearest_rows(tf, sf, d);
+
+  // Coherence (Ashikhmin 2001): where the low-pass is smooth, neighbouring targets all find the
+  // same nearest source and its detail repeats every `step` pixels, a visible grid. So each
+  // target, in scanline order, takes its left or upper neighbour's source shifted by their
+  // offset, a continuation of the same piece of the photo, when that is within
+  // (1 + coherence)² of the nearest one's squared distance.
+  if (o.coherence > 0) {
+    auto dist = [&](size_t t, int64_t s) {
+      double v = 0;
+      for (int64_t c = 0; c < d; ++c) {
+        const double e = double(tf[t * size_t(d) + size_t(c)]) - double(sf[size_t(s * d + c)]);
+        v += e * e;
+      }
+      return v;
+    };
+    std::vector<int64_t> source_at(size_t(hw), -1), chosen_at(size_t(hw), -1);
+    for (size_t s = 0; s < sources.size(); ++s) source_at[size_t(sources[s].first * w + sources[s].second)] = int64_t(s);
+    const double slack = (1 + o.coherence) * (1 + o.coherence);
+    for (size_t t = 0; t < targets.size(); ++t) {
+      const auto [ty, tx] = targets[t];
+      double best = dist(t, match[t]);
+      for (const auto [ny, nx] : {std::pair{ty, tx - step}, std::pair{ty - step, tx}}) {
+        if (ny < 0 || nx < 0) continue;
+        const int64_t n = chosen_at[size_t(ny * w + nx)];
+        if (n < 0) continue;
+        const int64_t cy = sources[size_t(n)].first + (ty - ny), cx = sources[size_t(n)].second + (tx - nx);
+        if (cy + P > h || cx + P > w) continue;
+        const int64_t c = source_at[size_t(cy * w + cx)];
+        if (c < 0) continue;
+        const double cd = dist(t, c);
+        if (cd <= slack * best + 1e-6) match[t] = c, best = cd;
+      }
+      chosen_at[size_t(ty * w + tx)] = match[t];
+    }
+  }
 
   // Overlap-add of the sources' high-pass with a raised-cosine window (sin² over the patch:
   // neighbours at half a patch sum to a constant, so the seams fade).

@@ -14,6 +14,7 @@ Telea (cv2.inpaint, radius 5), pconv's harmonic fill alone (inpaint-run --fill-o
   OUT_STEM.md         the per-photo PSNR / SSIM / hole detail of each column, and the figure's link
 Usage: scripts/compare-models --model previous=data/model/pconv-photos.safetensors \\
                               --model new=runs/x/checkpoints/step-N.safetensors [--photos photos/val]
+                              (NAME=PATH@transfer: that model with inpaint-run --texture transfer)
                               [--photo NAME ...] [--count 6] [--size 512] [--holes 0.2-0.4] [--seed 2020]
                               [--build build] [--out runs/compare/compare.jpg] [--show-holes checker|white]
                               [--device cpu|cuda]
@@ -65,9 +66,12 @@ def parse_models(specs):
             die(f'--model {spec!r}: NAME must be letters, digits, _.+- and not one of {", ".join(sorted(RESERVED))}')
         if any(n == name for n, _ in models):
             die(f'--model {name} given twice')
+        path, _, texture = path.partition('@')
+        if texture not in ('', 'transfer'):
+            die(f'--model {spec!r}: the only suffix is @transfer (inpaint-run --texture transfer)')
         if not os.path.isfile(path):
             die(f'model file {path} (--model {name}) not found')
-        models.append((name, path))
+        models.append((name, path + ('@' + texture if texture else '')))
     return models
 
 
@@ -247,11 +251,12 @@ def main():
         columns = [('telea', 'OpenCV Telea', d('telea')), ('fill', 'fill alone (harmonic)', d('fill'))]
         run_ = os.path.join(args.build, 'inpaint-run')
         run([run_, '--fill-only', '--image', d('images'), '--mask', d('masks'), '--out', d('fill'), '--force'])
-        for i, (mname, path) in enumerate(models):
+        for i, (mname, spec) in enumerate(models):
             out = d(f'model-{i}')
-            print(f'compare-models: {mname} ({path}) on {len(names)} photos', file=sys.stderr)
+            path, _, texture = spec.partition('@')
+            print(f'compare-models: {mname} ({spec}) on {len(names)} photos', file=sys.stderr)
             run([run_, '--model', path, '--image', d('images'), '--mask', d('masks'), '--out', out,
-                 '--device', args.device, '--force'])
+                 '--device', args.device, '--force', '--texture', texture or 'none'])
             columns.append((mname, mname, out))
         ev = os.path.join(args.build, 'inpaint-eval')
         scores = {}

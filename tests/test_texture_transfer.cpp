@@ -110,7 +110,9 @@ TEST_CASE("texture transfer: a smooth fill of stripes gets their detail back; kn
       mask.known[size_t(y * 64 + x)] = 0;
       for (int c = 0; c < 3; ++c) filled.rgb[size_t((y * 64 + x) * 3 + c)] = 130;
     }
-  const ImageU8 out = texture_transfer(filled, mask);
+  TextureTransferOptions full;
+  full.amount = 1;  // the whole high-pass (the default scales it down for SSIM's sake)
+  const ImageU8 out = texture_transfer(filled, mask, full);
   for (size_t i = 0; i < size_t(64 * 64); ++i)
     if (mask.known[i] > 0.5f)
       for (size_t c = 0; c < 3; ++c) REQUIRE(out.rgb[3 * i + c] == filled.rgb[3 * i + c]);
@@ -122,8 +124,15 @@ TEST_CASE("texture transfer: a smooth fill of stripes gets their detail back; kn
   CHECK(g_out > 0.6 * g_truth);
   CHECK(g_out < 1.3 * g_truth);
   CHECK(std::abs(box_mean(out, 24, 24, 40, 40) - 130) < 6);
-  // Deterministic.
-  CHECK(texture_transfer(filled, mask).rgb == out.rgb);
+  // Deterministic; the default amount gives less of the same.
+  CHECK(texture_transfer(filled, mask, full).rgb == out.rgb);
+  const double g_default = box_gradient(texture_transfer(filled, mask), 24, 24, 40, 40);
+  CHECK(g_default > 0.4 * g_truth);
+  CHECK(g_default < g_out);
+  // Without coherence every target takes its nearest source: still the stripes' detail.
+  TextureTransferOptions nearest = full;
+  nearest.coherence = 0;
+  CHECK(box_gradient(texture_transfer(filled, mask, nearest), 24, 24, 40, 40) > 0.6 * g_truth);
 }
 
 TEST_CASE("texture transfer: nothing to do leaves the image as it is; bad calls are errors") {
