@@ -3,6 +3,7 @@
 // a whole tensor (a broadcast add and an activation; an activation gradient and a sum), with
 // the same arithmetic in the same order, so the values are identical bit for bit.
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/no_trapping_math.h"
 #include "core/cpu/sum_contiguous.h"
 
 namespace pconv {
@@ -10,15 +11,6 @@ namespace pconv {
 namespace {
 
 constexpr int64_t kParallelMin = 32768;  // as the elementwise kernels: below, threads cost more
-
-// GCC keeps a product that is used on one side of a select behind a branch, since it might
-// trap, and the leaky loops then stay scalar; without trapping math they vectorise. The values
-// are the same (nothing here reads the floating-point flags). Clang vectorises them as they are.
-#if defined(__GNUC__) && !defined(__clang__)
-#define PCONV_NO_TRAPPING_MATH [[gnu::optimize("no-trapping-math")]]
-#else
-#define PCONV_NO_TRAPPING_MATH
-#endif
 
 void check_epilogue(const char* op, const Tensor& y, Activation act, double slope) {
   if (y.dim() != 4) throw Error(std::string(op) + ": expected N×K×H×W, got " + shape_str(y.shape()));

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/no_trapping_math.h"
 
 namespace pconv {
 
@@ -46,6 +47,32 @@ template <typename T, typename F>
 void map_n(int64_t n, F f) {
 #pragma omp parallel for schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) f(i);
+}
+
+// The selects whose one side is a product, outside map_n's lambdas so that they can be compiled
+// without trapping math (core/cpu/no_trapping_math.h), which vectorises them; same values.
+template <typename T>
+PCONV_NO_TRAPPING_MATH void leaky_relu_map(const T* x, T* y, int64_t n, T a) {
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0 ? x[i] : a * x[i];
+}
+
+template <typename T>
+PCONV_NO_TRAPPING_MATH void pointwise_grad_map(PointwiseGrad op, const T* x, const T* g, T* o, int64_t n, T a) {
+  switch (op) {
+    case PointwiseGrad::Relu:
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+      for (int64_t i = 0; i < n; ++i) o[i] = x[i] > 0 ? g[i] : T(0);
+      break;
+    case PointwiseGrad::LeakyRelu:
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+      for (int64_t i = 0; i < n; ++i) o[i] = x[i] > 0 ? g[i] : a * g[i];
+      break;
+    case PointwiseGrad::Abs:
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+      for (int64_t i = 0; i < n; ++i) o[i] = x[i] > 0 ? g[i] : (x[i] < 0 ? -g[i] : T(0));
+      break;
+  }
 }
 
 template <typename T>
@@ -117,9 +144,7 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& y, double alpha) {
       case UnaryOp::MulScalar: map_n<T>(n, [&](int64_t i) { yp[i] = xp[i] * a; }); break;
       case UnaryOp::AddScalar: map_n<T>(n, [&](int64_t i) { yp[i] = xp[i] + a; }); break;
       case UnaryOp::Relu: map_n<T>(n, [&](int64_t i) { yp[i] = !(xp[i] <= 0) ? xp[i] : T(0); }); break;
-      case UnaryOp::LeakyRelu:
-        map_n<T>(n, [&](int64_t i) { yp[i] = xp[i] > 0 ? xp[i] : a * xp[i]; });
-        break;
+      case UnaryOp::LeakyRelu: leaky_relu_map(xp, yp, n, a); break;
       case UnaryOp::Abs: map_n<T>(n, [&](int64_t i) { yp[i] = std::abs(xp[i]); }); break;
       default: map_n<T>(n, [&](int64_t i) { yp[i] = apply_unary(op, xp[i], a); }); break;
     }
@@ -153,15 +178,7 @@ void CpuBackend::pointwise_grad(PointwiseGrad op, const Tensor& x, const Tensor&
     T* o = gx.data<T>();
     const T a = T(alpha);
     const int64_t n = x.numel();
-    switch (op) {
-      case PointwiseGrad::Relu: map_n<T>(n, [&](int64_t i) { o[i] = xp[i] > 0 ? g[i] : T(0); }); break;
-      case PointwiseGrad::LeakyRelu:
-        map_n<T>(n, [&](int64_t i) { o[i] = xp[i] > 0 ? g[i] : a * g[i]; });
-        break;
-      case PointwiseGrad::Abs:
-        map_n<T>(n, [&](int64_t i) { o[i] = xp[i] > 0 ? g[i] : (xp[i] < 0 ? -g[i] : T(0)); });
-        break;
-    }
+    pointwise_grad_map(op, xp, g, o, n, a);
   });
 }
 
