@@ -55,12 +55,11 @@ std::vector<int64_t> nearest_rows(const std::vector<float>& targets, const std::
   // nearest source minimises ‖s‖² − 2 t·s, one GEMM per block of targets. f64 products keep
   // the comparison exact enough to be a reference for itself (tests compare with loops).
   NoGradGuard no_grad;
-  std::vector<double> s64(sources.begin(), sources.end());
-  const Tensor s = Tensor::from_vector(s64, {m, d});
+  const Tensor s = Tensor::from_vector(std::vector<double>(sources.begin(), sources.end()), {m, d});
   std::vector<double> norms(size_t(m), 0.0);
   for (int64_t j = 0; j < m; ++j)
-    for (int64_t c = 0; c < d; ++c) norms[size_t(j)] += s64[size_t(j * d + c)] * s64[size_t(j * d + c)];
-  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t(1) << 22) / m));  // ≤ 32 MiB of products
+    for (int64_t c = 0; c < d; ++c) norms[size_t(j)] += double(sources[size_t(j * d + c)]) * sources[size_t(j * d + c)];
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t(1) << 20) / m));  // ≤ 8 MiB of products
   for (int64_t b0 = 0; b0 < n; b0 += block) {
     const int64_t b1 = std::min(n, b0 + block);
     std::vector<double> t64(targets.begin() + b0 * d, targets.begin() + b1 * d);

@@ -13,7 +13,7 @@
 //
 // Cost: (target patches) × (source patches) × 3P²/4 multiply-adds as one GEMM per block of
 // targets; the source patches are thinned (a coarser grid) to keep that product under
-// `max_pairs`, so a large photo costs about the same as a 512² one (~0.3 s on one core).
+// `max_pairs`, so a large photo costs about the same as a 512² one (~1.1 s on one core).
 #include <cstdint>
 #include <vector>
 
@@ -31,7 +31,7 @@ struct TextureTransferOptions {
   // Scale of the copied high-pass. Copied detail is the right kind but not in the right place,
   // so every unit of it costs SSIM; 0.7 (with coherence 2) kept the quality bar's SSIM allowance in the trials
   // (MODEL_CARD.md, "Texture transfer").
-  double amount = 0.7;
+  double amount = 0.75;
   // How much worse (in ℓ2 distance, as a fraction) a continuation of a neighbour's source may be
   // than the nearest patch and still be taken; 0: always the nearest (a visible grid where the
   // low-pass is smooth).
