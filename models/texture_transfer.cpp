@@ -219,7 +219,7 @@ ImageU8 texture_transfer(const ImageU8& composite, const MaskImage& mask, const 
     for (size_t t = 0; t < targets.size(); ++t) {
       const auto [ty, tx] = targets[t];
       double best = dist(t, match[t]);
-      for (const auto [ny, nx] : {std::pair{ty, tx - step}, std::pair{ty - step, tx}}) {
+      for (const auto& [ny, nx] : {std::pair{ty, tx - step}, std::pair{ty - step, tx}}) {
         if (ny < 0 || nx < 0) continue;
         const int64_t n = chosen_at[size_t(ny * w + nx)];
         if (n < 0) continue;
