@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <random>
+#include <tuple>
 
 #include "core/tensor.h"
 #include "models/texture_transfer.h"
@@ -45,7 +46,10 @@ double box_mean(const ImageU8& img, int x0, int y0, int x1, int y1) {
 TEST_CASE("texture transfer: the Gaussian blur matches a 2-D sum with mirrored borders") {
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(0, 255);
-  for (const auto& [h, w, sigma] : {std::tuple{7, 9, 1.3}, std::tuple{5, 4, 3.0}, std::tuple{1, 6, 0.8}}) {
+  for (const auto& shape : {std::tuple{7, 9, 1.3}, std::tuple{5, 4, 3.0}, std::tuple{1, 6, 0.8}}) {
+    // Plain variables, not structured bindings: clang 14 cannot capture those (CAPTURE does).
+    const int h = std::get<0>(shape), w = std::get<1>(shape);
+    const double sigma = std::get<2>(shape);
     CAPTURE(h);
     CAPTURE(sigma);
     std::vector<float> planes(size_t(3 * h * w));
