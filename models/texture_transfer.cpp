@@ -127,46 +127,7 @@ ImageU8 texture_transfer(const ImageU8& composite, const MaskImage& mask, const 
           *out++ = small[size_t((c * fh + std::min(fh - 1, y / 2 + i)) * fw + std::min(fw - 1, x / 2 + j))];
   };
 
-  // Sources: patches whose pixels are all at least ⌈3σ⌉ from a hole, so their high-pass is the
-  // photo's own (the blur has not mixed the fill in). Counted with an integral image.
-  const int64_t r = int64_t(std::ceil(3 * o.sigma));
-  std::vector<int64_t> near(size_t((h + 1) * (w + 1)), 0);  // integral of "within r of a hole"
-  {
-    std::vector<uint8_t> row_near(size_t(hw), 0);
-    for (int64_t y = 0; y < h; ++y) {  // horizontal dilation, then vertical, by r
-      int64_t last = -(r + 1);
-      for (int64_t x = 0; x < w; ++x) {
-        if (hole[size_t(y * w + x)]) last = x;
-        row_near[size_t(y * w + x)] = x - last <= r;
-      }
-      last = w + r + 1;
-      for (int64_t x = w - 1; x >= 0; --x) {
-        if (hole[size_t(y * w + x)]) last = x;
-        row_near[size_t(y * w + x)] |= last - x <= r;
-      }
-    }
-    std::vector<uint8_t> dilated(size_t(hw), 0);
-    for (int64_t x = 0; x < w; ++x) {
-      int64_t last = -(r + 1);
-      for (int64_t y = 0; y < h; ++y) {
-        if (row_near[size_t(y * w + x)]) last = y;
-        dilated[size_t(y * w + x)] = y - last <= r;
-      }
-      last = h + r + 1;
-      for (int64_t y = h - 1; y >= 0; --y) {
-        if (row_near[size_t(y * w + x)]) last = y;
-        dilated[size_t(y * w + x)] |= last - y <= r;
-      }
-    }
-    for (int64_t y = 0; y < h; ++y)
-      for (int64_t x = 0; x < w; ++x)
-        near[size_t((y + 1) * (w + 1) + x + 1)] = dilated[size_t(y * w + x)] + near[size_t(y * (w + 1) + x + 1)] +
-                                                 near[size_t((y + 1) * (w + 1) + x)] - near[size_t(y * (w + 1) + x)];
-  }
-  auto count = [&](const std::vector<int64_t>& integral, int64_t y, int64_t x) {
-    return integral[size_t((y + P) * (w + 1) + x + P)] - integral[size_t(y * (w + 1) + x + P)] -
-           integral[size_t((y + P) * (w + 1) + x)] + integral[size_t(y * (w + 1) + x)];
-  };
+  // Holes in a box [y0, y1) × [x0, x1), clipped to the image, from an integral image.
   std::vector<int64_t> holes_integral(size_t((h + 1) * (w + 1)), 0);
   for (int64_t y = 0; y < h; ++y)
     for (int64_t x = 0; x < w; ++x)
@@ -174,21 +135,28 @@ ImageU8 texture_transfer(const ImageU8& composite, const MaskImage& mask, const 
                                                          holes_integral[size_t(y * (w + 1) + x + 1)] +
                                                          holes_integral[size_t((y + 1) * (w + 1) + x)] -
                                                          holes_integral[size_t(y * (w + 1) + x)];
+  auto holes_in = [&](int64_t y0, int64_t x0, int64_t y1, int64_t x1) {
+    y0 = std::max<int64_t>(y0, 0), x0 = std::max<int64_t>(x0, 0), y1 = std::min(y1, h), x1 = std::min(x1, w);
+    return holes_integral[size_t(y1 * (w + 1) + x1)] - holes_integral[size_t(y0 * (w + 1) + x1)] -
+           holes_integral[size_t(y1 * (w + 1) + x0)] + holes_integral[size_t(y0 * (w + 1) + x0)];
+  };
+  // Sources: patches whose pixels are all more than ⌈3σ⌉ from a hole (no hole in the patch grown
+  // by that margin), so their high-pass is the photo's own: the blur has not mixed the fill in.
+  const int64_t r = int64_t(std::ceil(3 * o.sigma));
 
   // Targets: every patch on the stride grid (even corners: the features' grid) touching a hole.
   const int64_t step = o.stride + o.stride % 2;
   std::vector<std::pair<int64_t, int64_t>> targets;
   for (int64_t y : corners(h, P, step))
     for (int64_t x : corners(w, P, step))
-      if (count(holes_integral, y, x) > 0)
-        targets.push_back({y, x});
+      if (holes_in(y, x, y + P, x + P) > 0) targets.push_back({y, x});
   // Sources on the finest even grid that keeps the pairs within budget.
   std::vector<std::pair<int64_t, int64_t>> sources;
   for (int64_t s = std::max<int64_t>(2, o.source_stride + o.source_stride % 2);; s += 2) {
     sources.clear();
     for (int64_t y = 0; y + P <= h; y += s)
       for (int64_t x = 0; x + P <= w; x += s)
-        if (count(near, y, x) == 0) sources.push_back({y, x});
+        if (holes_in(y - r, x - r, y + P + r, x + P + r) == 0) sources.push_back({y, x});
     if (double(sources.size()) * double(targets.size()) <= o.max_pairs || sources.size() < 64) break;
   }
   if (sources.empty() || targets.empty()) return composite;
