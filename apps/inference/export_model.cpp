@@ -17,7 +17,12 @@ struct ModelWeights {
   PConvUNetConfig config;
   std::map<std::string, Tensor> weights;  // the model's state: no optimiser or training state
   std::map<std::string, std::string> metadata;
+  // The discriminator's tensors ("train.disc.*", as inpaint-train writes them,
+  // apps/training/checkpoint_metadata.h: kDiscPrefix), for --with-discriminator.
+  std::map<std::string, Tensor> discriminator;
 };
+
+const std::string kDiscPrefix = "train.disc.", kDiscConfigKey = "train.disc.config";
 
 // A checkpoint's model, checked complete (building the model checks that the weights are there
 // with the config's shapes).
@@ -29,6 +34,7 @@ ModelWeights read_model(const std::string& checkpoint) {
   m.config = PConvUNet::checkpoint_config(file.metadata);
   for (auto& [name, t] : file.tensors)
     if (!PConvUNet::is_training_state_key(name)) m.weights.emplace(name, t);
+    else if (name.rfind(kDiscPrefix, 0) == 0) m.discriminator.emplace(name, t);
   PConvUNet check(m.config, PConvUNet::Uninitialized{});
   try {
     check.load_state_dict(m.weights, true);
@@ -62,7 +68,7 @@ ModelWeights average_models(const std::vector<std::string>& checkpoints) {
   for (auto& [name, t] : sum)
     if (t.dtype() != DType::I64) t = mul(t, 1.0 / n).to(first.weights.at(name).dtype());
   last.weights = std::move(sum);
-  return last;
+  return last;  // with the last one's discriminator
 }
 
 }  // namespace
@@ -128,20 +134,16 @@ ExportReport export_model(const std::vector<std::string>& checkpoints, const std
   }
   for (auto& [k, v] : extra) metadata[k] = v;
   if (with_discriminator) {
-    // The names inpaint-train writes (apps/training/checkpoint_metadata.h: kDiscPrefix,
-    // kDiscConfigKey); f32, as trained: it is small, and f16 would move its spectral norms.
-    const std::string prefix = "train.disc.", config_key = "train.disc.config";
-    SafetensorsFile file = load_safetensors(checkpoint);
-    if (!file.metadata.count(config_key))
+    // f32, as trained: it is small, and f16 would move its spectral norms.
+    if (!source_metadata.count(kDiscConfigKey))
       throw Error(checkpoint + ": --with-discriminator: the checkpoint has no discriminator (trained without "
                                "--adversarial or --feature-matching)");
-    metadata[config_key] = file.metadata.at(config_key);
-    for (auto& [name, t] : file.tensors)
-      if (name.rfind(prefix, 0) == 0) {
-        check_finite(checkpoint + ": " + name, t);
-        stored.emplace(name, t.to(DType::F32));
-        ++report.tensors;
-      }
+    metadata[kDiscConfigKey] = source_metadata.at(kDiscConfigKey);
+    for (auto& [name, t] : model.discriminator) {
+      check_finite(checkpoint + ": " + name, t);
+      stored.emplace(name, t.to(DType::F32));
+      ++report.tensors;
+    }
   }
   save_safetensors(out, stored, metadata);
   struct stat st {};
