@@ -154,7 +154,7 @@ int main(int argc, char** argv) {
                "allreduce, the communication data-parallel training adds to a step.",
                "inpaint-bench"};
   std::string device_name = "cpu", precision = "fp32", only = "train,latency,throughput", json_path,
-              checkpoint_path;
+              checkpoint_path, fill = "none";
   int64_t batch = 1, infer_batch = 16, size = 256, levels = 0, width = 64;
   int warmup = 1, iters = 3;
   uint64_t seed = 0;
@@ -171,6 +171,9 @@ int main(int argc, char** argv) {
   app.add_option("--size", size, "square image side")->check(CLI::Range(16, 8192))->capture_default_str();
   app.add_option("--levels", levels, "UNet depth (default: the paper's, 8 at 512, 7 at 256)")
       ->check(CLI::Range(1, 12));
+  app.add_option("--fill", fill, "what the network's output is added to: none (the paper's) or harmonic (the bundled model's)")
+      ->check(CLI::IsMember({"none", "harmonic"}))
+      ->capture_default_str();
   app.add_option("--width", width, "channels of the first layer")->check(CLI::Range(1, 1024))->capture_default_str();
   app.add_option("--warmup", warmup, "untimed iterations before each measure")
       ->check(cli::non_negative)
@@ -220,6 +223,7 @@ int main(int argc, char** argv) {
     PConvUNetConfig config;
     config.levels = levels;
     config.width = width;
+    if (fill == "harmonic") config.fill = PConvUNetConfig::Fill::Harmonic;
     config.validate();
     PConvUNet net(config, seed, DType::F32, device);
     if (reports)

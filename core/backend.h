@@ -173,11 +173,10 @@ class Backend {
   // f64), mask N×1×H×W of the image's dtype (values ≥ 0.5 are known). out = image on known
   // pixels; in each (n, c) plane's holes (mask[n] < 0.5) the solution of the discrete Laplace
   // equation; a plane without a known pixel becomes 0.
-  // Only the CPU has a kernel (an iterative solver over irregular holes that no GPU has run).
+  // The CPU and CUDA backends have kernels (the CUDA one gives the CPU's values bit for bit).
   // Unlike bilinear upsampling's default, which refuses, this default copies image and mask to
   // the host, runs the CPU's kernel and copies the result back: models that ship (the bundled
-  // one) need the fill on every device, and it is a model input computed once per forward pass,
-  // not a layer inside the network, so two copies per pass cost little beside the network.
+  // one) need the fill on every device.
   virtual void harmonic_fill(const Tensor& image, const Tensor& mask, Tensor& out,
                              const HarmonicFillParams& p);
 

@@ -71,6 +71,10 @@ class CudaBackend final : public Backend {
                  const AdamParams& p) override;
   void adam_step_all(const std::vector<AdamSlot>& slots, const AdamParams& p) override;
 
+  // The CPU's solver on the device, bit for bit (cuda/harmonic_fill.cu).
+  void harmonic_fill(const Tensor& image, const Tensor& mask, Tensor& out,
+                     const HarmonicFillParams& p) override;
+
   cudaStream_t stream() const { return stream_; }
   // f32 GEMM and convolution may use TF32 tensor cores only when PCONV_TF32=1: by default
   // the GPU matches the CPU to about 1e-6 relative.

@@ -1,15 +1,23 @@
 // Convolution through cuDNN: every cuDNN call of pconv is in this file (cuDNN's API churns;
 // the legacy convolution API used here is deprecated in cuDNN 9 but complete). Descriptors
-// are RAII; the algorithm for each (pass, shapes, dtype) is chosen once with cuDNN's
-// heuristics and cached; workspaces come from the caching allocator. f32 uses FMA math
-// (no TF32) unless PCONV_TF32=1, so GPU and CPU agree to about 1e-6 relative.
+// are RAII; the algorithms for each (pass, shapes, dtype) are ranked once, by timing them on
+// the call's own buffers (cudnnFind*Ex; PCONV_CUDNN_FIND=0: cuDNN's heuristics alone), and
+// cached; a candidate that fails at run time is dropped and the next one runs
+// (cuda/algo_fallback.h); workspaces come from the caching allocator. f32 uses FMA math (no
+// TF32) unless PCONV_TF32=1, so GPU and CPU agree to about 1e-6 relative.
 #include <cudnn.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <vector>
 
+#include "cuda/algo_fallback.h"
 #include "cuda/allocator.h"
 #include "cuda/check.h"
 #include "cuda/cuda_backend.h"
@@ -144,6 +152,7 @@ struct AlgoChoice {
   int algo = 0;
   size_t workspace = 0;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  bool operator==(const AlgoChoice&) const = default;
 };
 
 using AlgoKey = std::array<int, 14>;
@@ -152,89 +161,110 @@ std::mutex& cache_mutex() {
   static std::mutex m;
   return m;
 }
-std::map<AlgoKey, AlgoChoice>& algo_cache() {
-  static std::map<AlgoKey, AlgoChoice> cache;
+// Candidates, best first, per key; std::map keeps references to its values valid.
+std::map<AlgoKey, std::vector<AlgoChoice>>& algo_cache() {
+  static std::map<AlgoKey, std::vector<AlgoChoice>> cache;
   return cache;
 }
 
-// The first of the heuristics' ranking that runs (status), keeps full f32 precision unless
-// TF32 is allowed, and fits the workspace cap; deterministic algorithms are preferred so
-// training runs repeat exactly where cuDNN can.
-template <typename Perf, typename WorkspaceOf>
-AlgoChoice pick_algo(const char* op, const Perf* perf, int count, bool full_f32,
-                     WorkspaceOf workspace_of) {
-  for (int pass = 0; pass < 2; ++pass) {
-    for (int i = 0; i < count; ++i) {
-      const Perf& r = perf[i];
-      if (r.status != CUDNN_STATUS_SUCCESS) continue;
-      if (pass == 0 && r.determinism != CUDNN_DETERMINISTIC) continue;
-      if (full_f32 && (r.mathType == CUDNN_TENSOR_OP_MATH ||
-                       r.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
-        continue;
-      // CUDNN_DEFAULT_MATH permits TF32 on Ampere and later: full f32 runs FMA kernels only.
-      const cudnnMathType_t math = full_f32 ? CUDNN_FMA_MATH : r.mathType;
-      size_t ws = 0;
-      if (!workspace_of(int(r.algo), math, &ws) || ws > kMaxWorkspace) continue;
-      return AlgoChoice{int(r.algo), ws, math};
-    }
-  }
-  throw Error(std::string(op) + ": cuDNN offers no usable algorithm for these shapes");
+// On the H200 the timed ranking made the f32 training step 1.17x faster than the heuristics'
+// first choice (TF32: 1.02x), when offered the same 1 GiB workspace cap; with 256 MiB it lost
+// to them (docs/gpu.md). PCONV_CUDNN_FIND=0 skips the search (it costs the first step a few
+// seconds).
+bool timed_search() {
+  static const bool on = [] {
+    const char* v = std::getenv("PCONV_CUDNN_FIND");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return on;
 }
 
-// Chooses (once per key) and prepares descs.conv's math type for the chosen algorithm.
-AlgoChoice choose(cudnnHandle_t handle, Pass pass, const char* op, const ConvShape& s,
-                  ConvDescs& d, bool allow_tf32) {
-  const bool full_f32 = d.dtype == CUDNN_DATA_FLOAT && !allow_tf32;
-  const AlgoKey key{int(pass), int(d.dtype), int(allow_tf32), s.n, s.c, s.h, s.w, s.k, s.kh, s.kw,
-                    s.ho, s.wo, s.stride, s.pad};
+// cuDNN's results that ran (status), keep full f32 precision unless TF32 is allowed and fit the
+// workspace cap, appended to `out` unless already there. Deterministic algorithms go first, so
+// training runs repeat exactly where cuDNN can; otherwise cuDNN's order is kept (measured time
+// for a timed search, the heuristics' rank otherwise).
+template <typename Perf, typename WorkspaceOf>
+void rank_algos(const Perf* perf, int count, bool full_f32, WorkspaceOf workspace_of, std::vector<AlgoChoice>& out) {
+  std::vector<AlgoChoice> deterministic, other;
+  for (int i = 0; i < count; ++i) {
+    const Perf& r = perf[i];
+    if (r.status != CUDNN_STATUS_SUCCESS) continue;
+    if (full_f32 && (r.mathType == CUDNN_TENSOR_OP_MATH || r.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+      continue;
+    // CUDNN_DEFAULT_MATH permits TF32 on Ampere and later: full f32 runs FMA kernels only.
+    const cudnnMathType_t math = full_f32 ? CUDNN_FMA_MATH : r.mathType;
+    size_t ws = 0;
+    if (!workspace_of(int(r.algo), math, &ws) || ws > kMaxWorkspace) continue;
+    const AlgoChoice c{int(r.algo), ws, math};
+    if (std::find(out.begin(), out.end(), c) != out.end()) continue;
+    (r.determinism == CUDNN_DETERMINISTIC ? deterministic : other).push_back(c);
+  }
+  out.insert(out.end(), deterministic.begin(), deterministic.end());
+  out.insert(out.end(), other.begin(), other.end());
+}
+
+// The candidates for one pass (ranked once per key, then cached). `find(perf, &returned, ws,
+// bytes)` is the timed search on the call's buffers, `heuristic(perf, &returned)` cuDNN's
+// ranking without running anything, `workspace_of` the workspace an algorithm needs. The timed
+// ranking comes first; the heuristics' candidates follow as further fallbacks.
+template <typename Perf, int kCount, typename Find, typename Heuristic, typename WorkspaceOf>
+std::vector<AlgoChoice>& candidates(const AlgoKey& key, const char* op, bool full_f32, Find&& find,
+                                    Heuristic&& heuristic, WorkspaceOf&& workspace_of) {
   {
     std::lock_guard<std::mutex> lock(cache_mutex());
     auto it = algo_cache().find(key);
-    if (it != algo_cache().end()) {
-      d.conv.set_math(it->second.math);
-      return it->second;
+    if (it != algo_cache().end()) return it->second;
+  }
+  std::vector<AlgoChoice> ranked;
+  Perf perf[kCount];
+  int returned = 0;
+  if (timed_search()) {
+    try {
+      CudaBuffer ws(kMaxWorkspace);
+      if (find(perf, &returned, ws.get(), ws.bytes()) == CUDNN_STATUS_SUCCESS)
+        rank_algos(perf, returned, full_f32, workspace_of, ranked);
+    } catch (const Error&) {
+      // No memory for the search's workspace: the heuristics alone rank this shape.
     }
   }
-  AlgoChoice choice;
-  // Sets the math type a candidate would run with; false when cuDNN refuses it.
-  auto with_math = [&](cudnnMathType_t math) {
-    return cudnnSetConvolutionMathType(d.conv, math) == CUDNN_STATUS_SUCCESS;
-  };
-  int returned = 0;
-  if (pass == Pass::Forward) {
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, d.x, d.w, d.conv, d.y,
-                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                       &returned, perf));
-    choice = pick_algo(op, perf, returned, full_f32, [&](int algo, cudnnMathType_t m, size_t* ws) {
-      return with_math(m) && cudnnGetConvolutionForwardWorkspaceSize(
-                                 handle, d.x, d.w, d.conv, d.y, cudnnConvolutionFwdAlgo_t(algo),
-                                 ws) == CUDNN_STATUS_SUCCESS;
-    });
-  } else if (pass == Pass::BackwardData) {
-    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, d.w, d.y, d.conv, d.x,
-                                                            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                            &returned, perf));
-    choice = pick_algo(op, perf, returned, full_f32, [&](int algo, cudnnMathType_t m, size_t* ws) {
-      return with_math(m) && cudnnGetConvolutionBackwardDataWorkspaceSize(
-                                 handle, d.w, d.y, d.conv, d.x,
-                                 cudnnConvolutionBwdDataAlgo_t(algo), ws) == CUDNN_STATUS_SUCCESS;
-    });
-  } else {
-    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-        handle, d.x, d.y, d.conv, d.w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf));
-    choice = pick_algo(op, perf, returned, full_f32, [&](int algo, cudnnMathType_t m, size_t* ws) {
-      return with_math(m) && cudnnGetConvolutionBackwardFilterWorkspaceSize(
-                                 handle, d.x, d.y, d.conv, d.w,
-                                 cudnnConvolutionBwdFilterAlgo_t(algo), ws) == CUDNN_STATUS_SUCCESS;
-    });
-  }
-  d.conv.set_math(choice.math);
+  returned = 0;
+  if (heuristic(perf, &returned) == CUDNN_STATUS_SUCCESS) rank_algos(perf, returned, full_f32, workspace_of, ranked);
+  if (ranked.empty()) throw Error(std::string(op) + ": cuDNN offers no usable algorithm for these shapes");
   std::lock_guard<std::mutex> lock(cache_mutex());
-  algo_cache().emplace(key, choice);
-  return choice;
+  return algo_cache().emplace(key, std::move(ranked)).first->second;
+}
+
+AlgoKey key_of(Pass pass, const ConvDescs& d, bool allow_tf32, const ConvShape& s) {
+  return AlgoKey{int(pass), int(d.dtype), int(allow_tf32), s.n, s.c, s.h, s.w, s.k, s.kh, s.kw,
+                 s.ho, s.wo, s.stride, s.pad};
+}
+
+// Statuses after which another algorithm may still run (not a bad call, not a lost context).
+bool recoverable(cudnnStatus_t st) {
+  const int category = int(st) / 1000 * 1000;
+  return category == CUDNN_STATUS_NOT_SUPPORTED || category == CUDNN_STATUS_EXECUTION_FAILED ||
+         st == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED ||
+         st == CUDNN_STATUS_INTERNAL_ERROR_BAD_LAUNCH_PARAM;
+}
+
+// Runs the first candidate that works (cuda/algo_fallback.h): sets its math type, takes its
+// workspace and calls run(algo, workspace, bytes).
+template <typename Run>
+void run_pass(std::vector<AlgoChoice>& cands, ConvDescs& d, Run&& run) {
+  run_first_that_works(cands, cache_mutex(), "cuDNN", [&](const AlgoChoice& a) {
+    const std::string name = "algorithm " + std::to_string(a.algo);
+    if (cudnnSetConvolutionMathType(d.conv, a.math) != CUDNN_STATUS_SUCCESS)
+      return Attempt{false, true, name + ": math type refused"};
+    std::unique_ptr<CudaBuffer> ws;
+    try {
+      ws = std::make_unique<CudaBuffer>(a.workspace);
+    } catch (const Error& e) {
+      return Attempt{false, true, name + ": workspace of " + std::to_string(a.workspace) + " bytes: " + e.what()};
+    }
+    const cudnnStatus_t st = run(a.algo, ws->get(), ws->bytes());
+    if (st == CUDNN_STATUS_SUCCESS) return Attempt{true, false, ""};
+    return Attempt{false, recoverable(st), name + ": " + cudnnGetErrorString(st)};
+  });
 }
 
 // cuDNN's alpha = 1, beta = 0 (overwrite), as float for f32 data and double for f64.
@@ -260,15 +290,32 @@ void CudaBackend::conv2d_forward(const Tensor& x, const Tensor& w, Tensor& y,
   if (y.numel() == 0) return;
   if (x.numel() == 0 || w.numel() == 0) return fill(y, 0.0);
   ConvDescs d(dt, s, allow_tf32_ || dt == CUDNN_DATA_DOUBLE ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
+  const bool full_f32 = dt == CUDNN_DATA_FLOAT && !allow_tf32_;
+  const std::string what = describe(op, x, w, y);
   try {
-    const AlgoChoice a = choose(cudnn_, Pass::Forward, op, s, d, allow_tf32_);
-    CudaBuffer ws(a.workspace);
+    auto& cands = candidates<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
+        key_of(Pass::Forward, d, allow_tf32_, s), op, full_f32,
+        [&](cudnnConvolutionFwdAlgoPerf_t* perf, int* n, void* ws, size_t bytes) {
+          return cudnnFindConvolutionForwardAlgorithmEx(cudnn_, d.x, x.raw_data(), d.w, w.raw_data(), d.conv, d.y,
+                                                        y.raw_data(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT, n, perf, ws,
+                                                        bytes);
+        },
+        [&](cudnnConvolutionFwdAlgoPerf_t* perf, int* n) {
+          return cudnnGetConvolutionForwardAlgorithm_v7(cudnn_, d.x, d.w, d.conv, d.y,
+                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, n, perf);
+        },
+        [&](int algo, cudnnMathType_t m, size_t* ws) {
+          return cudnnSetConvolutionMathType(d.conv, m) == CUDNN_STATUS_SUCCESS &&
+                 cudnnGetConvolutionForwardWorkspaceSize(cudnn_, d.x, d.w, d.conv, d.y,
+                                                         cudnnConvolutionFwdAlgo_t(algo), ws) == CUDNN_STATUS_SUCCESS;
+        });
     Scaling k;
-    CUDNN_CHECK(cudnnConvolutionForward(cudnn_, k.one(dt), d.x, x.raw_data(), d.w, w.raw_data(),
-                                        d.conv, cudnnConvolutionFwdAlgo_t(a.algo), ws.get(),
-                                        ws.bytes(), k.zero(dt), d.y, y.raw_data()));
+    run_pass(cands, d, [&](int algo, void* ws, size_t bytes) {
+      return cudnnConvolutionForward(cudnn_, k.one(dt), d.x, x.raw_data(), d.w, w.raw_data(), d.conv,
+                                     cudnnConvolutionFwdAlgo_t(algo), ws, bytes, k.zero(dt), d.y, y.raw_data());
+    });
   } catch (const Error& e) {
-    throw Error(describe(op, x, w, y) + ": " + e.what());
+    throw Error(what + ": " + e.what());
   }
 }
 
@@ -280,16 +327,34 @@ void CudaBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, Tensor
   if (gx.numel() == 0) return;
   if (gy.numel() == 0 || w.numel() == 0) return fill(gx, 0.0);
   ConvDescs d(dt, s, allow_tf32_ || dt == CUDNN_DATA_DOUBLE ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
+  const bool full_f32 = dt == CUDNN_DATA_FLOAT && !allow_tf32_;
+  const std::string what = describe(op, gy, w, gx);
   try {
-    const AlgoChoice a = choose(cudnn_, Pass::BackwardData, op, s, d, allow_tf32_);
-    CudaBuffer ws(a.workspace);
+    auto& cands = candidates<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
+        key_of(Pass::BackwardData, d, allow_tf32_, s), op, full_f32,
+        [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* n, void* ws, size_t bytes) {
+          return cudnnFindConvolutionBackwardDataAlgorithmEx(cudnn_, d.w, w.raw_data(), d.y, gy.raw_data(), d.conv,
+                                                             d.x, gx.raw_data(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                                             n, perf, ws, bytes);
+        },
+        [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* n) {
+          return cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnn_, d.w, d.y, d.conv, d.x,
+                                                             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, n, perf);
+        },
+        [&](int algo, cudnnMathType_t m, size_t* ws) {
+          return cudnnSetConvolutionMathType(d.conv, m) == CUDNN_STATUS_SUCCESS &&
+                 cudnnGetConvolutionBackwardDataWorkspaceSize(cudnn_, d.w, d.y, d.conv, d.x,
+                                                              cudnnConvolutionBwdDataAlgo_t(algo),
+                                                              ws) == CUDNN_STATUS_SUCCESS;
+        });
     Scaling k;
-    CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_, k.one(dt), d.w, w.raw_data(), d.y,
-                                             gy.raw_data(), d.conv,
-                                             cudnnConvolutionBwdDataAlgo_t(a.algo), ws.get(),
-                                             ws.bytes(), k.zero(dt), d.x, gx.raw_data()));
+    run_pass(cands, d, [&](int algo, void* ws, size_t bytes) {
+      return cudnnConvolutionBackwardData(cudnn_, k.one(dt), d.w, w.raw_data(), d.y, gy.raw_data(), d.conv,
+                                          cudnnConvolutionBwdDataAlgo_t(algo), ws, bytes, k.zero(dt), d.x,
+                                          gx.raw_data());
+    });
   } catch (const Error& e) {
-    throw Error(describe(op, gy, w, gx) + ": " + e.what());
+    throw Error(what + ": " + e.what());
   }
 }
 
@@ -301,16 +366,35 @@ void CudaBackend::conv2d_backward_weight(const Tensor& gy, const Tensor& x, Tens
   if (gw.numel() == 0) return;
   if (gy.numel() == 0 || x.numel() == 0) return fill(gw, 0.0);
   ConvDescs d(dt, s, allow_tf32_ || dt == CUDNN_DATA_DOUBLE ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
+  const bool full_f32 = dt == CUDNN_DATA_FLOAT && !allow_tf32_;
+  const std::string what = describe(op, gy, x, gw);
   try {
-    const AlgoChoice a = choose(cudnn_, Pass::BackwardFilter, op, s, d, allow_tf32_);
-    CudaBuffer ws(a.workspace);
+    auto& cands = candidates<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
+        key_of(Pass::BackwardFilter, d, allow_tf32_, s), op, full_f32,
+        [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* n, void* ws, size_t bytes) {
+          return cudnnFindConvolutionBackwardFilterAlgorithmEx(cudnn_, d.x, x.raw_data(), d.y, gy.raw_data(), d.conv,
+                                                               d.w, gw.raw_data(),
+                                                               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, n, perf, ws,
+                                                               bytes);
+        },
+        [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* n) {
+          return cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnn_, d.x, d.y, d.conv, d.w,
+                                                               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, n, perf);
+        },
+        [&](int algo, cudnnMathType_t m, size_t* ws) {
+          return cudnnSetConvolutionMathType(d.conv, m) == CUDNN_STATUS_SUCCESS &&
+                 cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnn_, d.x, d.y, d.conv, d.w,
+                                                                cudnnConvolutionBwdFilterAlgo_t(algo),
+                                                                ws) == CUDNN_STATUS_SUCCESS;
+        });
     Scaling k;
-    CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_, k.one(dt), d.x, x.raw_data(), d.y,
-                                               gy.raw_data(), d.conv,
-                                               cudnnConvolutionBwdFilterAlgo_t(a.algo), ws.get(),
-                                               ws.bytes(), k.zero(dt), d.w, gw.raw_data()));
+    run_pass(cands, d, [&](int algo, void* ws, size_t bytes) {
+      return cudnnConvolutionBackwardFilter(cudnn_, k.one(dt), d.x, x.raw_data(), d.y, gy.raw_data(), d.conv,
+                                            cudnnConvolutionBwdFilterAlgo_t(algo), ws, bytes, k.zero(dt), d.w,
+                                            gw.raw_data());
+    });
   } catch (const Error& e) {
-    throw Error(describe(op, gy, x, gw) + ": " + e.what());
+    throw Error(what + ": " + e.what());
   }
 }
 

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   context.applyCommandLine(argc, argv);
   if (!pconv::cuda_available()) {
     context.addFilter("test-suite-exclude", pconv::testing::kGpuSuite);
+    context.addFilter("test-suite-exclude", pconv::testing::kGpuRealSuite);
     std::printf("pconv tests: no CUDA device (%s): GPU tests are skipped\n",
                 pconv::cuda_unavailable_reason().c_str());
   } else {

@@ -404,12 +404,31 @@ TEST_CASE("gpu: nearest upsampling, max pooling and their backward" * doctest::t
 
 // The GPU has no kernel of its own: Backend's default fills through the host with the CPU's
 // kernel, so the values must be the CPU's exactly.
-TEST_CASE("gpu: harmonic fill through the host gives the CPU's values bit for bit" * doctest::test_suite("gpu")) {
+TEST_CASE("gpu: the device's harmonic fill gives the CPU's values bit for bit" * doctest::test_suite("gpu")) {
   for (DType dt : kFloatTypes) {
-    Pair x = random_pair({2, 3, 19, 24}, dt, 130), m = hole_mask(2, 19, 24, dt, 131);
-    Pair y = poisoned_pair({2, 3, 19, 24}, dt);
+    // Odd sizes (uneven pyramids), three images: random holes with a square hole; no hole at all;
+    // no known pixel (the plane becomes 0). In place and into another tensor.
+    const int64_t h = 19, w = 24;
+    const Tensor m0 = hole_mask(1, h, w, DType::F64, 131).cpu;
+    std::vector<double> mv(m0.data<double>(), m0.data<double>() + h * w);
+    mv.insert(mv.end(), size_t(h * w), 1.0);
+    mv.insert(mv.end(), size_t(h * w), 0.0);
+    Pair x = random_pair({3, 3, h, w}, dt, 130), m = from_values(mv, {3, 1, h, w}, dt);
+    Pair y = poisoned_pair({3, 3, h, w}, dt);
     on_both([&](Backend& be, bool g) { be.harmonic_fill(x[g], m[g], y[g], HarmonicFillParams{}); });
     expect_close(name("harmonic_fill", dt), y, 0);
+    on_both([&](Backend& be, bool g) { be.harmonic_fill(x[g], m[g], x[g], HarmonicFillParams{}); });
+    expect_close(name("harmonic_fill in place", dt), x, 0);
+    // A sweep cap that stops planes before they converge, and a photo-sized plane with large
+    // holes (many sweeps at each of ten levels).
+    Pair a = random_pair({1, 3, 300, 517}, dt, 132), ma = hole_mask(1, 300, 517, dt, 133);
+    Pair b = poisoned_pair({1, 3, 300, 517}, dt);
+    HarmonicFillParams capped;
+    capped.max_sweeps = 5;
+    on_both([&](Backend& be, bool g) { be.harmonic_fill(a[g], ma[g], b[g], capped); });
+    expect_close(name("harmonic_fill 5 sweeps", dt), b, 0);
+    on_both([&](Backend& be, bool g) { be.harmonic_fill(a[g], ma[g], b[g], HarmonicFillParams{}); });
+    expect_close(name("harmonic_fill 300x517", dt), b, 0);
   }
 }
 

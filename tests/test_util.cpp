@@ -16,13 +16,23 @@
 
 namespace pconv::testing {
 
-std::string source_path(const std::string& relative) {
-  return std::string(PCONV_SOURCE_DIR) + "/" + relative;
+// The folders the build was configured with, or PCONV_TEST_SOURCE_DIR / PCONV_TEST_BINARY_DIR
+// when set: scripts/gpu-check runs binaries built on another machine, whose paths differ.
+namespace {
+std::string folder(const char* env, const char* configured) {
+  const char* v = std::getenv(env);
+  return v && *v ? v : configured;
 }
+}  // namespace
+
+std::string source_dir() { return folder("PCONV_TEST_SOURCE_DIR", PCONV_SOURCE_DIR); }
+std::string binary_dir() { return folder("PCONV_TEST_BINARY_DIR", PCONV_BINARY_DIR); }
+
+std::string source_path(const std::string& relative) { return source_dir() + "/" + relative; }
 
 std::string scratch_dir(const std::string& name) {
   namespace fs = std::filesystem;
-  fs::path p = fs::path(PCONV_BINARY_DIR) / "test-scratch" / name;
+  fs::path p = fs::path(binary_dir()) / "test-scratch" / name;
   fs::remove_all(p);
   fs::create_directories(p);
   return p.string();
@@ -42,7 +52,7 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 std::string quote(const std::string& s) { return "'" + s + "'"; }
 
 AppRun run_app(const std::string& app, const std::string& args, const std::string& dir) {
-  const std::string binary = std::string(PCONV_BINARY_DIR) + "/" + app;
+  const std::string binary = binary_dir() + "/" + app;
   REQUIRE_MESSAGE(std::filesystem::exists(binary), binary << " is not built");
   const std::string out = dir + "/app.stdout", err = dir + "/app.stderr";
   const int rc = std::system((quote(binary) + " " + args + " >" + quote(out) + " 2>" + quote(err)).c_str());
@@ -85,7 +95,7 @@ Spawned spawn(const std::string& program, const std::vector<std::string>& args, 
               uint64_t file_size_limit) {
   namespace fs = std::filesystem;
   const std::string path =
-      program.find('/') == std::string::npos ? std::string(PCONV_BINARY_DIR) + "/" + program : program;
+      program.find('/') == std::string::npos ? binary_dir() + "/" + program : program;
   const std::string name = fs::path(path).filename().string();
   Spawned s;
   s.out = dir + "/" + name + ".stdout", s.err = dir + "/" + name + ".stderr";

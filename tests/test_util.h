@@ -33,11 +33,15 @@ std::string error_of(F&& f) {
 // GPU tests belong to the doctest test suite "gpu": TEST_CASE("..." * doctest::test_suite("gpu")).
 // Without a usable device main excludes that suite, so doctest reports them as skipped.
 inline constexpr const char* kGpuSuite = "gpu";
+// The same comparisons at the shapes users run (tests/test_gpu_real_shapes.cpp; minutes of CPU time).
+inline constexpr const char* kGpuRealSuite = "gpu-real";
 
 // An N×1×side×side mask (1 known) with one square hole of side/2 in the middle of every image.
 Tensor square_hole(int64_t N, int64_t side, DType dtype = DType::F32);
 
 // Paths into the source tree (bundled data) and a fresh scratch folder per test.
+std::string source_dir();  // PCONV_SOURCE_DIR, or $PCONV_TEST_SOURCE_DIR when set
+std::string binary_dir();  // PCONV_BINARY_DIR, or $PCONV_TEST_BINARY_DIR when set
 std::string source_path(const std::string& relative);
 std::string scratch_dir(const std::string& name);
 
