@@ -13,6 +13,7 @@
 // holes at every finer level: the CPU's recursion relaxes exactly the levels with holes, from
 // the coarsest up, each started from the level below it. Known pixels (and so holes) are per
 // image, shared by its channels.
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -135,20 +136,21 @@ __global__ void start_level_kernel(const int* has_holes, const uint8_t* any_know
   largest[p] = 0;
 }
 
-// One colour's half-sweep of over-relaxation. grid.y: planes (in chunks); the largest |step| of
-// each plane goes into `largest` as the bits of a non-negative double (ordered as integers).
+// One colour's half-sweep of over-relaxation over that colour's holes, listed per image
+// (`holes` + start[n], len[n] entries: pixel indices in row-major order). grid.y: planes (in
+// chunks); the largest |step| of each plane goes into `largest` as the bits of a non-negative
+// double (ordered as integers).
 template <typename T>
-__global__ void relax_kernel(T* v, const uint8_t* known, const uint8_t* active, unsigned long long* largest,
-                             int plane0, int C, int h, int w, int colour, T omega) {
+__global__ void relax_kernel(T* v, const int* holes, const int* start, const int* len, const uint8_t* active,
+                             unsigned long long* largest, int plane0, int C, int h, int w, T omega) {
   const int p = plane0 + blockIdx.y;
   if (!active[p]) return;
   T* pv = v + size_t(p) * h * w;
-  const uint8_t* pk = known + size_t(p / C) * h * w;
+  const int* list = holes + start[p / C];
+  const int n = len[p / C];
   double big = 0;
-  const int n = h * w;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    const int y = i / w, x = i - y * w;
-    if (pk[i] || ((x + y) & 1) != colour) continue;
+  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x) {
+    const int i = list[j], y = i / w, x = i - y * w;
     T sum = 0;
     int count = 0;
     if (x > 0) sum = add_rn(sum, pv[i - 1]), ++count;
@@ -195,8 +197,9 @@ void CudaBackend::harmonic_fill(const Tensor& image, const Tensor& mask, Tensor&
                 shapes_of(out) + " must be N×C×H×W, N×1×H×W and the image's shape");
   const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
   if (image.numel() == 0) return;
-  if (H * W > (int64_t(1) << 30) || N * C > (int64_t(1) << 30))
-    throw Error("harmonic_fill: image " + shapes_of(image) + " is too large for the GPU solver");
+  // The hole lists index every level of every image with ints: past that, the host's solver.
+  if (N * H * W > (int64_t(1) << 30) || N * C > (int64_t(1) << 30))
+    return Backend::harmonic_fill(image, mask, out, params);
   if (out.raw_data() != image.raw_data()) copy(image, out);
   const int planes = int(N * C), images = int(N), c = int(C);
 
@@ -245,8 +248,31 @@ void CudaBackend::harmonic_fill(const Tensor& image, const Tensor& mask, Tensor&
     CUDA_CHECK_LAUNCH("harmonic_fill pyramid of " + shapes_of(image));
 
     std::vector<int> has_holes(levels.size() * images);
+    std::vector<uint8_t> host_known(known_total);
     CUDA_CHECK(cudaMemcpyAsync(has_holes.data(), holes.get(), holes.bytes(), cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(host_known.data(), known.get(), known_total, cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
+    // The holes of each level, image and colour, listed so that a half-sweep visits only the
+    // pixels it changes (a third of the image or less, half of them per colour) instead of all.
+    std::vector<int> hole_list, list_start(levels.size() * images * 2), list_len(levels.size() * images * 2);
+    for (size_t l = 0; l < levels.size(); ++l)
+      for (int colour = 0; colour < 2; ++colour)
+        for (int i = 0; i < images; ++i) {
+          const size_t slot = (l * 2 + colour) * images + i;
+          list_start[slot] = int(hole_list.size());
+          if (!has_holes[l * images + i]) continue;
+          const int h = levels[l].h, w = levels[l].w;
+          const uint8_t* k = host_known.data() + known_offset[l] + size_t(i) * h * w;
+          for (int y = 0; y < h; ++y)
+            for (int x = (y + colour) & 1; x < w; x += 2)
+              if (!k[y * w + x]) hole_list.push_back(y * w + x);
+          list_len[slot] = int(hole_list.size()) - list_start[slot];
+        }
+    CudaBuffer lists(std::max<size_t>(hole_list.size(), 1) * sizeof(int));
+    CudaBuffer starts(list_start.size() * sizeof(int)), lens(list_len.size() * sizeof(int));
+    CUDA_CHECK(cudaMemcpyAsync(lists.get(), hole_list.data(), hole_list.size() * sizeof(int), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(starts.get(), list_start.data(), starts.bytes(), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(lens.get(), list_len.data(), lens.bytes(), cudaMemcpyHostToDevice, stream_));
     const T omega = T(params.omega);
     constexpr int kSweepsPerCheck = 8;  // sweeps queued between reads of the running count
     for (size_t l = levels.size(); l-- > 0;) {
@@ -260,17 +286,24 @@ void CudaBackend::harmonic_fill(const Tensor& image, const Tensor& mask, Tensor&
       start_level_kernel<<<small_blocks(planes), kThreads, 0, stream_>>>(
           holes_at(l), any_known.as<uint8_t>(), planes, c, active.as<uint8_t>(), sweeps.as<int>(),
           largest.as<unsigned long long>());
-      const unsigned bx = unsigned(std::min<int64_t>((int64_t(h) * w + kThreads - 1) / kThreads, 1024));
+      unsigned bx[2];
+      for (int colour = 0; colour < 2; ++colour) {
+        const size_t slot = (l * 2 + colour) * images;
+        const int longest = *std::max_element(list_len.begin() + slot, list_len.begin() + slot + images);
+        bx[colour] = unsigned(std::clamp((longest + kThreads - 1) / kThreads, 1, 1024));
+      }
       // Sweeps are queued kSweepsPerCheck at a time; `running` holds the planes still relaxing
       // after the last of them, read once per batch (the only host waits of the solve).
       for (int queued = 0; queued < params.max_sweeps;) {
         const int batch = std::min(kSweepsPerCheck, params.max_sweeps - queued);
         for (int s = 0; s < batch; ++s) {
-          for (int colour = 0; colour < 2; ++colour)
+          for (int colour = 0; colour < 2; ++colour) {
+            const size_t slot = (l * 2 + colour) * images;
             for (int p0 = 0; p0 < planes; p0 += 65535)
-              relax_kernel<T><<<dim3(bx, unsigned(std::min(planes - p0, 65535))), kThreads, 0, stream_>>>(
-                  values(l), known_at(l), active.as<uint8_t>(), largest.as<unsigned long long>(), p0, c, h, w,
-                  colour, omega);
+              relax_kernel<T><<<dim3(bx[colour], unsigned(std::min(planes - p0, 65535))), kThreads, 0, stream_>>>(
+                  values(l), lists.as<int>(), starts.as<int>() + slot, lens.as<int>() + slot, active.as<uint8_t>(),
+                  largest.as<unsigned long long>(), p0, c, h, w, omega);
+          }
           CUDA_CHECK(cudaMemsetAsync(running.get(), 0, sizeof(int), stream_));
           end_sweep_kernel<<<small_blocks(planes), kThreads, 0, stream_>>>(
               active.as<uint8_t>(), sweeps.as<int>(), largest.as<unsigned long long>(), tol.as<double>(), planes,
