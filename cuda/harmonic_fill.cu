@@ -170,6 +170,55 @@ __global__ void relax_kernel(T* v, const int* holes, const int* start, const int
   }
 }
 
+// A whole level's relaxation in one launch, one block of kLevelThreads per plane: for levels
+// whose hole lists are short, where queuing and checking each sweep from the host costs more
+// than the sweep. The same arithmetic, order and stopping rule as relax_kernel + end_sweep_kernel;
+// __syncthreads between the colours makes one colour's writes visible to the other's reads.
+constexpr int kLevelThreads = 1024;
+
+template <typename T>
+__global__ void __launch_bounds__(kLevelThreads) relax_level_kernel(
+    T* v, const int* holes, const int* start0, const int* len0, const int* start1, const int* len1,
+    const uint8_t* active, const double* tol, int C, int h, int w, T omega, int max_sweeps) {
+  const int p = blockIdx.x;
+  if (!active[p]) return;
+  T* pv = v + size_t(p) * h * w;
+  const int image = p / C;
+  __shared__ double warp_big[kLevelThreads / 32];
+  __shared__ int stop;
+  for (int sweep = 0; sweep < max_sweeps; ++sweep) {
+    double big = 0;
+    for (int colour = 0; colour < 2; ++colour) {
+      const int* list = holes + (colour ? start1 : start0)[image];
+      const int n = (colour ? len1 : len0)[image];
+      for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        const int i = list[j], y = i / w, x = i - y * w;
+        T sum = 0;
+        int count = 0;
+        if (x > 0) sum = add_rn(sum, pv[i - 1]), ++count;
+        if (x + 1 < w) sum = add_rn(sum, pv[i + 1]), ++count;
+        if (y > 0) sum = add_rn(sum, pv[i - w]), ++count;
+        if (y + 1 < h) sum = add_rn(sum, pv[i + w]), ++count;
+        if (count == 0) continue;
+        const T step = mul_rn(omega, sub_rn(div_rn(sum, T(count)), pv[i]));
+        pv[i] = add_rn(pv[i], step);
+        big = fmax(big, double(dev_abs(step)));
+      }
+      __syncthreads();
+    }
+    for (int off = 16; off > 0; off >>= 1) big = fmax(big, __shfl_down_sync(0xffffffffu, big, off));
+    if ((threadIdx.x & 31) == 0) warp_big[threadIdx.x / 32] = big;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double largest = 0;
+      for (int k = 0; k < int(blockDim.x) / 32; ++k) largest = fmax(largest, warp_big[k]);
+      stop = largest <= tol[p];
+    }
+    __syncthreads();
+    if (stop) break;
+  }
+}
+
 // After a whole sweep: count it, stop planes whose largest change is within tolerance or that
 // reached max_sweeps, and count those still running.
 __global__ void end_sweep_kernel(uint8_t* active, int* sweeps, unsigned long long* largest, const double* tol,
@@ -275,6 +324,9 @@ void CudaBackend::harmonic_fill(const Tensor& image, const Tensor& mask, Tensor&
     CUDA_CHECK(cudaMemcpyAsync(lens.get(), list_len.data(), lens.bytes(), cudaMemcpyHostToDevice, stream_));
     const T omega = T(params.omega);
     constexpr int kSweepsPerCheck = 8;  // sweeps queued between reads of the running count
+    // Levels whose longest colour list is at most this run in one launch (relax_level_kernel):
+    // 16 entries per thread of one block, so a level of 256² or smaller in a 512² photo.
+    constexpr int kSmallLevel = 16 * kLevelThreads;
     for (size_t l = levels.size(); l-- > 0;) {
       bool level_has_holes = false;
       for (int i = 0; i < images; ++i) level_has_holes |= has_holes[l * images + i] != 0;
@@ -291,6 +343,19 @@ void CudaBackend::harmonic_fill(const Tensor& image, const Tensor& mask, Tensor&
         const size_t slot = (l * 2 + colour) * images;
         const int longest = *std::max_element(list_len.begin() + slot, list_len.begin() + slot + images);
         bx[colour] = unsigned(std::clamp((longest + kThreads - 1) / kThreads, 1, 1024));
+      }
+      int longest_list = 0;
+      for (int colour = 0; colour < 2; ++colour) {
+        const size_t slot = (l * 2 + colour) * images;
+        longest_list = std::max(longest_list, *std::max_element(list_len.begin() + slot, list_len.begin() + slot + images));
+      }
+      if (longest_list <= kSmallLevel) {
+        const size_t s0 = (l * 2) * images, s1 = (l * 2 + 1) * images;
+        relax_level_kernel<T><<<planes, kLevelThreads, 0, stream_>>>(
+            values(l), lists.as<int>(), starts.as<int>() + s0, lens.as<int>() + s0, starts.as<int>() + s1,
+            lens.as<int>() + s1, active.as<uint8_t>(), tol.as<double>(), c, h, w, omega, params.max_sweeps);
+        CUDA_CHECK_LAUNCH("harmonic_fill level " + std::to_string(h) + "x" + std::to_string(w));
+        continue;
       }
       // Sweeps are queued kSweepsPerCheck at a time; `running` holds the planes still relaxing
       // after the last of them, read once per batch (the only host waits of the solve).
