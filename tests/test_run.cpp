@@ -571,6 +571,15 @@ TEST_CASE("run: inpaint-bench measures a tiny model and writes JSON; bf16 runs w
   } else {
     check_one_line_error(bf16, "AVX512-BF16");
   }
+  // The bundled model's architecture: the harmonic fill is part of every measure.
+  const AppRun fill = run_app("inpaint-bench", "--size 32 --levels 3 --width 4 --fill harmonic --only latency "
+                              "--warmup 0 --iters 1", dir);
+  CAPTURE(fill.err);
+  CHECK(fill.status == 0);
+  CHECK(fill.err.find("on a harmonic fill") != std::string::npos);
+  const AppRun telea = run_app("inpaint-bench", "--fill telea", dir);  // a usage error: CLI11's status 1
+  CHECK(telea.status == 1);
+  CHECK(telea.err.find("--fill") != std::string::npos);
   check_one_line_error(run_app("inpaint-bench", "--only train,speed", dir), "'speed'");
   check_one_line_error(run_app("inpaint-bench", "--size 32 --levels 3 --width 4 --json " + quote(dir + "/bench.json"), dir),
                        "exists");
