@@ -93,8 +93,7 @@ int main(int argc, char** argv) {
         if (lm.mask.width != image.width || lm.mask.height != image.height)
           cli::fail(f.mask + ": the mask is " + std::to_string(lm.mask.width) + "×" + std::to_string(lm.mask.height) +
                     ", the image " + f.gt + " is " + std::to_string(image.width) + "×" + std::to_string(image.height));
-        ImageU8 comp = inference::inpaint(*net, image, lm.mask).composite;
-        if (texture == "transfer") comp = texture_transfer(comp, lm.mask);
+        const ImageU8 comp = apply_texture(texture, inference::inpaint(*net, image, lm.mask).composite, lm.mask);
         table.add(evaluate_image(f.name, image_to_tensor(comp), image_to_tensor(image), lm.mask));
         if (++done % 10 == 0 || done == int64_t(files.size()))
           cli::progress("inpaint-eval: " + std::to_string(done) + "/" + std::to_string(files.size()));

@@ -230,4 +230,16 @@ ImageU8 texture_transfer(const ImageU8& composite, const MaskImage& mask, const 
   return out;
 }
 
+bool is_texture_name(const std::string& name) { return name == "none" || name == "transfer"; }
+
+void check_texture_name(const std::string& name) {
+  if (!is_texture_name(name)) throw Error("texture '" + name + "': expected none or transfer");
+}
+
+ImageU8 apply_texture(const std::string& name, ImageU8 composite, const MaskImage& mask) {
+  check_texture_name(name);
+  if (name == "transfer") return texture_transfer(composite, mask);
+  return composite;
+}
+
 }  // namespace pconv

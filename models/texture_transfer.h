@@ -15,6 +15,7 @@
 // targets; the source patches are thinned (a coarser grid) to keep that product under
 // `max_pairs`, so a large photo costs about the same as a 512² one (~1.1 s on one core).
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/data/masks.h"
@@ -44,6 +45,15 @@ struct TextureTransferOptions {
 // or no known patch far enough from the holes to be a source (tiny photos, a hole
 // everywhere), the composite comes back unchanged. Throws Error on a size mismatch or bad options.
 ImageU8 texture_transfer(const ImageU8& composite, const MaskImage& mask, const TextureTransferOptions& options = {});
+
+// The texture choices every tool offers (--texture, the API's "texture" field): "none" (the
+// composite as it is) or "transfer" (texture_transfer with the default options).
+bool is_texture_name(const std::string& name);
+// Throws Error "texture 'x': expected none or transfer" for any other name.
+void check_texture_name(const std::string& name);
+// The composite with `name`'s texture applied (check_texture_name's Error for a bad name); by
+// value, so "none" moves the caller's image through without a copy.
+ImageU8 apply_texture(const std::string& name, ImageU8 composite, const MaskImage& mask);
 
 namespace texture_detail {
 // The pieces, public for tests. Planes are 3×H×W floats.

@@ -247,6 +247,33 @@ TEST_CASE("serve: --texture transfer answers the texture_transfer of the plain c
   CHECK(textured.rgb == texture_transfer(plain, request.mask).rgb);
   CHECK(textured.rgb != plain.rgb);
   CHECK_THROWS_AS(serve::model_inpainter(model.net, "noise"), Error);
+  // A request's own "texture" overrides the server's default, both ways.
+  request.texture = "none";
+  CHECK(serve::model_inpainter(model.net, "transfer")(request, nullptr).rgb == plain.rgb);
+  request.texture = "transfer";
+  CHECK(serve::model_inpainter(model.net)(request, nullptr).rgb == textured.rgb);
+}
+
+TEST_CASE("serve: the API's texture field reaches the model; the page's default comes from GET /api/v1/model") {
+  const Model model("serve_texture_http");
+  TestServer server(serve::model_inpainter(model.net));
+  httplib::Client client = server.client();
+  const ImageU8 img = random_image(120, 80, 4);
+  const MaskImage mask = box_mask(80, 120, 40, 30, 80, 50);
+  const ImageU8 plain = decode_answer(post(client, body(img, mask)));
+  const ImageU8 none = decode_answer(post(client, body(img, mask, {{"texture", "none"}})));
+  const ImageU8 textured = decode_answer(post(client, body(img, mask, {{"texture", "transfer"}})));
+  CHECK(none.rgb == plain.rgb);
+  CHECK(textured.rgb == texture_transfer(plain, mask).rgb);
+  CHECK(textured.rgb != plain.rgb);
+  check_error(post(client, body(img, mask, {{"texture", "noise"}})), 400,
+              "'texture' must be \"none\" or \"transfer\", got \"noise\"");
+  check_error(post(client, body(img, mask, {{"texture", 1}})), 400, "'texture' must be");
+  // The page reads the server's default from the model description and sends its checkbox.
+  const std::string page = serve::kPageHtml;
+  CHECK(page.find("id=\"texture\"") != std::string::npos);
+  CHECK(page.find("texture: $(\"texture\").checked ? \"transfer\" : \"none\"") != std::string::npos);
+  CHECK(page.find("m.texture === \"transfer\"") != std::string::npos);
 }
 
 TEST_CASE("serve: a good request answers the pixels inpaint-run writes for the same image and mask") {
@@ -549,6 +576,7 @@ TEST_CASE("serve: inpaint-serve prints its URL, answers, and stops cleanly on Ct
   auto r = client.Get("/api/v1/model");
   REQUIRE(r);
   CHECK(json::parse(r->body)["name"] == "model");  // the file's stem, never the server's paths
+  CHECK(json::parse(r->body)["texture"] == "none");  // the page's checkbox starts from it
   CHECK(r->body.find(model.dir) == std::string::npos);
   const ImageU8 img = random_image(32, 24, 9);
   const MaskImage mask = box_mask(24, 32, 4, 4, 12, 12);

@@ -142,7 +142,7 @@ void inpaint_files(InpaintFilesOptions options) {
       const LoadedMask lm = load_mask(job.mask, convention);
       try {
         const ImageU8 filled = harmonic_inpaint(img, lm.mask);
-        save_image(job.out, options.texture == "transfer" ? texture_transfer(filled, lm.mask) : filled);
+        save_image(job.out, apply_texture(options.texture, filled, lm.mask));
       } catch (const Error& e) {
         cli::fail(job.image + ": " + e.what());
       }
@@ -238,7 +238,7 @@ void inpaint_files(InpaintFilesOptions options) {
     }
     for (size_t i = 0; i < results.size(); ++i) {
       const Job& job = jobs[start + i];
-      if (options.texture == "transfer") results[i].composite = texture_transfer(results[i].composite, masks[i]);
+      results[i].composite = apply_texture(options.texture, std::move(results[i].composite), masks[i]);
       save_image(job.out, results[i].composite);
       if (raw) save_image(job.raw, results[i].raw);
       ++done;

@@ -36,8 +36,7 @@ Inpainter::Inpainter(const InpainterOptions& options) : impl_(std::make_unique<I
   m.hd.crop_margin = options.crop_margin;
   m.hd.resize_limit = options.resize_limit;
   m.hd.validate();
-  if (options.texture != "none" && options.texture != "transfer")
-    throw Error("texture '" + options.texture + "' is neither 'none' nor 'transfer'");
+  check_texture_name(options.texture);
   if (!(options.memory_limit_gib >= 0))
     throw Error("memory_limit_gib must be >= 0, got " + std::to_string(options.memory_limit_gib));
   m.device = parse_device(options.device);
@@ -74,7 +73,7 @@ ImageU8 Inpainter::inpaint(const ImageU8& image, const MaskImage& mask) {
                   " (use hd_strategy crop or resize, or a smaller photo)");
   }
   ImageU8 out = inference::inpaint_any_size(*m.net, image, mask, m.hd).composite;
-  return m.options.texture == "transfer" ? texture_transfer(out, mask) : out;
+  return apply_texture(m.options.texture, std::move(out), mask);
 }
 
 std::vector<uint8_t> Inpainter::inpaint(const uint8_t* rgb, int width, int height, const uint8_t* holes) {

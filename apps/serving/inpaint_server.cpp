@@ -76,7 +76,7 @@ std::string media_type(const http::Request& r) {
 }  // namespace
 
 Inpainter model_inpainter(std::shared_ptr<PConvUNet> net, const std::string& texture) {
-  if (texture != "none" && texture != "transfer") throw Error("texture '" + texture + "': expected none or transfer");
+  check_texture_name(texture);
   return [net, texture](const InpaintRequest& request, const std::function<bool()>& cancelled) {
     if (net->device() == Device::CPU) {
       const auto passes = inference::plan_passes(request.mask, request.hd, int64_t(1) << net->config().levels);
@@ -88,9 +88,9 @@ Inpainter model_inpainter(std::shared_ptr<PConvUNet> net, const std::string& tex
                                 format_bytes(memory.need) + ", the server has " + format_bytes(memory.have) +
                                 " available (use Crop or Resize)");
     }
-    ImageU8 out = inference::inpaint_any_size(*net, request.image, request.mask, request.hd, false, cancelled).composite;
-    if (texture == "transfer") out = texture_transfer(out, request.mask);
-    return out;
+    return apply_texture(request.texture.empty() ? texture : request.texture,
+                         inference::inpaint_any_size(*net, request.image, request.mask, request.hd, false, cancelled).composite,
+                         request.mask);
   };
 }
 

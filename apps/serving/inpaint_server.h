@@ -18,7 +18,8 @@ namespace pconv::serve {
 
 // The model's inpainter: inference::inpaint_any_size with the request's HD options, after
 // refusing (413) a pass that would not fit in the memory the system has available.
-// texture "transfer": every answer's holes get models/texture_transfer.h's detail.
+// texture: what a request that does not name one gets ("none", or "transfer": the holes get
+// models/texture_transfer.h's detail); a request's "texture" field overrides it.
 Inpainter model_inpainter(std::shared_ptr<PConvUNet> net, const std::string& texture = "none");
 
 // Connections: how long a client may take, how many it may hold.

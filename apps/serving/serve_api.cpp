@@ -6,6 +6,7 @@
 
 #include "apps/serving/base64.h"
 #include "apps/serving/multipart.h"
+#include "models/texture_transfer.h"
 
 namespace pconv::serve {
 
@@ -86,6 +87,11 @@ InpaintRequest parse_fields(const json& body, const std::string& image_bytes, co
   r.hd.crop_margin = integer_option(body, "hd_strategy_crop_margin", r.hd.crop_margin, 0);
   r.hd.crop_trigger_size = integer_option(body, "hd_strategy_crop_trigger_size", r.hd.crop_trigger_size, 1);
   r.hd.resize_limit = integer_option(body, "hd_strategy_resize_limit", r.hd.resize_limit, 1);
+  if (body.contains("texture") && !body["texture"].is_null()) {
+    if (!body["texture"].is_string() || !is_texture_name(body["texture"].get<std::string>()))
+      bad_request("'texture' must be \"none\" or \"transfer\", got " + body["texture"].dump());
+    r.texture = body["texture"].get<std::string>();
+  }
   r.seed = integer_option(body, "sd_seed", 42, -1, int64_t(1) << 53);
   if (r.seed == -1) {  // IOPaint's "random": it draws one in 1..99999999 and answers it in X-Seed
     thread_local std::mt19937 draw{std::random_device{}()};

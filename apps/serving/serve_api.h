@@ -55,6 +55,9 @@ struct InpaintRequest {
   ImageFormat format = ImageFormat::Png;
   bool lossless = true;
   std::string icc, exif;
+  // pconv's own field: "none" or "transfer" (models/texture_transfer.h); empty when the request
+  // does not say, and then the server's --texture applies.
+  std::string texture;
   int64_t seed = 42;  // sd_seed, echoed in X-Seed as IOPaint does (-1: a random 1..99999999; pconv's model uses none)
 };
 
