@@ -136,6 +136,23 @@ __global__ void start_level_kernel(const int* has_holes, const uint8_t* any_know
   largest[p] = 0;
 }
 
+// Over-relaxes hole pixel i of plane pv toward the mean of its in-image neighbours, summed in
+// the CPU's order (left, right, up, down); returns |step| (0 for a 1×1 plane).
+template <typename T>
+__device__ double relax_pixel(T* pv, int i, int h, int w, T omega) {
+  const int y = i / w, x = i - y * w;
+  T sum = 0;
+  int count = 0;
+  if (x > 0) sum = add_rn(sum, pv[i - 1]), ++count;
+  if (x + 1 < w) sum = add_rn(sum, pv[i + 1]), ++count;
+  if (y > 0) sum = add_rn(sum, pv[i - w]), ++count;
+  if (y + 1 < h) sum = add_rn(sum, pv[i + w]), ++count;
+  if (count == 0) return 0;
+  const T step = mul_rn(omega, sub_rn(div_rn(sum, T(count)), pv[i]));
+  pv[i] = add_rn(pv[i], step);
+  return double(dev_abs(step));
+}
+
 // One colour's half-sweep of over-relaxation over that colour's holes, listed per image
 // (`holes` + start[n], len[n] entries: pixel indices in row-major order). grid.y: planes (in
 // chunks); the largest |step| of each plane goes into `largest` as the bits of a non-negative
@@ -150,17 +167,7 @@ __global__ void relax_kernel(T* v, const int* holes, const int* start, const int
   const int n = len[p / C];
   double big = 0;
   for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x) {
-    const int i = list[j], y = i / w, x = i - y * w;
-    T sum = 0;
-    int count = 0;
-    if (x > 0) sum = add_rn(sum, pv[i - 1]), ++count;
-    if (x + 1 < w) sum = add_rn(sum, pv[i + 1]), ++count;
-    if (y > 0) sum = add_rn(sum, pv[i - w]), ++count;
-    if (y + 1 < h) sum = add_rn(sum, pv[i + w]), ++count;
-    if (count == 0) continue;
-    const T step = mul_rn(omega, sub_rn(div_rn(sum, T(count)), pv[i]));
-    pv[i] = add_rn(pv[i], step);
-    big = fmax(big, double(dev_abs(step)));
+    big = fmax(big, relax_pixel(pv, list[j], h, w, omega));
   }
   for (int off = 16; off > 0; off >>= 1) big = fmax(big, __shfl_down_sync(0xffffffffu, big, off));
   if ((threadIdx.x & 31) == 0 && big > 0) {
@@ -192,17 +199,7 @@ __global__ void __launch_bounds__(kLevelThreads) relax_level_kernel(
       const int* list = holes + (colour ? start1 : start0)[image];
       const int n = (colour ? len1 : len0)[image];
       for (int j = threadIdx.x; j < n; j += blockDim.x) {
-        const int i = list[j], y = i / w, x = i - y * w;
-        T sum = 0;
-        int count = 0;
-        if (x > 0) sum = add_rn(sum, pv[i - 1]), ++count;
-        if (x + 1 < w) sum = add_rn(sum, pv[i + 1]), ++count;
-        if (y > 0) sum = add_rn(sum, pv[i - w]), ++count;
-        if (y + 1 < h) sum = add_rn(sum, pv[i + w]), ++count;
-        if (count == 0) continue;
-        const T step = mul_rn(omega, sub_rn(div_rn(sum, T(count)), pv[i]));
-        pv[i] = add_rn(pv[i], step);
-        big = fmax(big, double(dev_abs(step)));
+        big = fmax(big, relax_pixel(pv, list[j], h, w, omega));
       }
       __syncthreads();
     }
