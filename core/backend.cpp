@@ -67,6 +67,38 @@ void Backend::bias_activation_backward(const Tensor& out, const Tensor& gy, Acti
   sum_to(g, sums);
 }
 
+// The unfused composition, kernel by kernel as the UNet's layers ran them before.
+void Backend::batch_norm_activation(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma,
+                                    const Tensor& beta, double eps, const Tensor& noise, const Tensor& strength,
+                                    Activation act, double slope, Tensor& y) {
+  batch_norm_apply(x, mean, var, gamma, beta, eps, y);
+  if (noise.defined()) {
+    Tensor term = Tensor::empty(y.shape(), y.dtype(), y.device());
+    binary(BinaryOp::Mul, noise, strength.reshape({1, strength.size(0), 1, 1}), term);
+    binary(BinaryOp::Add, y, term, y);
+  }
+  if (act == Activation::Relu) unary(UnaryOp::Relu, y, y, 0);
+  if (act == Activation::LeakyRelu) unary(UnaryOp::LeakyRelu, y, y, slope);
+}
+
+void Backend::batch_norm_activation_backward(const Tensor& out, const Tensor& gy, const Tensor& x,
+                                             const Tensor& mean, const Tensor& var, const Tensor& gamma,
+                                             double eps, bool batch_stats, const Tensor& noise, Activation act,
+                                             double slope, Tensor& gx, Tensor& ggamma, Tensor& gbeta,
+                                             Tensor& gstrength) {
+  Tensor g = gy;
+  if (act != Activation::None) {
+    g = Tensor::empty(gy.shape(), gy.dtype(), gy.device());
+    pointwise_grad(act == Activation::Relu ? PointwiseGrad::Relu : PointwiseGrad::LeakyRelu, out, gy, g, slope);
+  }
+  batch_norm_backward(g, x, mean, var, gamma, eps, batch_stats, gx, ggamma, gbeta);
+  if (!gstrength.defined()) return;
+  Tensor product = Tensor::empty(g.shape(), g.dtype(), g.device());
+  binary(BinaryOp::Mul, g, noise, product);
+  Tensor sums = gstrength.reshape({1, gstrength.size(0), 1, 1});
+  sum_to(product, sums);
+}
+
 // Through the host (core/backend.h says why): the CPU's kernel on copies, and the result back.
 void Backend::harmonic_fill(const Tensor& image, const Tensor& mask, Tensor& out, const HarmonicFillParams& p) {
   Tensor host_image = Tensor::empty(image.shape(), image.dtype(), Device::CPU);

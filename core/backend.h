@@ -146,6 +146,26 @@ class Backend {
   virtual void bias_activation_backward(const Tensor& out, const Tensor& gy, Activation act,
                                         double slope, Tensor& g, Tensor& gbias);
 
+  // ---- BatchNorm's apply, the noise term and the activation fused (core/cpu/batchnorm_activation.cpp):
+  // one pass instead of four kernels that each read and write a whole tensor. In the UNet's
+  // layers (models/pconv_unet.h), x N×C×H×W, noise N×1×H×W or undefined:
+  //   y = act((x - mean)·scale + beta + noise[n]·strength[c]),  scale = gamma / sqrt(var + eps)
+  // with the values of batch_norm_apply, binary(Mul) of noise and strength into a tensor,
+  // binary(Add) and unary(Relu / LeakyRelu): the product is rounded before it is added. y may be x.
+  virtual void batch_norm_activation(const Tensor& x, const Tensor& mean, const Tensor& var,
+                                     const Tensor& gamma, const Tensor& beta, double eps,
+                                     const Tensor& noise, const Tensor& strength, Activation act,
+                                     double slope, Tensor& y);
+  // Its gradients from the output (slope ≥ 0: out > 0 exactly where the activation's input
+  // was): with g = gy · act'(out), those of batch_norm_backward(g) (gx may be undefined) and
+  // gstrength (C; skipped when undefined) = Σ g·noise over N, H, W, summed as sum_to sums it.
+  // The defaults compose those kernels (the GPU's path); the CPU fuses them.
+  virtual void batch_norm_activation_backward(const Tensor& out, const Tensor& gy, const Tensor& x,
+                                              const Tensor& mean, const Tensor& var, const Tensor& gamma,
+                                              double eps, bool batch_stats, const Tensor& noise,
+                                              Activation act, double slope, Tensor& gx, Tensor& ggamma,
+                                              Tensor& gbeta, Tensor& gstrength);
+
   // ---- batch norm over N,H,W per channel. mean/var are C-vectors; var is biased.
   virtual void batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var) = 0;
   // y = (x - mean) / sqrt(var + eps) * gamma + beta

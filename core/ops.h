@@ -86,6 +86,17 @@ int64_t mask_channels(const Mask& mask);
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                   Tensor& running_var, bool use_batch_stats, bool update_running,
                   double momentum = 0.1, double eps = 1e-5, Communicator* sync = nullptr);
+// act(batch_norm(x) + noise · strength) with the same values, the UNet's layers after each
+// partial convolution (models/pconv_unet.h): BatchNorm's apply, the noise term and the activation
+// one pass over the output, their gradients two passes (Backend::batch_norm_activation,
+// core/ops/batchnorm_activation.cpp). noise: N×1×H×W without gradient, or undefined (no term;
+// strength is then ignored); strength: C. The output is kept for the activation's gradient
+// instead of its input. slope: LeakyRelu's, >= 0. With `sync` of several ranks it composes
+// those ops (synchronised statistics need the all-reduce between the passes).
+Tensor batch_norm_activation(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                             Tensor& running_var, bool use_batch_stats, bool update_running, double momentum,
+                             double eps, const Tensor& noise, const Tensor& strength, Activation act,
+                             double slope = 0.2, Communicator* sync = nullptr);
 
 // ---- resampling and channels (core/ops/resample.cpp, core/ops/shape.cpp)
 Tensor max_pool2d(const Tensor& x);           // 2×2, stride 2
@@ -109,6 +120,11 @@ void leaky_relu_(Tensor& x, double slope = 0.2);
 // x = batch_norm(x) with the running statistics                         (core/ops/batchnorm.cpp)
 void batch_norm_eval_(Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                       const Tensor& running_var, double eps = 1e-5);
+// x = act(batch_norm(x) + noise · strength) with the running statistics, one pass
+// (core/ops/batchnorm_activation.cpp); noise may be undefined.
+void batch_norm_activation_eval_(Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                                 const Tensor& running_var, double eps, const Tensor& noise, const Tensor& strength,
+                                 Activation act, double slope = 0.2);
 // partial_conv2d, with x ⊙ m written over x instead of into a copy      (core/ops/pconv.cpp)
 PConvResult partial_conv2d_(Tensor& x, const Mask& mask, const Tensor& w, const Tensor& bias,
                             int64_t stride, int64_t pad);

@@ -28,4 +28,21 @@ void BatchNorm2d::forward_(Tensor& x) {
     batch_norm_eval_(x, *weight_, *bias_, *running_mean_, *running_var_, eps_);
 }
 
+Tensor BatchNorm2d::forward(const Tensor& x, const Tensor& noise, const Tensor& strength, Activation act,
+                            double slope) {
+  check_rank("BatchNorm2d", "x", x, 4);
+  const bool batch_stats = uses_batch_stats();
+  return batch_norm_activation(x, *weight_, *bias_, *running_mean_, *running_var_, batch_stats, batch_stats,
+                               momentum_, eps_, noise, strength, act, slope, sync_);
+}
+
+void BatchNorm2d::forward_(Tensor& x, const Tensor& noise, const Tensor& strength, Activation act, double slope) {
+  check_grad_mode_off("BatchNorm2d::forward_");
+  if (uses_batch_stats())
+    x = forward(x, noise, strength, act, slope);
+  else
+    batch_norm_activation_eval_(x, *weight_, *bias_, *running_mean_, *running_var_, eps_, noise, strength, act,
+                                slope);
+}
+
 }  // namespace pconv

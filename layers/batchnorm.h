@@ -30,6 +30,11 @@ class BatchNorm2d : public Module {
   // Inference (grad mode off): normalises x in place with the running statistics; with batch
   // statistics (training mode) x is replaced by forward(x), as those need the whole batch first.
   void forward_(Tensor& x);
+  // act(forward(x) + noise · strength) with the same values in one fused op
+  // (core/ops.h batch_norm_activation): the UNet's layers. noise N×1×H×W or undefined.
+  Tensor forward(const Tensor& x, const Tensor& noise, const Tensor& strength, Activation act, double slope);
+  // Its inference form, in place on x (grad mode off).
+  void forward_(Tensor& x, const Tensor& noise, const Tensor& strength, Activation act, double slope);
 
   void set_use_running_stats(bool on) { use_running_stats_ = on; }
   bool uses_running_stats() const { return use_running_stats_; }

@@ -210,9 +210,28 @@ Tensor PConvUNetLayer::add_noise(const Tensor& out, const Tensor& noise) const {
   return add(out, mul(noise, noise_->reshape({1, noise_->size(0), 1, 1})));
 }
 
+namespace {
+pconv::Activation fused_activation(PConvUNetLayer::Activation a) {
+  switch (a) {
+    case PConvUNetLayer::Activation::Relu: return pconv::Activation::Relu;
+    case PConvUNetLayer::Activation::LeakyRelu: return pconv::Activation::LeakyRelu;
+    case PConvUNetLayer::Activation::None: break;
+  }
+  return pconv::Activation::None;
+}
+}  // namespace
+
+// With BatchNorm, the BatchNorm, noise and activation are one fused op with the values of the
+// composition below (core/ops.h batch_norm_activation); without, there is no noise (the first
+// and last layers) and the activation follows the bias.
 PConvResult PConvUNetLayer::forward(const Tensor& x, const Mask& mask, const Tensor& noise) {
   PConvResult r = PartialConv2d::forward(x, mask);
-  if (bn_) r.out = bn_->forward(r.out);
+  if (bn_) {
+    const bool noisy = noise_ && noise.defined();
+    r.out = bn_->forward(r.out, noisy ? noise : Tensor(), noisy ? *noise_ : Tensor(), fused_activation(activation_),
+                         0.2);
+    return r;
+  }
   r.out = add_noise(r.out, noise);
   switch (activation_) {
     case Activation::None: break;
@@ -224,7 +243,11 @@ PConvResult PConvUNetLayer::forward(const Tensor& x, const Mask& mask, const Ten
 
 PConvResult PConvUNetLayer::forward_(Tensor& x, const Mask& mask, const Tensor& noise) {
   PConvResult r = partial_conv2d_(x, mask, weight(), bias(), stride(), padding());
-  if (bn_) bn_->forward_(r.out);
+  if (bn_) {
+    const bool noisy = noise_ && noise.defined();
+    bn_->forward_(r.out, noisy ? noise : Tensor(), noisy ? *noise_ : Tensor(), fused_activation(activation_), 0.2);
+    return r;
+  }
   r.out = add_noise(r.out, noise);
   switch (activation_) {
     case Activation::None: break;

@@ -3,6 +3,8 @@
 #include <cmath>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/batchnorm_planes.h"
+#include "core/cpu/lane_sums.h"
 
 namespace pconv {
 
@@ -21,36 +23,38 @@ ChannelLayout layout_of(const char* op, const Tensor& x) {
   return {n, c, c == 0 || n == 0 ? 0 : x.numel() / (n * c)};
 }
 
-// Σ a(i) and Σ b(i) over i in [0, n), each in 8 independent double lanes: one accumulator
-// is a serial chain the compiler may not reorder; 8 lanes vectorise and keep the same
-// accuracy (every partial sum is still in double).
-struct Sums {
-  double a = 0, b = 0;
-};
-template <typename FA, typename FB>
-Sums lane_sums(int64_t n, FA&& fa, FB&& fb) {
-  constexpr int kLanes = 8;
-  double la[kLanes] = {}, lb[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) {
-      la[k] += fa(i + k);
-      lb[k] += fb(i + k);
-    }
-  for (; i < n; ++i) {
-    la[0] += fa(i);
-    lb[0] += fb(i);
-  }
-  Sums s;
-  for (int k = 0; k < kLanes; ++k) s.a += la[k], s.b += lb[k];
-  return s;
-}
-template <typename F>
-double lane_sum(int64_t n, F&& f) {
-  return lane_sums(n, f, [](int64_t) { return 0.0; }).a;
+}  // namespace
+
+template <typename T>
+[[gnu::noinline]] void batch_norm_grad_sums(const T* g, const T* x, int64_t n, double m, double istd, double& sum_gy,
+                                            double& sum_gy_xhat) {
+  const Sums s = lane_sums(n, [&](int64_t i) { return double(g[i]); },
+                           [&](int64_t i) { return double(g[i]) * (double(x[i]) - m); });
+  sum_gy += s.a;
+  sum_gy_xhat += s.b * istd;
 }
 
-}  // namespace
+template <typename T>
+[[gnu::noinline]] void batch_norm_grad_input(const T* g, const T* x, T* gx, int64_t n, double m, double istd,
+                                             double k, double sum_gy, double sum_gy_xhat, double count,
+                                             bool batch_stats) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double gi = double(g[i]);
+    if (batch_stats) {
+      const double xhat = (double(x[i]) - m) * istd;
+      gx[i] = T(k * (gi - (sum_gy + xhat * sum_gy_xhat) / count));
+    } else {
+      gx[i] = T(k * gi);
+    }
+  }
+}
+
+template void batch_norm_grad_sums<float>(const float*, const float*, int64_t, double, double, double&, double&);
+template void batch_norm_grad_sums<double>(const double*, const double*, int64_t, double, double, double&, double&);
+template void batch_norm_grad_input<float>(const float*, const float*, float*, int64_t, double, double, double,
+                                           double, double, double, bool);
+template void batch_norm_grad_input<double>(const double*, const double*, double*, int64_t, double, double, double,
+                                            double, double, double, bool);
 
 void CpuBackend::batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var) {
   const ChannelLayout l = layout_of("batch_norm_stats", x);
@@ -132,11 +136,7 @@ void CpuBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const Te
       double sum_gy = 0, sum_gy_xhat = 0;
       for (int64_t n = 0; n < l.batch; ++n) {
         const int64_t off = (n * l.channels + c) * l.inner;
-        const T *g = gyp + off, *xr = xp + off;
-        const Sums s = lane_sums(l.inner, [&](int64_t i) { return double(g[i]); },
-                                 [&](int64_t i) { return double(g[i]) * (double(xr[i]) - m); });
-        sum_gy += s.a;
-        sum_gy_xhat += s.b * istd;
+        batch_norm_grad_sums(gyp + off, xp + off, l.inner, m, istd, sum_gy, sum_gy_xhat);
       }
       gbp[c] = T(sum_gy);
       ggp[c] = T(sum_gy_xhat);
@@ -144,15 +144,8 @@ void CpuBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const Te
       const double k = double(gp[c]) * istd;
       for (int64_t n = 0; n < l.batch; ++n) {
         const int64_t off = (n * l.channels + c) * l.inner;
-        for (int64_t i = 0; i < l.inner; ++i) {
-          const double g = double(gyp[off + i]);
-          if (batch_stats) {
-            const double xhat = (double(xp[off + i]) - m) * istd;
-            gxp[off + i] = T(k * (g - (sum_gy + xhat * sum_gy_xhat) / count));
-          } else {
-            gxp[off + i] = T(k * g);
-          }
-        }
+        batch_norm_grad_input(gyp + off, xp + off, gxp + off, l.inner, m, istd, k, sum_gy, sum_gy_xhat, count,
+                              batch_stats);
       }
     }
   });

@@ -46,6 +46,13 @@ class CpuBackend final : public Backend {
   void bias_activation_backward(const Tensor& out, const Tensor& gy, Activation act, double slope, Tensor& g,
                                 Tensor& gbias) override;
 
+  void batch_norm_activation(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma,
+                             const Tensor& beta, double eps, const Tensor& noise, const Tensor& strength,
+                             Activation act, double slope, Tensor& y) override;
+  void batch_norm_activation_backward(const Tensor& out, const Tensor& gy, const Tensor& x, const Tensor& mean,
+                                      const Tensor& var, const Tensor& gamma, double eps, bool batch_stats,
+                                      const Tensor& noise, Activation act, double slope, Tensor& gx,
+                                      Tensor& ggamma, Tensor& gbeta, Tensor& gstrength) override;
   void batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var) override;
   void batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma,
                         const Tensor& beta, double eps, Tensor& y) override;

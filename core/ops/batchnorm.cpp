@@ -6,6 +6,7 @@
 
 #include "core/distributed/communicator.h"
 #include "core/ops.h"
+#include "core/ops/batchnorm_statistics.h"
 
 namespace pconv {
 
@@ -95,9 +96,9 @@ Tensor all_ranks_input_grad(Communicator& comm, const Tensor& gx, const Tensor& 
 
 }  // namespace
 
-Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-                  Tensor& running_var, bool use_batch_stats, bool update_running_stats,
-                  double momentum, double eps, Communicator* sync) {
+BatchNormStatistics batch_norm_statistics(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                          Tensor& running_mean, Tensor& running_var, bool use_batch_stats,
+                                          bool update_running_stats, double momentum, Communicator* sync) {
   check_defined("batch_norm", "x", x);
   if (x.dim() < 2)
     throw Error("batch_norm: x must have rank >= 2 (N×C×...), got shape " + shape_str(x.shape()));
@@ -119,30 +120,42 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
 
   Backend& be = backend_of(x);
   const Shape cshape{channels};
+  BatchNormStatistics st;
   // Missing affine parameters act as gamma = 1, beta = 0.
-  const Tensor g = gamma.defined() ? gamma.detach() : Tensor::ones(cshape, x.dtype(), x.device());
-  const Tensor b = beta.defined() ? beta.detach() : Tensor::zeros(cshape, x.dtype(), x.device());
+  st.gamma = gamma.defined() ? gamma.detach() : Tensor::ones(cshape, x.dtype(), x.device());
+  st.beta = beta.defined() ? beta.detach() : Tensor::zeros(cshape, x.dtype(), x.device());
 
   // Several ranks' batches form one (eval and frozen statistics need no communication).
-  Communicator* ranks = use_batch_stats && sync && sync->size() > 1 ? sync : nullptr;
-  Tensor mean, var;
-  double count = double(per_channel);  // values per channel in the statistics
+  st.ranks = use_batch_stats && sync && sync->size() > 1 ? sync : nullptr;
+  st.count = double(per_channel);  // values per channel in the statistics
   if (use_batch_stats) {
-    mean = Tensor::empty(cshape, x.dtype(), x.device());
-    var = Tensor::empty(cshape, x.dtype(), x.device());
-    be.batch_norm_stats(x, mean, var);
-    if (ranks) count = combine_statistics(*ranks, mean, var, per_channel);
+    st.mean = Tensor::empty(cshape, x.dtype(), x.device());
+    st.var = Tensor::empty(cshape, x.dtype(), x.device());
+    be.batch_norm_stats(x, st.mean, st.var);
+    if (st.ranks) st.count = combine_statistics(*st.ranks, st.mean, st.var, per_channel);
     if (updating) {
       // PyTorch keeps the unbiased variance in running_var: var · n / (n - 1).
-      const double n = count;
-      update_running(running_mean, mean, momentum, 1.0);
-      update_running(running_var, var, momentum, n / (n - 1.0));
+      const double n = st.count;
+      update_running(running_mean, st.mean, momentum, 1.0);
+      update_running(running_var, st.var, momentum, n / (n - 1.0));
     }
   } else {
     // Copies: the running statistics may change in place before backward runs.
-    mean = running_mean.detach().clone();
-    var = running_var.detach().clone();
+    st.mean = running_mean.detach().clone();
+    st.var = running_var.detach().clone();
   }
+  return st;
+}
+
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                  Tensor& running_var, bool use_batch_stats, bool update_running_stats,
+                  double momentum, double eps, Communicator* sync) {
+  const BatchNormStatistics st = batch_norm_statistics(x, gamma, beta, running_mean, running_var, use_batch_stats,
+                                                       update_running_stats, momentum, sync);
+  Backend& be = backend_of(x);
+  const Tensor &mean = st.mean, &var = st.var, &g = st.gamma, &b = st.beta;
+  Communicator* ranks = st.ranks;
+  const double count = st.count;
 
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   be.batch_norm_apply(x, mean, var, g, b, eps, y);
