@@ -33,9 +33,10 @@ void check_args(const char* op, const Tensor& x, const Tensor& noise, Activation
                 " must be >= 0 (the gradient reads the sign of the output)");
 }
 
-// The activation of unary(Relu / LeakyRelu).
+// The activation of unary(Relu / LeakyRelu). With the loops' no-trapping-math (GCC inlines no
+// function whose optimisation options differ from its caller's: a call per value, no vectors).
 template <Activation A, typename T>
-inline T activate(T v, T a) {
+PCONV_NO_TRAPPING_MATH inline T activate(T v, T a) {
   if constexpr (A == Activation::Relu) return !(v <= 0) ? v : T(0);  // NaN stays NaN
   if constexpr (A == Activation::LeakyRelu) return v > 0 ? v : a * v;
   return v;
@@ -43,7 +44,7 @@ inline T activate(T v, T a) {
 
 // Its gradient from the output, as pointwise_grad computes it from the input (same sign).
 template <Activation A, typename T>
-inline T activation_grad(T out, T gy, T a) {
+PCONV_NO_TRAPPING_MATH inline T activation_grad(T out, T gy, T a) {
   if constexpr (A == Activation::Relu) return out > 0 ? gy : T(0);
   if constexpr (A == Activation::LeakyRelu) return out > 0 ? gy : a * gy;
   return gy;
