@@ -1,8 +1,8 @@
 // inpaint-serve's page in headless Chromium (Debian's chromium, driven by puppeteer-core):
 // for each photo in DIR (photo.png, rotated.jpg with EXIF orientation 6, photo.webp), open it
 // through the file chooser, paint a stroke with mouse events, wait for the fill, and check that
-// only stroke pixels changed and that they changed; then undo/redo, download, and no console
-// errors. Run by tests/test_serve_page.cpp:
+// only stroke pixels changed and that they changed; then undo/redo, download, the texture box,
+// and no console errors. Run by tests/test_serve_page.cpp:
 //   node tests/browser/page_test.mjs URL DIR
 // Prints one line per check; exits 1 on the first failure, with the reason.
 import puppeteer from "puppeteer-core";
@@ -53,6 +53,7 @@ try {
   const cdp = await page.createCDPSession();
   await cdp.send("Browser.setDownloadBehavior", { behavior: "allow", downloadPath: dir });
 
+  let firstSent = null;
   for (const [file, width, height] of [["photo.png", 96, 64], ["rotated.jpg", 32, 48], ["photo.webp", 96, 64]]) {
     // Open through the file chooser, as a user does.
     const [chooser] = await Promise.all([page.waitForFileChooser(), page.click("label:has(#open)")]);
@@ -71,6 +72,7 @@ try {
     const response = await answer;
     if (response.status() !== 200) fail(file + ": the server answered " + response.status());
     const sent = JSON.parse(response.request().postData());
+    firstSent = firstSent || sent;
     const type = response.headers()["content-type"];
     // The answer's bytes: DevTools does not keep a fetch() body the page has read, so the same
     // request is sent again (the stand-in inpainter is deterministic).
@@ -108,6 +110,23 @@ try {
   const clients = await (await fetch(url + "api/v1/connected_clients")).json();
   if (clients.count < 1) fail("connected_clients does not count the page: " + JSON.stringify(clients));
   say("counted as a connected client");
+
+  // The texture box: off by default (the server's default is none), and its state goes with
+  // the next stroke's request.
+  if (firstSent.texture !== "none") fail("the first request's texture is " + JSON.stringify(firstSent.texture) + ", not \"none\"");
+  await page.click("#texture");
+  const box = await page.$eval("#view", (c) => { const r = c.getBoundingClientRect(); return { x: r.left, y: r.top, w: r.width, h: r.height }; });
+  const textured = page.waitForResponse((r) => r.url().endsWith("/api/v1/inpaint"));
+  await page.mouse.move(box.x + box.w * 0.5, box.y + box.h * 0.2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.w * 0.5, box.y + box.h * 0.8, { steps: 8 });
+  await page.mouse.up();
+  const texturedResponse = await textured;
+  if (texturedResponse.status() !== 200) fail("with texture ticked the server answered " + texturedResponse.status());
+  const texturedSent = JSON.parse(texturedResponse.request().postData());
+  if (texturedSent.texture !== "transfer") fail("with texture ticked the request's texture is " + JSON.stringify(texturedSent.texture));
+  await page.waitForFunction(() => document.getElementById("message").textContent.startsWith("Done in"));
+  say("the texture box goes with the request (none, then transfer)");
 
   if (errors.length) fail("console errors: " + errors.join(" | "));
   say("no console errors");
