@@ -131,10 +131,11 @@ PConvResult partial_conv2d(const Tensor& x, const Mask& mask, const Tensor& w, c
       b.pconv_grad_scale(gy, count, window, g);
     }
     if (n.needs_grad(0)) {
-      Tensor gxm = Tensor::empty(x_shape, gy.dtype(), gy.device());
-      b.conv2d_backward_data(g, saved_w, gxm, p);
+      // Masked in place (elementwise, so safe): one input-sized tensor fewer per layer and
+      // step, whose fresh pages cost page faults on this machine's kernel.
       grads[0] = Tensor::empty(x_shape, gy.dtype(), gy.device());
-      b.mask_apply(gxm, saved_mask, grads[0]);
+      b.conv2d_backward_data(g, saved_w, grads[0], p);
+      b.mask_apply(grads[0], saved_mask, grads[0]);
     }
     if (n.needs_grad(1)) {
       grads[1] = Tensor::empty(w_shape, gy.dtype(), gy.device());
