@@ -38,6 +38,18 @@ async function compare(page, imageUrl, maskUrl, answerUrl) {
   }, imageUrl, maskUrl, answerUrl);
 }
 
+// A stroke with mouse events from (fx, fy) to (tx, ty), fractions of the canvas; resolves to the
+// response of the fill it starts.
+async function stroke(page, fx, fy, tx, ty) {
+  const box = await page.$eval("#view", (c) => { const r = c.getBoundingClientRect(); return { x: r.left, y: r.top, w: r.width, h: r.height }; });
+  const answer = page.waitForResponse((r) => r.url().endsWith("/api/v1/inpaint"));
+  await page.mouse.move(box.x + box.w * fx, box.y + box.h * fy);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.w * tx, box.y + box.h * ty, { steps: 8 });
+  await page.mouse.up();
+  return answer;
+}
+
 const browser = await puppeteer.launch({
   executablePath: chromium,
   headless: true,
@@ -62,14 +74,8 @@ try {
     const shown = await page.$eval("#message", (e) => e.textContent);
     if (!shown.startsWith(width + "×" + height + ":")) fail(file + ": opened as " + shown + ", expected " + width + "×" + height);
 
-    // A stroke across the middle with mouse events; the fill starts when it ends.
-    const box = await page.$eval("#view", (c) => { const r = c.getBoundingClientRect(); return { x: r.left, y: r.top, w: r.width, h: r.height }; });
-    const answer = page.waitForResponse((r) => r.url().endsWith("/api/v1/inpaint"));
-    await page.mouse.move(box.x + box.w * 0.3, box.y + box.h * 0.5);
-    await page.mouse.down();
-    await page.mouse.move(box.x + box.w * 0.7, box.y + box.h * 0.5, { steps: 8 });
-    await page.mouse.up();
-    const response = await answer;
+    // A stroke across the middle; the fill starts when it ends.
+    const response = await stroke(page, 0.3, 0.5, 0.7, 0.5);
     if (response.status() !== 200) fail(file + ": the server answered " + response.status());
     const sent = JSON.parse(response.request().postData());
     firstSent = firstSent || sent;
@@ -115,13 +121,7 @@ try {
   // the next stroke's request.
   if (firstSent.texture !== "none") fail("the first request's texture is " + JSON.stringify(firstSent.texture) + ", not \"none\"");
   await page.click("#texture");
-  const box = await page.$eval("#view", (c) => { const r = c.getBoundingClientRect(); return { x: r.left, y: r.top, w: r.width, h: r.height }; });
-  const textured = page.waitForResponse((r) => r.url().endsWith("/api/v1/inpaint"));
-  await page.mouse.move(box.x + box.w * 0.5, box.y + box.h * 0.2);
-  await page.mouse.down();
-  await page.mouse.move(box.x + box.w * 0.5, box.y + box.h * 0.8, { steps: 8 });
-  await page.mouse.up();
-  const texturedResponse = await textured;
+  const texturedResponse = await stroke(page, 0.5, 0.2, 0.5, 0.8);
   if (texturedResponse.status() !== 200) fail("with texture ticked the server answered " + texturedResponse.status());
   const texturedSent = JSON.parse(texturedResponse.request().postData());
   if (texturedSent.texture !== "transfer") fail("with texture ticked the request's texture is " + JSON.stringify(texturedSent.texture));
