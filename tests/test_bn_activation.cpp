@@ -8,8 +8,10 @@
 
 #include "core/ops.h"
 #include "tests/gradcheck.h"
+#include "tests/test_util.h"
 
 using namespace pconv;
+using testing::check_identical;
 
 namespace {
 
@@ -71,17 +73,6 @@ Tensor unfused(Inputs& in, bool batch_stats, Activation act, double slope) {
 Tensor fused(Inputs& in, bool batch_stats, Activation act, double slope) {
   return batch_norm_activation(in.x, in.gamma, in.beta, in.running_mean, in.running_var, batch_stats, batch_stats,
                                0.1, 1e-5, in.noise, in.strength, act, slope);
-}
-
-void check_identical(const Tensor& a, const Tensor& b, const char* what) {
-  CAPTURE(std::string(what));
-  REQUIRE(a.defined());
-  REQUIRE(b.defined());
-  REQUIRE(a.shape() == b.shape());
-  const std::vector<double> va = a.to_double_vector(), vb = b.to_double_vector();
-  int64_t differ = 0;
-  for (size_t i = 0; i < va.size(); ++i) differ += va[i] != vb[i];
-  CHECK_MESSAGE(differ == 0, differ << " of " << va.size() << " values differ");
 }
 
 }  // namespace

@@ -7,8 +7,10 @@
 
 #include "core/ops.h"
 #include "tests/gradcheck.h"
+#include "tests/test_util.h"
 
 using namespace pconv;
+using testing::check_identical;
 
 namespace {
 
@@ -40,17 +42,6 @@ Tensor unfused(const Tensor& x, const Tensor& w, const Tensor& b, const Epilogue
   if (act == Activation::Relu) return relu(y);
   if (act == Activation::LeakyRelu) return leaky_relu(y, slope);
   return y;
-}
-
-void check_identical(const Tensor& a, const Tensor& b, const char* what) {
-  CAPTURE(what);
-  REQUIRE(a.defined());
-  REQUIRE(b.defined());
-  REQUIRE(a.shape() == b.shape());
-  const std::vector<double> va = a.to_double_vector(), vb = b.to_double_vector();
-  int64_t differ = 0;
-  for (size_t i = 0; i < va.size(); ++i) differ += va[i] != vb[i];
-  CHECK_MESSAGE(differ == 0, differ << " of " << va.size() << " values differ");
 }
 
 struct Grads {

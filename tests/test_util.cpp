@@ -188,4 +188,15 @@ Tensor square_hole(int64_t N, int64_t side, DType dtype) {
   return Tensor::from_vector(v, {N, 1, side, side}).to(dtype);
 }
 
+void check_identical(const Tensor& a, const Tensor& b, const std::string& what) {
+  CAPTURE(what);
+  REQUIRE(a.defined());
+  REQUIRE(b.defined());
+  REQUIRE(a.shape() == b.shape());
+  const std::vector<double> va = a.to_double_vector(), vb = b.to_double_vector();
+  int64_t differ = 0;
+  for (size_t i = 0; i < va.size(); ++i) differ += va[i] != vb[i];
+  CHECK_MESSAGE(differ == 0, differ << " of " << va.size() << " values differ");
+}
+
 }  // namespace pconv::testing

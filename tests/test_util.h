@@ -17,6 +17,8 @@ namespace pconv::testing {
 
 // Every tensor of two state dicts equal bit for bit (NaN-free, so == on values is bitwise).
 void check_same_tensors(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b);
+// Two tensors of one shape with equal values everywhere (NaN-free); the message counts those that differ.
+void check_identical(const Tensor& a, const Tensor& b, const std::string& what);
 
 // The message of the Error `f` throws; fails the test when it throws nothing.
 template <typename F>
