@@ -106,7 +106,15 @@ try {
   // Download: the result as PNG.
   await page.click("#download");
   const target = path.join(dir, "photo-inpainted.png");
-  for (let i = 0; i < 100 && !fs.existsSync(target); i++) await new Promise((r) => setTimeout(r, 50));
+  // Until the file is there with the same non-zero size twice in a row: under the sanitizers
+  // Chromium can still be writing it when it first appears.
+  const sizeOf = (f) => (fs.existsSync(f) ? fs.statSync(f).size : 0);
+  for (let i = 0, last = -1; i < 400; i++) {
+    const size = sizeOf(target);
+    if (size > 0 && size === last) break;
+    last = size;
+    await new Promise((r) => setTimeout(r, 50));
+  }
   if (!fs.existsSync(target)) fail("download wrote no " + target);
   const head = fs.readFileSync(target).subarray(0, 8).toString("latin1");
   if (head !== "\x89PNG\r\n\x1a\n") fail("the download is not a PNG");
