@@ -70,14 +70,11 @@ void run_server(RunServerOptions options) {
   const std::string texture = options.texture;
   iopaint.load = [device, device_name, texture](const ModelChoice& choice) {
     std::shared_ptr<PConvUNet> loaded = inference::load_model(choice.path, device);
-    nlohmann::json description = model_json(choice.name, loaded->config(), device_name);
-    description["texture"] = texture;  // the default of requests that do not name one (the page's checkbox)
-    return LoadedModel{model_inpainter(loaded, texture), description};
+    return LoadedModel{model_inpainter(loaded, texture), model_json(choice.name, loaded->config(), device_name, texture)};
   };
   const std::string name = std::filesystem::path(model).stem().string();
-  nlohmann::json description = model_json(name, net->config(), device_name);
-  description["texture"] = texture;
-  auto owned = std::make_unique<InpaintServer>(model_inpainter(net, texture), description, settings, access,
+  auto owned = std::make_unique<InpaintServer>(model_inpainter(net, texture),
+                                               model_json(name, net->config(), device_name, texture), settings, access,
                                                options.connections, iopaint);
   InpaintServer& server = *owned;
   const int bound = server.bind(host, options.port);

@@ -183,7 +183,8 @@ std::string error_json(const std::string& message, const std::string& kind) {
   return json{{"error", kind}, {"detail", message}, {"body", ""}, {"errors", message}}.dump();
 }
 
-json model_json(const std::string& name, const PConvUNetConfig& config, const std::string& device) {
+json model_json(const std::string& name, const PConvUNetConfig& config, const std::string& device,
+                const std::string& texture) {
   return json{{"name", name},
               {"path", name},
               {"model_type", "inpaint"},
@@ -199,7 +200,8 @@ json model_json(const std::string& name, const PConvUNetConfig& config, const st
               {"is_single_file_diffusers", false},
               {"architecture", config.describe()},
               {"config", json::parse(config.to_json())},
-              {"device", device}};
+              {"device", device},
+              {"texture", texture}};
 }
 
 json server_config_json(const json& model, const ServerSettings& s, size_t waiting) {

@@ -88,9 +88,11 @@ EncodedAnswer encode_answer(const InpaintRequest& request, const ImageU8& compos
 // its web app shows `errors`, other clients `detail`.
 std::string error_json(const std::string& message, const std::string& kind = "HTTPException");
 
-// GET /api/v1/model: IOPaint's ModelInfo fields plus pconv's architecture and device. `name`
-// is what clients show and switch by (a file's stem, never its path).
-nlohmann::json model_json(const std::string& name, const PConvUNetConfig& config, const std::string& device);
+// GET /api/v1/model: IOPaint's ModelInfo fields plus pconv's architecture, device and
+// texture (what a request that names none gets: the server's --texture, the page's checkbox).
+// `name` is what clients show and switch by (a file's stem, never its path).
+nlohmann::json model_json(const std::string& name, const PConvUNetConfig& config, const std::string& device,
+                          const std::string& texture = "none");
 
 // GET /api/v1/server-config: IOPaint's fields plus, under "pconv", the limits, the HD defaults
 // and how many requests wait for the model now.
