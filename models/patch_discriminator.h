@@ -21,6 +21,12 @@
 
 namespace pconv {
 
+// Where a discriminator lives in a generator's training checkpoint (inpaint-train writes it,
+// inpaint-export --with-discriminator copies it): its tensors under this prefix, its config
+// (PatchDiscriminatorConfig::to_json) under this metadata key.
+inline constexpr const char* kDiscPrefix = "train.disc.";
+inline constexpr const char* kDiscConfigKey = "train.disc.config";
+
 struct PatchDiscriminatorConfig {
   int64_t in_channels = 4;  // RGB + mask; 3: RGB alone
   int64_t width = 32;       // channels of d1

@@ -7,6 +7,7 @@
 #include "core/finite.h"
 #include "core/io/safetensors.h"
 #include "core/ops.h"
+#include "models/patch_discriminator.h"  // kDiscPrefix, kDiscConfigKey
 #include "models/pconv_unet.h"
 
 namespace pconv {
@@ -17,12 +18,10 @@ struct ModelWeights {
   PConvUNetConfig config;
   std::map<std::string, Tensor> weights;  // the model's state: no optimiser or training state
   std::map<std::string, std::string> metadata;
-  // The discriminator's tensors ("train.disc.*", as inpaint-train writes them,
-  // apps/training/checkpoint_metadata.h: kDiscPrefix), for --with-discriminator.
+  // The discriminator's tensors (under kDiscPrefix, models/patch_discriminator.h), for
+  // --with-discriminator.
   std::map<std::string, Tensor> discriminator;
 };
-
-const std::string kDiscPrefix = "train.disc.", kDiscConfigKey = "train.disc.config";
 
 // A checkpoint's model, checked complete (building the model checks that the weights are there
 // with the config's shapes).

@@ -8,6 +8,8 @@
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 
+#include "models/patch_discriminator.h"  // kDiscPrefix, kDiscConfigKey
+
 namespace pconv {
 
 struct TrainOptions;
@@ -21,10 +23,9 @@ inline constexpr const char* kLrKey = "train.lr";
 inline constexpr const char* kDataStateKey = "train.data_state";
 inline constexpr const char* kDataCountKey = "train.data_count";
 inline constexpr const char* kOptionsKey = "train.options";
-inline constexpr const char* kDiscConfigKey = "train.disc.config";  // present when the run has a discriminator
 inline constexpr const char* kDiscLrKey = "train.d_lr";
-// Tensor names of the discriminator and of its Adam state in a checkpoint ("optim.*" → "train.disc_optim.*").
-inline constexpr const char* kDiscPrefix = "train.disc.";
+// The discriminator's tensors and config: kDiscPrefix and kDiscConfigKey (models/patch_discriminator.h),
+// present when the run has one; its Adam state ("optim.*" → "train.disc_optim.*"):
 inline constexpr const char* kDiscOptimPrefix = "train.disc_optim.";
 // With --ema the checkpoint's model is the average; the live weights are saved under this
 // prefix, and the average's update count under kEmaUpdatesKey.
