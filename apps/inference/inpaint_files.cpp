@@ -141,8 +141,7 @@ void inpaint_files(InpaintFilesOptions options) {
       const ImageU8 img = read_image_u8(job.image, max_pixels, ImageAlpha::Keep);
       const LoadedMask lm = load_mask(job.mask, convention);
       try {
-        const ImageU8 filled = harmonic_inpaint(img, lm.mask);
-        save_image(job.out, apply_texture(options.texture, filled, lm.mask));
+        save_image(job.out, apply_texture(options.texture, harmonic_inpaint(img, lm.mask), lm.mask));
       } catch (const Error& e) {
         cli::fail(job.image + ": " + e.what());
       }
