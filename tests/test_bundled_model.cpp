@@ -68,18 +68,18 @@ namespace {
 // This test binary's build folder is inside the source tree and data/model/ holds the model.
 bool in_tree_build_with_model() {
   std::error_code ec;
-  const fs::path source = fs::canonical(PCONV_SOURCE_DIR, ec), build = fs::canonical(PCONV_BINARY_DIR, ec);
+  const fs::path source = fs::canonical(pconv::testing::source_dir(), ec), build = fs::canonical(pconv::testing::binary_dir(), ec);
   return !ec && build.parent_path() == source && fs::exists(source / "data" / "model" / bundled::kFileName);
 }
 
 }  // namespace
 
 TEST_CASE("bundled model: the running binary's folder is its own") {
-  CHECK(fs::equivalent(bundled::executable_dir(), PCONV_BINARY_DIR));
+  CHECK(fs::equivalent(bundled::executable_dir(), pconv::testing::binary_dir()));
 }
 
 TEST_CASE("bundled model: this build folder finds the source tree's data/model/ (needs an in-tree build)" *
           doctest::skip(!in_tree_build_with_model())) {
-  const fs::path model = fs::path(PCONV_SOURCE_DIR) / "data" / "model" / bundled::kFileName;
-  CHECK(bundled::find_model_from(PCONV_BINARY_DIR, "") == fs::canonical(model).string());
+  const fs::path model = fs::path(pconv::testing::source_dir()) / "data" / "model" / bundled::kFileName;
+  CHECK(bundled::find_model_from(pconv::testing::binary_dir(), "") == fs::canonical(model).string());
 }

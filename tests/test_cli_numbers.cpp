@@ -85,7 +85,7 @@ TEST_CASE("cli numbers: every numeric option of every tool refuses 1e300, -1, na
                            "inpaint-bench", "inpaint-export", "inpaint-import", "bench-conv"}) {
     const std::vector<std::string> options = numeric_options(tool, dir);
     for (const std::string& option : options) found.insert(std::string(tool) + " " + option);
-    const std::string binary = quote(std::string(PCONV_BINARY_DIR) + "/" + tool);
+    const std::string binary = quote(pconv::testing::binary_dir() + "/" + tool);
     for (const std::string& option : options)
       for (const char* value : {"1e300", "-1", "nan", "inf"}) {
         script += "timeout 20 " + binary + " " + option + " " + value + " >/dev/null 2>" + quote(dir + "/err") +

@@ -117,8 +117,8 @@ TEST_CASE("e2e: inpaint-train learns on the bundled photos, resumes, and its mod
 
   // inpaint-run fills a generated hole in a validation photo; inpaint-eval scores it. Both are
   // built with the tests (add_dependencies in CMakeLists.txt): not finding them is a failure.
-  REQUIRE(fs::exists(std::string(PCONV_BINARY_DIR) + "/inpaint-run"));
-  REQUIRE(fs::exists(std::string(PCONV_BINARY_DIR) + "/inpaint-eval"));
+  REQUIRE(fs::exists(pconv::testing::binary_dir() + "/inpaint-run"));
+  REQUIRE(fs::exists(pconv::testing::binary_dir() + "/inpaint-eval"));
   fs::create_directories(dir + "/gt"), fs::create_directories(dir + "/masks"), fs::create_directories(dir + "/results");
   fs::copy_file(testing::source_path("data/val/brushes.jpg"), dir + "/gt/brushes.jpg");
   const ImageU8 photo = read_image_u8(dir + "/gt/brushes.jpg");

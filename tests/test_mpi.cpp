@@ -50,7 +50,7 @@ std::vector<std::string> mpirun(int ranks, const std::vector<std::string>& extra
   return a;
 }
 
-std::string train_binary() { return std::string(PCONV_BINARY_DIR) + "/inpaint-train"; }
+std::string train_binary() { return pconv::testing::binary_dir() + "/inpaint-train"; }
 
 // The tiny model: 3 levels, width 8, 32×32 crops, batch 4 (2 per rank).
 std::vector<std::string> tiny(const std::string& out, int64_t steps) {

@@ -511,7 +511,7 @@ struct ServeProcess {
   std::string err_path;
   ServeProcess(const std::string& dir, const std::vector<std::string>& args) {
     err_path = dir + "/serve.stderr";
-    const std::string binary = std::string(PCONV_BINARY_DIR) + "/inpaint-serve";
+    const std::string binary = pconv::testing::binary_dir() + "/inpaint-serve";
     REQUIRE_MESSAGE(std::filesystem::exists(binary), binary << " is not built");
     pid = fork();
     REQUIRE(pid >= 0);
