@@ -1,6 +1,7 @@
 // bench-conv: times the backend's conv2d forward, backward-data and backward-weight at the
 // PConv UNet's layer shapes (PAPER.md table) and at a reference shape, median of several
-// runs after a warm-up, and prints ms and GFLOP/s (2·N·K·C·kh·kw·Ho·Wo flops per pass).
+// runs after a warm-up, and prints ms, GFLOP/s (2·N·K·C·kh·kw·Ho·Wo flops per pass) and the
+// share of the cores' measured multiply-add peak (core/cpu/machine_peak.h).
 // `--precision both` times the f32 and the bf16 kernels of each pass one after the other and
 // prints their ratio, so a shared, noisy machine slows both alike.
 #include <omp.h>
@@ -16,6 +17,7 @@
 #include "apps/cli/cli.h"
 #include "core/backend.h"
 #include "core/cpu/dot_precision.h"
+#include "core/cpu/machine_peak.h"
 #include "core/tensor.h"
 
 using namespace pconv;
@@ -95,8 +97,14 @@ int main(int argc, char** argv) {
     Backend& cpu = backend(Device::CPU);
     std::printf("conv2d on the CPU, %s, %s, batch %lld, %d threads, median of %d runs\n", dtype.c_str(), precision.c_str(),
                 (long long)batch, omp_get_max_threads(), runs);
-    std::printf("%-18s %-14s %-14s %-5s %9s %7s %9s %7s %9s %7s\n", "layer", "input", "output", "prec", "fwd ms",
-                "GF/s", "bwd-x ms", "GF/s", "bwd-w ms", "GF/s");
+    // The fraction of the machine a pass uses: its GF/s over the cores' measured peak of the
+    // multiply-adds it runs (f32 FMA, or bf16 dot products under bf16).
+    const double f32_peak = measured_f32_fma_peak(), bf16_peak = precision == "fp32" ? 0 : measured_bf16_dot_peak();
+    std::printf("measured peak on %d threads: f32 FMA %.1f GF/s", omp_get_max_threads(), f32_peak);
+    if (bf16_peak > 0) std::printf(", bf16 dot products (VDPBF16PS) %.1f GF/s", bf16_peak);
+    std::printf("; %%pk: a pass's share of the peak of what it runs (K <= 4 and under 64 output pixels: f32 FMAs)\n");
+    std::printf("%-18s %-14s %-14s %-5s %9s %7s %4s %9s %7s %4s %9s %7s %4s\n", "layer", "input", "output", "prec",
+                "fwd ms", "GF/s", "%pk", "bwd-x ms", "GF/s", "%pk", "bwd-w ms", "GF/s", "%pk");
     for (const Layer& l : layers(size)) {
       if (!filter.empty() && l.name.find(filter) == std::string::npos) continue;
       const int64_t pad = l.pad, ho = (l.H + 2 * pad - l.k) / l.stride + 1;
@@ -117,12 +125,21 @@ int main(int argc, char** argv) {
           set_cpu_dot_precision(precisions[q] == "bf16" ? CpuDotPrecision::BF16 : CpuDotPrecision::F32);
           ms[q][pass] = median_ms(passes[pass], runs);
         }
-      for (size_t q = 0; q < precisions.size(); ++q)
-        std::printf("%-18s %-14s %-14s %-5s %9.2f %7.1f %9.2f %7.1f %9.2f %7.1f\n", l.name.c_str(),
-                    chw(l.C, l.H).c_str(), chw(l.K, ho).c_str(), precisions[q].c_str(), ms[q][0],
-                    gflop / ms[q][0] * 1e3, ms[q][1], gflop / ms[q][1] * 1e3, ms[q][2], gflop / ms[q][2] * 1e3);
+      for (size_t q = 0; q < precisions.size(); ++q) {
+        // As core/cpu/conv.cpp routes them: K ≤ 4 (direct kernels) and passes under 64 output
+        // pixels stay f32 under bf16; f64 FMAs do half the lanes' work.
+        const bool bf16_pass = precisions[q] == "bf16" && l.K > 4 && batch * ho * ho >= 64;
+        const double peak = bf16_pass ? bf16_peak : dt == DType::F64 ? f32_peak / 2 : f32_peak;
+        std::printf("%-18s %-14s %-14s %-5s", l.name.c_str(), chw(l.C, l.H).c_str(), chw(l.K, ho).c_str(),
+                    precisions[q].c_str());
+        for (int pass = 0; pass < 3; ++pass) {
+          const double gfs = gflop / ms[q][pass] * 1e3;
+          std::printf(" %9.2f %7.1f %4.0f", ms[q][pass], gfs, 100 * gfs / peak);
+        }
+        std::printf("\n");
+      }
       if (precisions.size() == 2)
-        std::printf("%-18s %-14s %-14s %-5s %8.2fx %7s %8.2fx %7s %8.2fx\n", "  f32/bf16 time", "", "", "",
+        std::printf("%-18s %-14s %-14s %-5s %8.2fx %12s %8.2fx %12s %8.2fx\n", "  f32/bf16 time", "", "", "",
                     ms[0][0] / ms[1][0], "", ms[0][1] / ms[1][1], "", ms[0][2] / ms[1][2]);
     }
   });

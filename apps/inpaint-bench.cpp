@@ -12,6 +12,8 @@
 // during the measure). Prints a markdown table; --json writes the same numbers.
 #include <sys/resource.h>
 
+#include <omp.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -26,6 +28,7 @@
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/cpu/dot_precision.h"
+#include "core/cpu/machine_peak.h"
 #include "core/data/imagenet.h"
 #include "core/data/masks.h"
 #include "core/distributed/communicator.h"
@@ -51,6 +54,7 @@ struct Measure {
   double per_second = 0;  // images/s
   double peak_mib = 0;
   double bytes = 0;  // all-reduce measures: bytes each rank contributes per step
+  double conv_gflop = 0;  // CPU: the convolutions' flops per iteration (0 elsewhere)
 };
 
 double peak_mib(Device device) {
@@ -79,6 +83,7 @@ Measure time_it(const std::string& name, int64_t batch, Device device, int warmu
   std::vector<double> seconds;
   for (int i = 0; i < warmup + iters; ++i) {
     const bool timed = i >= warmup;
+    if (i == warmup) reset_conv_flops();
     if (ranks.size() > 1) any_rank(ranks, false);  // a barrier
     if (ranks.rank() == 0)
       cli::progress("inpaint-bench: " + name + " " + (timed ? "iteration " + std::to_string(i - warmup + 1) + "/" +
@@ -99,6 +104,7 @@ Measure time_it(const std::string& name, int64_t batch, Device device, int warmu
   m.min_s = seconds.front();
   m.per_second = double(batch) / m.median_s;
   m.peak_mib = peak_mib(device);
+  if (device == Device::CPU) m.conv_gflop = conv_flops() / iters * 1e-9;
   return m;
 }
 
@@ -233,6 +239,7 @@ int main(int argc, char** argv) {
     if (!checkpoint_path.empty() && reports) net.save_checkpoint(checkpoint_path);
 
     std::vector<Measure> results;
+    double peak_gflops = 0;
     for (const std::string& name : measures) {
       if (name == "allreduce") {
         for (Measure& m : measure_allreduce(net, device, warmup, iters, *ranks)) results.push_back(m);
@@ -276,15 +283,29 @@ int main(int argc, char** argv) {
       std::printf("\n%s, %s, %s, warm-up %d, median of %d\n", config.describe().c_str(), ranks->describe().c_str(),
                   device_name.c_str(), warmup, iters);
     } else {
-      std::printf("| measure | batch | median (s) | min (s) | images/s | peak memory (MiB) |\n");
-      std::printf("|---|---:|---:|---:|---:|---:|\n");
-      for (const Measure& m : results)
-        std::printf("| %s | %lld | %.4f | %.4f | %.3f | %.0f |\n", m.name.c_str(), (long long)m.batch, m.median_s,
-                    m.min_s, m.per_second, m.peak_mib);
+      // The convolutions' flops over the whole step's time, against the cores' measured peak
+      // of the multiply-adds they run (bf16 dot products under --precision bf16): what fraction
+      // of the machine a step uses, the rest being other passes, packing and waiting.
+      const bool cpu = device == Device::CPU;
+      peak_gflops = !cpu ? 0 : precision == "bf16" ? measured_bf16_dot_peak() : measured_f32_fma_peak();
+      std::printf("| measure | batch | median (s) | min (s) | images/s | peak memory (MiB) | conv GF/s | of peak |\n");
+      std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+      for (const Measure& m : results) {
+        const double gfs = m.conv_gflop / m.median_s;
+        char rate[32] = "—", share[32] = "—";
+        if (cpu) std::snprintf(rate, sizeof rate, "%.1f", gfs);
+        if (cpu && peak_gflops > 0) std::snprintf(share, sizeof share, "%.0f %%", 100 * gfs / peak_gflops);
+        std::printf("| %s | %lld | %.4f | %.4f | %.3f | %.0f | %s | %s |\n", m.name.c_str(), (long long)m.batch,
+                    m.median_s, m.min_s, m.per_second, m.peak_mib, rate, share);
+      }
       std::printf("\n%s, %lldx%lld, %s %s, warm-up %d, median of %d; peak memory: %s\n",
                   config.describe().c_str(), (long long)size, (long long)size, device_name.c_str(), precision.c_str(),
                   warmup, iters,
                   device == Device::CPU ? "process max RSS so far" : "CUDA allocator peak in the measure");
+      if (cpu)
+        std::printf("conv GF/s: the convolutions' 2·N·K·C·kh·kw·Ho·Wo flops per step over the step's time; peak: "
+                    "%.1f GF/s, %s measured on %d threads\n",
+                    peak_gflops, precision == "bf16" ? "bf16 dot products (VDPBF16PS)" : "f32 FMA", omp_get_max_threads());
     }
 
     if (!json_path.empty()) {
@@ -304,7 +325,9 @@ int main(int argc, char** argv) {
                                 {"min_s", m.min_s},
                                 {"images_per_s", m.per_second},
                                 {"peak_memory_mib", m.peak_mib},
-                                {"bytes_per_rank", m.bytes}});
+                                {"bytes_per_rank", m.bytes},
+                                {"conv_gflop_per_iteration", m.conv_gflop}});
+      if (device == Device::CPU) j["peak_gflops"] = peak_gflops;
       write_file_atomic(json_path, j.dump(2) + "\n");
     }
   });

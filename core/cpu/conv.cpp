@@ -25,6 +25,7 @@
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/dot_precision.h"
 #include "core/cpu/gemm_bf16.h"
+#include "core/cpu/machine_peak.h"
 
 namespace pconv {
 
@@ -384,10 +385,16 @@ void backward_weight(const T* gy, const T* x, T* gw, const ConvGeometry& g) {
   }
 }
 
+// For the benchmarks' GF/s (core/cpu/machine_peak.h): 2·N·K·C·kh·kw·Ho·Wo per pass.
+void count_flops(const ConvGeometry& g) {
+  add_conv_flops(2.0 * double(g.N) * double(g.K) * double(g.depth()) * double(g.Ho) * double(g.Wo));
+}
+
 }  // namespace
 
 void CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, Tensor& y, const Conv2dParams& p) {
   const ConvGeometry g = geometry("conv2d_forward", x, w, y, p);
+  count_flops(g);
   dispatch_float("conv2d_forward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     forward(x.data<T>(), w.data<T>(), y.data<T>(), g);
@@ -397,6 +404,7 @@ void CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, Tensor& y, con
 void CpuBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, Tensor& gx,
                                       const Conv2dParams& p) {
   const ConvGeometry g = geometry("conv2d_backward_data", gx, w, gy, p);
+  count_flops(g);
   dispatch_float("conv2d_backward_data", gy.dtype(), [&](auto tag) {
     using T = decltype(tag);
     backward_data(gy.data<T>(), w.data<T>(), gx.data<T>(), g);
@@ -406,6 +414,7 @@ void CpuBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, Tensor&
 void CpuBackend::conv2d_backward_weight(const Tensor& gy, const Tensor& x, Tensor& gw,
                                         const Conv2dParams& p) {
   const ConvGeometry g = geometry("conv2d_backward_weight", x, gw, gy, p);
+  count_flops(g);
   dispatch_float("conv2d_backward_weight", gy.dtype(), [&](auto tag) {
     using T = decltype(tag);
     backward_weight(gy.data<T>(), x.data<T>(), gw.data<T>(), g);
