@@ -21,33 +21,62 @@ struct Plane {
 
 // Red–black over-relaxation on the holes of one level until the largest change is below
 // `tol` or `max_sweeps` sweeps. A hole pixel's target is the mean of its in-image neighbours.
+//
+// The hole pixels are listed once per level by colour ((x + y) mod 2), interior ones (four
+// neighbours in the image) apart from those on the border, so the sweeps do no division by the
+// width and no bounds tests for most pixels. A pixel reads only the other colour's values, so
+// the order within a colour does not change a value: the result is what one pass over the
+// image in scanline order per colour computes, bit for bit (the neighbours are summed in the
+// same order: left, right, up, down).
 template <typename T>
 int relax(T* v, const uint8_t* known, int64_t H, int64_t W, double tol, const HarmonicFillParams& o) {
-  std::vector<int64_t> holes[2];
+  struct Border {
+    int64_t i;
+    int8_t left, right, up, down;  // 1 where that neighbour is in the image
+  };
+  std::vector<int64_t> inner[2];
+  std::vector<Border> border[2];
   for (int64_t y = 0; y < H; ++y)
-    for (int64_t x = 0; x < W; ++x)
-      if (!known[y * W + x]) holes[(x + y) & 1].push_back(y * W + x);
-  if (holes[0].empty() && holes[1].empty()) return 0;
+    for (int64_t x = 0; x < W; ++x) {
+      if (known[y * W + x]) continue;
+      const int colour = int((x + y) & 1);
+      if (x > 0 && x + 1 < W && y > 0 && y + 1 < H)
+        inner[colour].push_back(y * W + x);
+      else
+        border[colour].push_back({y * W + x, int8_t(x > 0), int8_t(x + 1 < W), int8_t(y > 0), int8_t(y + 1 < H)});
+    }
+  if (inner[0].empty() && inner[1].empty() && border[0].empty() && border[1].empty()) return 0;
   const T omega = T(o.omega);
   int sweeps = 0;
   while (sweeps < o.max_sweeps) {
     ++sweeps;
-    double largest = 0;
-    for (const auto& colour : holes)
-      for (const int64_t i : colour) {
-        const int64_t y = i / W, x = i - y * W;
+    T largest = 0;
+    for (int colour = 0; colour < 2; ++colour) {
+      for (const int64_t i : inner[colour]) {
         T sum = 0;
-        int count = 0;
-        if (x > 0) sum += v[i - 1], ++count;
-        if (x + 1 < W) sum += v[i + 1], ++count;
-        if (y > 0) sum += v[i - W], ++count;
-        if (y + 1 < H) sum += v[i + W], ++count;
+        sum += v[i - 1];
+        sum += v[i + 1];
+        sum += v[i - W];
+        sum += v[i + W];
+        const T step = omega * (sum / T(4) - v[i]);
+        v[i] += step;
+        largest = std::max(largest, std::abs(step));
+      }
+      for (const Border& b : border[colour]) {
+        const int64_t i = b.i;
+        T sum = 0;
+        if (b.left) sum += v[i - 1];
+        if (b.right) sum += v[i + 1];
+        if (b.up) sum += v[i - W];
+        if (b.down) sum += v[i + W];
+        const int count = b.left + b.right + b.up + b.down;
         if (count == 0) continue;  // a 1×1 plane
         const T step = omega * (sum / T(count) - v[i]);
         v[i] += step;
-        largest = std::max(largest, double(std::abs(step)));
+        largest = std::max(largest, std::abs(step));
       }
-    if (largest <= tol) break;
+    }
+    if (double(largest) <= tol) break;
   }
   return sweeps;
 }
