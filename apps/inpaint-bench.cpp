@@ -1,7 +1,7 @@
 // inpaint-bench: how fast the PConvUNet trains and infers on this machine. Measures
 //   train       one training step: forward, the paper's full loss (VGG-16 perceptual and style
-//               terms with random-init VGG weights, which cost the same as ImageNet ones),
-//               backward and Adam; images/s at --batch
+//               terms with random-init VGG weights, which cost the same as ImageNet ones; or
+//               with --vgg none the pixel and TV terms only), backward and Adam; images/s at --batch
 //   latency     inference forward (eval, no graph) at batch 1; ms
 //   throughput  inference forward at --infer-batch; images/s
 //   allreduce   under mpirun -np N: what data parallelism adds to a step: the average of every
@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
                "allreduce, the communication data-parallel training adds to a step.",
                "inpaint-bench"};
   std::string device_name = "cpu", precision = "fp32", only = "train,latency,throughput", json_path,
-              checkpoint_path, fill = "none";
+              checkpoint_path, fill = "none", vgg = "random";
   int64_t batch = 1, infer_batch = 16, size = 256, levels = 0, width = 64;
   int warmup = 1, iters = 3;
   uint64_t seed = 0;
@@ -179,6 +179,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 12));
   app.add_option("--fill", fill, "what the network's output is added to: none (the paper's) or harmonic (the bundled model's)")
       ->check(CLI::IsMember({"none", "harmonic"}))
+      ->capture_default_str();
+  app.add_option("--vgg", vgg,
+                 "the training step's loss: random (the paper's full loss, VGG-16 terms on random-init weights, which "
+                 "cost the same as ImageNet ones) or none (pixel and TV terms only, as inpaint-train --vgg none)")
+      ->check(CLI::IsMember({"random", "none"}))
       ->capture_default_str();
   app.add_option("--width", width, "channels of the first layer")->check(CLI::Range(1, 1024))->capture_default_str();
   app.add_option("--warmup", warmup, "untimed iterations before each measure")
@@ -247,7 +252,7 @@ int main(int argc, char** argv) {
         VGG16Options vgg_options;
         vgg_options.seed = seed + 1;
         vgg_options.device = device;
-        InpaintingLoss loss(std::make_shared<VGG16Features>(vgg_options));
+        InpaintingLoss loss(vgg == "none" ? nullptr : std::make_shared<VGG16Features>(vgg_options));
         Adam adam(net.named_parameters(), AdamOptions{2e-4});
         const Inputs in = make_inputs(batch, size, device, seed);
         const Tensor gt = in.image;  // the loss only needs a target of the right shape
@@ -298,9 +303,9 @@ int main(int argc, char** argv) {
         std::printf("| %s | %lld | %.4f | %.4f | %.3f | %.0f | %s | %s |\n", m.name.c_str(), (long long)m.batch,
                     m.median_s, m.min_s, m.per_second, m.peak_mib, rate, share);
       }
-      std::printf("\n%s, %lldx%lld, %s %s, warm-up %d, median of %d; peak memory: %s\n",
+      std::printf("\n%s, %lldx%lld, %s %s, %s, warm-up %d, median of %d; peak memory: %s\n",
                   config.describe().c_str(), (long long)size, (long long)size, device_name.c_str(), precision.c_str(),
-                  warmup, iters,
+                  vgg == "none" ? "pixel + TV loss" : "full loss (random VGG-16)", warmup, iters,
                   device == Device::CPU ? "process max RSS so far" : "CUDA allocator peak in the measure");
       if (cpu)
         std::printf("conv GF/s: the convolutions' 2·N·K·C·kh·kw·Ho·Wo flops per step over the step's time; peak: "
@@ -314,6 +319,7 @@ int main(int argc, char** argv) {
       j["size"] = size;
       j["device"] = device_name;
       j["precision"] = precision;
+      j["loss"] = vgg == "none" ? "pixel_tv" : "full_random_vgg";
       j["warmup"] = warmup;
       j["iters"] = iters;
       j["peak_memory_kind"] = device == Device::CPU ? "max_rss" : "cuda_allocator_peak";

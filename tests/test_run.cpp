@@ -561,7 +561,22 @@ TEST_CASE("run: inpaint-bench measures a tiny model and writes JSON; bf16 runs w
   for (const auto& m : j["results"]) {
     CHECK(m["median_s"].get<double>() > 0);
     CHECK(m["peak_memory_mib"].get<double>() > 0);
+    CHECK(m["conv_gflop_per_iteration"].get<double>() > 0);  // the CPU's conv flop counter ran
   }
+  CHECK(j["peak_gflops"].get<double>() > 0);
+  CHECK(j["loss"] == "full_random_vgg");
+  CHECK(r.out.find("conv GF/s") != std::string::npos);
+  // --vgg none: the pixel and TV terms only, so fewer convolution flops per step than with VGG-16.
+  const AppRun pixel = run_app("inpaint-bench", "--size 32 --levels 3 --width 4 --batch 2 --only train --warmup 0 "
+                               "--iters 1 --vgg none --json " + quote(dir + "/pixel.json"), dir);
+  CAPTURE(pixel.err);
+  REQUIRE(pixel.status == 0);
+  CHECK(pixel.out.find("pixel + TV loss") != std::string::npos);
+  const auto jp = nlohmann::json::parse(read_bytes(dir + "/pixel.json"));
+  CHECK(jp["loss"] == "pixel_tv");
+  const double pixel_flops = jp["results"][0]["conv_gflop_per_iteration"].get<double>();
+  CHECK(pixel_flops > 0);
+  CHECK(pixel_flops < j["results"][0]["conv_gflop_per_iteration"].get<double>());
   const AppRun bf16 = run_app("inpaint-bench", "--size 32 --levels 3 --width 4 --batch 2 --only train --warmup 0 "
                               "--iters 1 --precision bf16", dir);
   if (cpu_has_bf16_dot()) {
