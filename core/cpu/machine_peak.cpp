@@ -88,8 +88,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void bf16_dot_lo
   const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3A803F80), b = (__m512bh)_mm512_set1_epi32(0x3A803A80);
   for (int64_t it = 0; it < n; ++it)
     for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+  // Lane 0 of each sum is enough to keep the loop; _mm512_reduce_add_ps would trip GCC 12's
+  // -Wuninitialized on its own _mm256_undefined_pd().
   float s = 0;
-  for (int i = 0; i < kAcc; ++i) s += _mm512_reduce_add_ps(acc[i]);
+  for (int i = 0; i < kAcc; ++i) s += _mm512_cvtss_f32(acc[i]);
   g_sink.store(s, std::memory_order_relaxed);
 }
 
