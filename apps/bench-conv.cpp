@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
     const double f32_peak = measured_f32_fma_peak(), bf16_peak = precision == "fp32" ? 0 : measured_bf16_dot_peak();
     std::printf("measured peak on %d threads: f32 FMA %.1f GF/s", omp_get_max_threads(), f32_peak);
     if (bf16_peak > 0) std::printf(", bf16 dot products (VDPBF16PS) %.1f GF/s", bf16_peak);
-    std::printf("; %%pk: a pass's share of the peak of what it runs (K <= 4 and under 64 output pixels: f32 FMAs)\n");
+    std::printf("; %%pk: a pass's share of the peak of what it runs (the thin and smallest passes: f32 FMAs)\n");
     std::printf("%-18s %-14s %-14s %-5s %9s %7s %4s %9s %7s %4s %9s %7s %4s\n", "layer", "input", "output", "prec",
                 "fwd ms", "GF/s", "%pk", "bwd-x ms", "GF/s", "%pk", "bwd-w ms", "GF/s", "%pk");
     for (const Layer& l : layers(size)) {
@@ -126,9 +126,9 @@ int main(int argc, char** argv) {
           ms[q][pass] = median_ms(passes[pass], runs);
         }
       for (size_t q = 0; q < precisions.size(); ++q) {
-        // As core/cpu/conv.cpp routes them: K ≤ 4 (direct kernels) and passes under 64 output
-        // pixels stay f32 under bf16; f64 FMAs do half the lanes' work.
-        const bool bf16_pass = precisions[q] == "bf16" && l.K > 4 && batch * ho * ho >= 64;
+        // As core/cpu/conv.cpp routes them (the thin and the smallest passes stay f32 under
+        // bf16); f64 FMAs do half the lanes' work.
+        const bool bf16_pass = precisions[q] == "bf16" && conv_pass_takes_bf16(l.K, batch * ho * ho);
         const double peak = bf16_pass ? bf16_peak : dt == DType::F64 ? f32_peak / 2 : f32_peak;
         std::printf("%-18s %-14s %-14s %-5s", l.name.c_str(), chw(l.C, l.H).c_str(), chw(l.K, ho).c_str(),
                     precisions[q].c_str());

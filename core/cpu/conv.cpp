@@ -241,7 +241,7 @@ constexpr int64_t kMinBf16Pixels = 64;
 template <typename T>
 bool bf16_dots(const ConvGeometry& g) {
   if constexpr (std::is_same_v<T, float>)
-    return cpu_dot_precision() == CpuDotPrecision::BF16 && g.N * g.Ho * g.Wo >= kMinBf16Pixels;
+    return cpu_dot_precision() == CpuDotPrecision::BF16 && conv_pass_takes_bf16(g.K, g.N * g.Ho * g.Wo);
   return false;
 }
 
@@ -391,6 +391,10 @@ void count_flops(const ConvGeometry& g) {
 }
 
 }  // namespace
+
+bool conv_pass_takes_bf16(int64_t out_channels, int64_t output_pixels) {
+  return out_channels > kThinMaxK && output_pixels >= kMinBf16Pixels;
+}
 
 void CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, Tensor& y, const Conv2dParams& p) {
   const ConvGeometry g = geometry("conv2d_forward", x, w, y, p);

@@ -15,6 +15,10 @@ bool cpu_has_bf16_dot();
 // BF16 on a CPU without it throws Error saying so. F32 restores today's kernels exactly.
 void set_cpu_dot_precision(CpuDotPrecision precision);
 CpuDotPrecision cpu_dot_precision();
+// Whether an f32 convolution pass with `out_channels` outputs and `output_pixels` (N·Ho·Wo)
+// takes the bf16 dot products when they are on (core/cpu/conv.cpp routes by this): not the
+// direct kernels of K ≤ 4, nor passes too small to pay for packing the weights.
+bool conv_pass_takes_bf16(int64_t out_channels, int64_t output_pixels);
 
 // f32 → bf16 bits, rounded to nearest even as VCVTNEPS2BF16 does: denormal inputs become
 // signed zero and NaNs stay (quiet) NaNs, so scalar and vector packing agree bit for bit.
