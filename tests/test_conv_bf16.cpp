@@ -148,6 +148,11 @@ TEST_CASE("conv2d bf16: forward, backward-data and backward-weight within bf16 r
       {1, 64, 20, 20, 64, 3, 3, 1, 1},   // large enough to thread inside the GEMM
       {1, 200, 12, 64, 8, 3, 3, 1, 1},   // deep and wide: row bands, two-phase scatter
       {2, 6, 9, 9, 3, 3, 3, 1, 1},       // K = 3: the direct loops, which stay f32
+      // Stride 1 and ≥ 16384 input pixels: backward-data as a forward of the turned weights
+      // (padding k − 1 − pad); the 3×3 s1 cases above stay with the scatter
+      {2, 12, 100, 90, 20, 5, 5, 1, 2},  // 5×5, pad 2
+      {1, 16, 130, 128, 8, 3, 3, 1, 0},  // 3×3 unpadded: gx's border from 2 rows of padding
+      {1, 3, 128, 128, 16, 3, 3, 1, 1},  // C = 3: gx through the scatter (the turned conv would be thin)
   };
   Backend& cpu = backend(Device::CPU);
   uint64_t seed = 500;
