@@ -308,9 +308,12 @@ void forward(const T* x, const T* w, T* y, const ConvGeometry& g) {
 constexpr int64_t kMinTurnedPixels = 16384;
 template <typename T>
 std::optional<ConvGeometry> backward_data_as_forward(const ConvGeometry& g) {
-  if (!bf16_dots<T>(g) || g.stride != 1 || g.kh != g.kw || g.pointwise() || g.pad > g.kh - 1) return std::nullopt;
-  if (!conv_pass_takes_bf16(g.C, g.N * g.H * g.W) || g.N * g.H * g.W < kMinTurnedPixels) return std::nullopt;
-  return ConvGeometry{g.N, g.K, g.Ho, g.Wo, g.C, g.kh, g.kw, g.H, g.W, 1, g.kh - 1 - g.pad};
+  if (!bf16_dots<T>(g) || g.stride != 1 || g.kh != g.kw || g.pointwise() || g.pad > g.kh - 1 ||
+      g.N * g.H * g.W < kMinTurnedPixels)
+    return std::nullopt;
+  const ConvGeometry turned{g.N, g.K, g.Ho, g.Wo, g.C, g.kh, g.kw, g.H, g.W, 1, g.kh - 1 - g.pad};
+  if (!bf16_dots<T>(turned)) return std::nullopt;  // its C ≤ 4 outputs would run the f32 direct loops
+  return turned;
 }
 
 template <typename T>
